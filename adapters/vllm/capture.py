@@ -1,0 +1,239 @@
+"""The in-worker capture: hooks on decoder layers, the per-step plan, and score publication.
+
+Per engine step (all on the worker's host thread):
+
+1. ``before`` (wrapping the runner's forward): read the batch layout, decide which token rows
+   belong to guarded requests, build a :class:`_Plan` (one small index tensor, moved to the device
+   once). No guarded request -> no plan -> the hooks return at once.
+2. During the forward, each hooked decoder layer calls the opaque custom op
+   ``guard::capture_layer``; its body computes the residual stream ``hidden + residual`` of the
+   planned rows and one ``addmm`` with the folded probe into a preallocated buffer. No host syncs,
+   no logging, no per-token Python.
+3. ``after``: copy the step's scores (and requested hidden rows) to the host once and publish
+   them, keyed by guard key and token position.
+
+Because the op is registered as side-effecting and the hooks are installed right after the model
+is loaded (before torch.compile traces it), compiled and eager engines both run it. ``fired``
+counts calls per layer so the start-up self-test can prove it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from adapters.score_channel import open_sink
+from adapters.vllm import internals
+from guard.capture_spec import CaptureSpec
+from guard.errors import AdapterError, ConfigError
+from guard.model_spec import ModelSpec
+from guard.probe import Probe
+from guard.request_options import RequestOptions, parse_request_options
+from guard.scores import ScoreSegment
+
+__all__ = ["install", "worker_status", "CaptureState"]
+
+
+@torch.library.custom_op("guard::capture_layer", mutates_args=())
+def capture_layer(hidden: torch.Tensor, residual: torch.Tensor, slot: int) -> None:
+    """Opaque to torch.compile: hands one layer's output to the worker's capture state."""
+    state = _STATE
+    if state is not None:
+        state.on_layer(hidden, residual, slot)
+
+
+@capture_layer.register_fake
+def _capture_layer_fake(hidden: torch.Tensor, residual: torch.Tensor, slot: int) -> None:
+    return None
+
+
+# Keep the op in compiled graphs although nothing consumes its (empty) result.
+torch.fx.node.has_side_effect(torch.ops.guard.capture_layer.default)
+
+_STATE: CaptureState | None = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    n_rows: int
+    rows: torch.Tensor | None  # device row indices of guarded tokens, None = the first n_rows
+    hidden_sel: torch.Tensor | None  # indices into the n_rows compact rows whose hidden rows are kept
+    n_hidden: int
+    segments: tuple[tuple[str, int, int, int, int], ...]  # key, position, row, count, hidden row (-1: none)
+
+
+class CaptureState:
+    """Worker-resident capture: device copies of the probe, buffers, and the current step's plan."""
+
+    def __init__(self, runner: Any, spec: CaptureSpec, probe: Probe | None, sink: Any) -> None:
+        self.runner = runner
+        self.spec = spec
+        self.sink = sink
+        self.publish = internals.publishes_scores()
+        self.device = internals.runner_device(runner)
+        self.fired = [0] * len(spec.layers)
+        self.steps_guarded = 0
+        self.bad_options = 0
+        self.plan: _Plan | None = None
+        self._options: dict[str, RequestOptions | None] = {}
+        max_rows = internals.max_num_tokens(runner)
+        n_layers = len(spec.layers)
+        hidden_size = int(runner.model_config.get_hidden_size())
+        if probe is not None:
+            w, b = probe.folded()  # (L, H, k), (L, k)
+            self.w: torch.Tensor | None = torch.from_numpy(w).to(self.device)
+            self.b = torch.from_numpy(b).to(self.device)
+            k = w.shape[2]
+        else:
+            self.w, self.b, k = None, None, 0
+        self.k = k
+        self.scores = torch.zeros((n_layers, max_rows, k), dtype=torch.float32, device=self.device)
+        self.hidden = (
+            torch.zeros((n_layers, max_rows, hidden_size), dtype=torch.float32, device=self.device)
+            if spec.hidden
+            else None
+        )
+
+    # --- step boundary (host) -------------------------------------------------------------
+    def _request_options(self, req_id: str) -> RequestOptions | None:
+        if req_id not in self._options:
+            try:
+                opts = parse_request_options(internals.request_extra_args(self.runner, req_id))
+            except ConfigError:
+                self.bad_options += 1  # validated at the edge; never crash the engine here
+                opts = None
+            if opts is not None and opts.hidden and self.hidden is None:
+                opts = RequestOptions(key=opts.key, hidden=False)
+                self.bad_options += 1
+            self._options[req_id] = opts
+        return self._options[req_id]
+
+    def before_forward(self) -> None:
+        """Plan this step's capture from the runner's batch layout."""
+        req_ids, qsl, computed = internals.step_layout(self.runner)
+        if len(self._options) > 4 * len(req_ids) + 256:
+            live = internals.live_request_ids(self.runner)
+            self._options = {r: o for r, o in self._options.items() if r in live}
+        segments, spans, hidden_spans = [], [], []
+        row = hrow = 0
+        for i, req_id in enumerate(req_ids):
+            opts = self._request_options(req_id)
+            if opts is None:
+                continue
+            start, count = int(qsl[i]), int(qsl[i + 1] - qsl[i])
+            if count <= 0:
+                continue
+            segments.append((opts.key, int(computed[i]), row, count, hrow if opts.hidden else -1))
+            spans.append((start, count))
+            if opts.hidden:
+                hidden_spans.append((row, count))
+                hrow += count
+            row += count
+        if not segments:
+            self.plan = None
+            return
+        contiguous = len(spans) == len(req_ids) and spans[0][0] == 0
+        rows = None if contiguous else self._index([np.arange(s, s + c) for s, c in spans])
+        all_hidden = hrow == row
+        hidden_sel = None if all_hidden or hrow == 0 else self._index([np.arange(s, s + c) for s, c in hidden_spans])
+        self.plan = _Plan(row, rows, hidden_sel, hrow, tuple(segments))
+        self.steps_guarded += 1
+
+    def _index(self, parts: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate(parts)).to(self.device, non_blocking=True)
+
+    # --- inside the forward (device work only) -------------------------------------------
+    def on_layer(self, hidden: torch.Tensor, residual: torch.Tensor, slot: int) -> None:
+        """Capture one layer's residual stream for the planned rows."""
+        self.fired[slot] += 1
+        plan = self.plan
+        if plan is None:
+            return
+        n = plan.n_rows
+        if plan.rows is None:
+            x = hidden[:n] + residual[:n]  # (n, H)
+        else:
+            x = hidden.index_select(0, plan.rows) + residual.index_select(0, plan.rows)
+        x = x.float()
+        if self.w is not None:
+            torch.addmm(self.b[slot], x, self.w[slot], out=self.scores[slot, :n])
+        if plan.n_hidden:
+            if plan.hidden_sel is None:
+                self.hidden[slot, :n].copy_(x)
+            else:
+                torch.index_select(x, 0, plan.hidden_sel, out=self.hidden[slot, : plan.n_hidden])
+
+    # --- after the forward (host) ---------------------------------------------------------
+    def after_forward(self) -> None:
+        """Move the step's scores to the host once and publish them."""
+        plan, self.plan = self.plan, None
+        if plan is None or not self.publish:
+            return
+        scores = self.scores[:, : plan.n_rows].transpose(0, 1).contiguous().cpu().numpy()  # (n, L, k)
+        hidden = None
+        if plan.n_hidden:
+            hidden = self.hidden[:, : plan.n_hidden].transpose(0, 1).contiguous().cpu().numpy()  # (nh, L, H)
+        out = [
+            ScoreSegment(key, pos, scores[row : row + count], None if hrow < 0 else hidden[hrow : hrow + count])
+            for key, pos, row, count, hrow in plan.segments
+        ]
+        self.sink.publish(out)
+
+
+def install(runner: Any, spec: CaptureSpec) -> CaptureState:
+    """Install hooks and the per-step plan on a freshly loaded runner (before compilation).
+
+    Raises:
+        AdapterError: the runner or model is unsupported, or a layer is out of range.
+        ArtifactError: the probe does not fit the model.
+    """
+    global _STATE
+    internals.check_version()
+    internals.check_runner(runner)
+    model_id = str(runner.model_config.model)
+    model_spec = ModelSpec.from_config(runner.model_config.hf_config.to_dict())
+    probe = None
+    if spec.probe is not None:
+        probe = Probe.load(spec.probe)
+        probe.check_model(model_spec, model_id)
+        if probe.layers != spec.layers:
+            raise AdapterError(f"capture layers {list(spec.layers)} differ from the probe's {list(probe.layers)}")
+    layers = internals.decoder_layers(runner.model)
+    bad = [i for i in spec.layers if i >= len(layers)]
+    if bad:
+        raise AdapterError(f"capture layers {bad} are outside 0..{len(layers) - 1} of model {model_id!r}")
+    state = CaptureState(runner, spec, probe, open_sink(spec.endpoint))
+    for slot, index in enumerate(spec.layers):
+        layers[index].register_forward_hook(_make_hook(slot))
+    internals.wrap_model_forward(runner, state.before_forward, state.after_forward)
+    runner._guard_capture = state
+    _STATE = state
+    return state
+
+
+def _make_hook(slot: int) -> Any:
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+        torch.ops.guard.capture_layer(output[0], output[1], slot)
+
+    return hook
+
+
+def worker_status(worker: Any) -> dict[str, Any]:
+    """``collective_rpc`` target: what the capture in this worker has done so far."""
+    runner = internals.runner_of_worker(worker)
+    state: CaptureState | None = getattr(runner, "_guard_capture", None)
+    if state is None:
+        return {"installed": False}
+    return {
+        "installed": True,
+        "layers": list(state.spec.layers),
+        "fired": list(state.fired),
+        "steps_guarded": state.steps_guarded,
+        "bad_options": state.bad_options,
+        "dropped_batches": getattr(state.sink, "dropped_batches", 0),
+        "compilation_mode": internals.compilation_mode(runner),
+        "publishes": state.publish,
+    }

@@ -1,0 +1,189 @@
+"""Guarded vLLM engines for Python users: engine arguments, the offline ``GuardedLLM``, the self-test.
+
+The capture itself is installed inside vLLM's workers by the plugin; this module only builds the
+engine arguments that switch it on (``additional_config["guard"]``), runs the collector that
+receives scores, and proves at start-up that the capture works.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from adapters.model_store import resolve_model
+from adapters.score_channel import ScoreCollector, new_ipc_endpoint
+from adapters.vllm import internals
+from adapters.vllm.worker_extension import WORKER_EXTENSION
+from adapters.vllm.plugin import register
+from guard.capture_spec import CaptureSpec
+from guard.config import GuardConfig
+from guard.errors import SelfTestError
+from guard.probe import Probe
+from guard.request_options import RequestOptions
+from guard.scores import TokenScores
+
+__all__ = ["GuardedCompletion", "GuardedLLM", "engine_arguments"]
+
+_SELFTEST_TEXT = "guard self-test: the quick brown fox jumps over the lazy dog"
+
+
+def engine_arguments(config: GuardConfig, endpoint: str) -> tuple[dict[str, Any], CaptureSpec, str]:
+    """vLLM engine keyword arguments for a guarded engine.
+
+    Returns:
+        ``(kwargs, spec, model_path)``; ``kwargs`` suit ``vllm.LLM`` and ``AsyncEngineArgs``.
+    """
+    internals.check_version()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gib))))
+    os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+    model = resolve_model(config.model)
+    layers = Probe.load(config.probe).layers if config.probe else config.layers
+    spec = CaptureSpec(layers=layers, probe=config.probe, hidden=config.capture_hidden, endpoint=endpoint)
+    kwargs = {
+        "model": model,
+        "dtype": "float32",
+        "max_model_len": config.max_model_len,
+        "max_num_seqs": config.max_num_seqs,
+        "enforce_eager": config.enforce_eager,
+        "enable_prefix_caching": config.prefix_caching,
+        "additional_config": spec.to_additional_config(),
+        "seed": 0,
+        "worker_extension_cls": WORKER_EXTENSION,
+    }
+    return kwargs, spec, model
+
+
+@dataclass(frozen=True)
+class GuardedCompletion:
+    """One finished request: tokens, text, and the per-token scores received for it."""
+
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    text: str
+    scores: TokenScores | None
+
+    @property
+    def sequence(self) -> list[int]:
+        """Prompt followed by generated tokens."""
+        return self.prompt_token_ids + self.token_ids
+
+
+class GuardedLLM:
+    """An offline vLLM engine with in-engine capture and probe scoring.
+
+    Args:
+        config: engine settings; ``GuardConfig.build()`` reads ``GUARD_*`` variables.
+        **engine_overrides: extra ``vllm.LLM`` arguments (override the guard's choices).
+
+    Raises:
+        SelfTestError: the capture did not fire or mapped rows wrongly (with ``config.selftest``).
+
+    Example:
+        >>> llm = GuardedLLM(GuardConfig.build(probe="probe.safetensors"))   # doctest: +SKIP
+        >>> out = llm.generate(["The capital of France is"])[0]               # doctest: +SKIP
+        >>> out.scores.scores.shape                                           # doctest: +SKIP
+        (6, 1, 1)
+    """
+
+    def __init__(self, config: GuardConfig, **engine_overrides: Any) -> None:
+        register()
+        from vllm import LLM
+
+        self.config = config
+        endpoint = config.score_endpoint or new_ipc_endpoint()
+        kwargs, self.spec, self.model_path = engine_arguments(config, endpoint)
+        self.probe = Probe.load(config.probe) if config.probe else None
+        self.collector = ScoreCollector(endpoint)
+        try:
+            self.llm = LLM(**{**kwargs, **engine_overrides})
+        except Exception:
+            self.collector.close()
+            raise
+        self.tokenizer = self.llm.get_tokenizer()
+        if config.selftest:
+            self.selftest()
+
+    def generate(self, prompts: Sequence[str | list[int]], params: Any = None, *, guard: bool = True,
+                 hidden: bool = False, timeout: float = 30.0) -> list[GuardedCompletion]:
+        """Generate for each prompt (text or token ids); guarded requests come back with scores."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        base = params or SamplingParams(max_tokens=32, temperature=0.0)
+        inputs, per_request, keys = [], [], []
+        for prompt in prompts:
+            sp = base.clone()
+            key = uuid.uuid4().hex if guard else None
+            if key is not None:
+                sp.extra_args = {**(sp.extra_args or {}), **RequestOptions(key=key, hidden=hidden).to_extra_args()}
+            inputs.append(TokensPrompt(prompt_token_ids=list(prompt)) if not isinstance(prompt, str) else prompt)
+            per_request.append(sp)
+            keys.append(key)
+        outputs = self.llm.generate(inputs, per_request, use_tqdm=False)
+        done = []
+        for key, out in zip(keys, outputs):
+            prompt_ids, gen = list(out.prompt_token_ids), out.outputs[0]
+            scores = None
+            if key is not None:
+                # The last sampled token is never fed back, so positions end at len - 2.
+                self.collector.store.wait(key, len(prompt_ids) + len(gen.token_ids) - 1, timeout)
+                scores = self.collector.store.pop(key)
+            done.append(GuardedCompletion(prompt_ids, list(gen.token_ids), gen.text, scores))
+        return done
+
+    def worker_status(self) -> list[dict[str, Any]]:
+        """What the capture in each worker has done (installed, hook calls per layer, ...)."""
+        return self.llm.collective_rpc("guard_status")
+
+    def selftest(self) -> None:
+        """Prove the hooks fire in this engine and that rows land on the right request.
+
+        Raises:
+            SelfTestError: with what went wrong and how to fix it.
+        """
+        from vllm import SamplingParams
+
+        ids = self.tokenizer(_SELFTEST_TEXT)["input_ids"]
+        prompts = [ids, ids[: len(ids) // 2]]
+        results = self.generate(prompts, SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True),
+                                hidden=self.spec.hidden, timeout=30.0)
+        status = [s for s in self.worker_status() if s.get("publishes", True)]
+        if not status or not all(s["installed"] for s in status):
+            raise SelfTestError(
+                "guard's capture is not installed in the vLLM worker: the plugin did not run. Install guard into "
+                "the engine's environment (pip install -e .) and make sure VLLM_PLUGINS, if set, includes 'guard'"
+            )
+        if not all(all(f > 0 for f in s["fired"]) for s in status):
+            raise SelfTestError(
+                f"guard's layer hooks never fired (calls per layer: {status[0]['fired']}, compilation mode "
+                f"{status[0]['compilation_mode']}); a stale compiled graph without hooks may have been loaded: "
+                "clear ~/.cache/vllm/torch_compile_cache or run with enforce_eager"
+            )
+        for res in results:
+            expected = np.arange(len(res.sequence) - 1)
+            got = res.scores.positions if res.scores is not None else np.zeros(0)
+            if not np.array_equal(got, expected):
+                raise SelfTestError(
+                    f"self-test request of {len(res.prompt_token_ids)} prompt tokens received scores for positions "
+                    f"{got.tolist()}, expected 0..{len(expected) - 1}; the runner's batch layout is not what guard reads"
+                )
+            if self.probe is not None and res.scores.hidden is not None:
+                ref = self.probe.score(res.scores.hidden)
+                if not np.allclose(ref, res.scores.scores, rtol=1e-3, atol=1e-3):
+                    raise SelfTestError("in-engine probe scores disagree with the numpy reference on captured rows")
+
+    def close(self) -> None:
+        """Shut the engine and the collector down."""
+        self.collector.close()
+        self.llm = None
+
+    def __enter__(self) -> GuardedLLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,79 @@
+"""What the engine's workers must capture: the contract between the front end and the worker.
+
+A :class:`CaptureSpec` travels to every worker inside vLLM's ``additional_config["guard"]``. Because
+vLLM hashes ``additional_config`` into its compile-cache key, the spec (with
+:data:`HOOKS_VERSION`) also versions the compiled graph: a graph compiled without our hooks, or with
+other layers, can never be loaded for a guarded engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from guard.errors import ConfigError
+
+__all__ = ["HOOKS_VERSION", "ADDITIONAL_CONFIG_KEY", "CaptureSpec"]
+
+#: Bump whenever the hook body or where it is installed changes (invalidates compiled graphs).
+HOOKS_VERSION = 1
+ADDITIONAL_CONFIG_KEY = "guard"
+
+
+class CaptureSpec(BaseModel):
+    """Engine-wide capture settings, fixed when the engine starts.
+
+    Attributes:
+        layers: decoder layers whose output residual stream is read (HF ``hidden_states[i + 1]``).
+        probe: path of the probe artefact scored in the worker, or ``None`` to capture only.
+        hidden: allocate buffers so requests may ask for raw hidden rows.
+        endpoint: where workers deliver scores: ``inproc://NAME`` (same process) or a zmq address.
+        hooks_version: part of the compile-cache key; see :data:`HOOKS_VERSION`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    layers: tuple[int, ...] = Field(min_length=1)
+    probe: str | None = None
+    hidden: bool = False
+    endpoint: str
+    hooks_version: int = HOOKS_VERSION
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_nonnegative(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(v)) != len(v) or any(x < 0 for x in v):
+            raise ValueError(f"layers {list(v)} must be distinct non-negative decoder layer indices")
+        return v
+
+    @field_validator("endpoint")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not v.startswith(("inproc://", "ipc://", "tcp://")):
+            raise ValueError(f"endpoint {v!r} must start with inproc://, ipc:// or tcp://")
+        return v
+
+    def to_additional_config(self) -> dict[str, Any]:
+        """The ``additional_config`` entry for vLLM's engine arguments."""
+        return {ADDITIONAL_CONFIG_KEY: self.model_dump(mode="json")}
+
+    @classmethod
+    def from_additional_config(cls, additional: Any) -> CaptureSpec | None:
+        """Read the spec back in a worker; ``None`` when the engine is not guarded.
+
+        Raises:
+            ConfigError: the entry exists but is invalid.
+        """
+        if not isinstance(additional, dict) or ADDITIONAL_CONFIG_KEY not in additional:
+            return None
+        try:
+            spec = cls.model_validate(additional[ADDITIONAL_CONFIG_KEY])
+        except ValidationError as exc:
+            raise ConfigError(f"additional_config['guard'] is invalid: {exc}") from exc
+        if spec.hooks_version != HOOKS_VERSION:
+            raise ConfigError(
+                f"additional_config['guard'] has hooks_version={spec.hooks_version}, this guard installs "
+                f"version {HOOKS_VERSION}; build the engine arguments with this guard version"
+            )
+        return spec

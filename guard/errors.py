@@ -1,0 +1,54 @@
+"""The guard error tree: every error the project raises on purpose.
+
+::
+
+    GuardError
+    ├── ConfigError        bad settings, CLI flags, env vars or request options
+    ├── ArtifactError      a probe/steering artefact is missing, corrupt or for another model
+    ├── ModelError         the model cannot be found, prepared or verified
+    ├── AdapterError       an engine integration (vLLM, transformers) misbehaves
+    │   └── SelfTestError  the in-engine capture did not fire or captured wrong rows
+    └── ChannelError       scores could not be delivered between processes
+
+Messages name the offending value, what was expected, and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GuardError",
+    "ConfigError",
+    "ArtifactError",
+    "ModelError",
+    "AdapterError",
+    "SelfTestError",
+    "ChannelError",
+]
+
+
+class GuardError(Exception):
+    """Base class of every error guard raises on purpose."""
+
+
+class ConfigError(GuardError, ValueError):
+    """A setting, flag, environment variable or request option is invalid."""
+
+
+class ArtifactError(GuardError):
+    """An artefact (probe, threshold, steering vector) is unusable for this model."""
+
+
+class ModelError(GuardError):
+    """The model cannot be located, prepared or verified."""
+
+
+class AdapterError(GuardError):
+    """An engine integration (vLLM, transformers) is unavailable or misbehaves."""
+
+
+class SelfTestError(AdapterError):
+    """The start-up self-test proved that the capture hooks are not working."""
+
+
+class ChannelError(GuardError):
+    """Scores could not be delivered from the engine worker to their consumer."""
