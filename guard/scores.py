@@ -67,6 +67,7 @@ class TokenScores:
     positions: np.ndarray  # (n,) int64, strictly increasing
     scores: np.ndarray  # (n, L, k)
     hidden: np.ndarray | None  # (n, L, H) or None
+    segments: int = 0  # how many engine steps delivered them
 
     def missing(self, upto: int) -> list[int]:
         """Positions in ``0 .. upto - 1`` that have no score (e.g. prefix-cached prompt tokens)."""
@@ -202,4 +203,4 @@ class ScoreStore:
         positions = np.concatenate([np.arange(s.start, s.start + s.n) for s in segs])
         scores = np.concatenate([s.scores for s in segs])
         hidden = np.concatenate([s.hidden for s in segs]) if all(s.hidden is not None for s in segs) else None
-        return TokenScores(key, positions, scores, hidden)
+        return TokenScores(key, positions, scores, hidden, len(segs))

@@ -22,7 +22,7 @@ from adapters.vllm.worker_extension import WORKER_EXTENSION
 from adapters.vllm.plugin import register
 from guard.capture_spec import CaptureSpec
 from guard.config import GuardConfig
-from guard.errors import SelfTestError
+from guard.errors import ConfigError, SelfTestError
 from guard.probe import Probe
 from guard.request_options import RequestOptions
 from guard.scores import TokenScores
@@ -108,17 +108,31 @@ class GuardedLLM:
         if config.selftest:
             self.selftest()
 
-    def generate(self, prompts: Sequence[str | list[int]], params: Any = None, *, guard: bool = True,
+    def generate(self, prompts: Sequence[str | list[int]], params: Any = None, *, guard: bool | Sequence[bool] = True,
                  hidden: bool = False, timeout: float = 30.0) -> list[GuardedCompletion]:
-        """Generate for each prompt (text or token ids); guarded requests come back with scores."""
+        """Generate for each prompt (text or token ids) in one batch.
+
+        Args:
+            prompts: texts or token-id lists.
+            params: ``vllm.SamplingParams`` shared by all prompts (cloned per request).
+            guard: opt every request in (``True``), out (``False``), or per prompt (a sequence).
+            hidden: also deliver raw residual-stream rows (needs ``capture_hidden``).
+            timeout: seconds to wait for the last scores after a request finished.
+
+        Returns:
+            One :class:`GuardedCompletion` per prompt, in order; ``scores`` is ``None`` when not guarded.
+        """
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         base = params or SamplingParams(max_tokens=32, temperature=0.0)
         inputs, per_request, keys = [], [], []
-        for prompt in prompts:
+        flags = [guard] * len(prompts) if isinstance(guard, bool) else list(guard)
+        if len(flags) != len(prompts):
+            raise ConfigError(f"guard has {len(flags)} flags for {len(prompts)} prompts; pass one per prompt or a bool")
+        for prompt, guarded in zip(prompts, flags):
             sp = base.clone()
-            key = uuid.uuid4().hex if guard else None
+            key = uuid.uuid4().hex if guarded else None
             if key is not None:
                 sp.extra_args = {**(sp.extra_args or {}), **RequestOptions(key=key, hidden=hidden).to_extra_args()}
             inputs.append(TokensPrompt(prompt_token_ids=list(prompt)) if not isinstance(prompt, str) else prompt)
@@ -179,8 +193,10 @@ class GuardedLLM:
 
     def close(self) -> None:
         """Shut the engine and the collector down."""
+        if self.llm is not None:
+            internals.shutdown_llm(self.llm)
+            self.llm = None
         self.collector.close()
-        self.llm = None
 
     def __enter__(self) -> GuardedLLM:
         return self

@@ -35,6 +35,7 @@ __all__ = [
     "runner_device",
     "compilation_mode",
     "runner_of_worker",
+    "shutdown_llm",
 ]
 
 #: (major, minor) releases whose internals guard is tested against.
@@ -223,3 +224,8 @@ def compilation_mode(runner: Any) -> str:
 def runner_of_worker(worker: Any) -> Any:
     """The model runner of a vLLM worker (the object ``collective_rpc`` functions receive)."""
     return worker.model_runner
+
+
+def shutdown_llm(llm: Any) -> None:
+    """Stop an offline ``vllm.LLM``'s engine-core process and workers now."""
+    llm.llm_engine.engine_core.shutdown()

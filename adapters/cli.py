@@ -1,0 +1,137 @@
+"""The ``guard`` command line (launched through ``guard/__main__.py``).
+
+Subcommands::
+
+    guard model prepare            convert the embedded default model once; print its folder
+    guard probe stand-in --out P   write a random, clearly labelled stand-in probe
+    guard generate PROMPT...       guarded generation with per-token scores
+    guard selftest                 start a guarded engine and prove the capture works
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from guard import env
+from guard.errors import GuardError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``guard`` command."""
+    parser = argparse.ArgumentParser(prog="guard", description="Inference-time hallucination guard for vLLM")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    model = sub.add_parser("model", help="manage the embedded default model")
+    model_sub = model.add_subparsers(dest="action", required=True)
+    prep = model_sub.add_parser("prepare", help="convert the embedded GGUF to a Hugging Face folder (once)")
+    prep.add_argument("--cache-dir", default=None, help="cache directory (default $GUARD_HOME or ~/.cache/guard)")
+
+    probe = sub.add_parser("probe", help="probe artefacts")
+    probe_sub = probe.add_subparsers(dest="action", required=True)
+    stand = probe_sub.add_parser("stand-in", help="write a random stand-in probe (NOT calibrated)")
+    stand.add_argument("--out", required=True, help="output path (writes OUT.safetensors and OUT.json)")
+    stand.add_argument("--model", default="default")
+    stand.add_argument("--layers", default="14", help="comma-separated decoder layers (default 14)")
+
+    for name, text in (("generate", "guarded generation with per-token scores"), ("selftest", "prove the capture works")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--model", default=None, help="'default', an HF folder or a hub id")
+        p.add_argument("--probe", default=None, help="probe artefact (default: a stand-in probe)")
+        p.add_argument("--eager", action="store_true", help="run the engine without torch.compile")
+        if name == "generate":
+            p.add_argument("prompts", nargs="+", help="prompt text(s)")
+            p.add_argument("--max-tokens", type=int, default=32)
+            p.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
+            p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    return parser
+
+
+def _stand_in_probe(model: str) -> str:
+    from adapters.model_store import resolve_model
+    from calibration.stand_in import build_stand_in_probe
+
+    path = Path(env.cache_home()) / "probes" / "stand-in-layer14"
+    if not path.with_suffix(".json").exists():
+        build_stand_in_probe(resolve_model(model), path)
+    return str(path.with_suffix(".safetensors"))
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    from adapters.vllm.engine import GuardedLLM
+    from guard.config import GuardConfig
+
+    model = args.model or env.read("GUARD_MODEL") or "default"
+    probe = args.probe or env.read("GUARD_PROBE") or _stand_in_probe(model)
+    return GuardedLLM(GuardConfig.build(model=model, probe=probe, enforce_eager=args.eager or None, max_num_seqs=16))
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from vllm import SamplingParams
+
+    if args.max_tokens < 1:
+        raise GuardError(f"--max-tokens={args.max_tokens} is invalid: expected a positive integer")
+    with _engine(args) as llm:
+        prompts = args.prompts
+        if args.chat:
+            prompts = [llm.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                         add_generation_prompt=True) for p in prompts]
+        results = llm.generate(prompts, SamplingParams(max_tokens=args.max_tokens, temperature=0.0))
+        probe = llm.probe
+        report = []
+        for prompt, res in zip(args.prompts, results):
+            n_prompt = len(res.prompt_token_ids)
+            rows = []
+            for pos, score in zip(res.scores.positions.tolist(), res.scores.scores):
+                if pos >= n_prompt - 1:  # the last prompt token, then every generated one that was fed back
+                    tok = res.sequence[pos]
+                    rows.append({"position": pos, "token": llm.tokenizer.decode([tok]), "scores": score.ravel().round(4).tolist()})
+            report.append({"prompt": prompt, "completion": res.text, "token_scores": rows})
+    if args.json:
+        print(json.dumps({"probe": probe.manifest.model_dump(), "results": report}, indent=2))
+        return 0
+    kind = probe.manifest.kind
+    print(f"probe: {kind} ({probe.manifest.description or 'calibrated'}) layers={list(probe.layers)} labels={list(probe.labels)}")
+    for item in report:
+        print(f"\nprompt:     {item['prompt']!r}\ncompletion: {item['completion']!r}")
+        print(f"  {'pos':>4}  {'token':<16} scores")
+        for row in item["token_scores"]:
+            print(f"  {row['position']:>4}  {row['token']!r:<16} {row['scores']}")
+    return 0
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    with _engine(args) as llm:
+        status = llm.worker_status()
+    print(json.dumps({"selftest": "passed", "workers": status}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for guard errors, with the message on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "model":
+            from adapters.model_store import prepare_default_model
+
+            print(prepare_default_model(args.cache_dir))
+            return 0
+        if args.command == "probe":
+            from adapters.model_store import resolve_model
+            from calibration.stand_in import build_stand_in_probe
+
+            try:
+                layers = tuple(int(x) for x in args.layers.split(","))
+            except ValueError as exc:
+                raise GuardError(f"--layers={args.layers!r} is invalid: expected comma-separated integers like 12,14") from exc
+            print(build_stand_in_probe(resolve_model(args.model), args.out, layers))
+            return 0
+        return _generate(args) if args.command == "generate" else _selftest(args)
+    except GuardError as exc:
+        print(f"guard: error: {exc}", file=sys.stderr)
+        return 2

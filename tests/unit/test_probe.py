@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guard.errors import ArtifactError
+from guard.model_spec import ModelSpec
+from guard.probe import Probe, ProbeManifest
+
+SPEC = ModelSpec.from_config({"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 4})
+
+
+def _probe(seed: int = 0, k: int = 3) -> Probe:
+    rng = np.random.default_rng(seed)
+    manifest = ProbeManifest(kind="test", labels=tuple("tfn"[:k]), layers=(1, 2), hidden_size=8, num_layers=4,
+                             model_fingerprint=SPEC.fingerprint)
+    return Probe(manifest, rng.standard_normal((2, k, 8)).astype(np.float32), rng.standard_normal((2, k)).astype(np.float32),
+                 rng.standard_normal((2, 8)).astype(np.float32), rng.uniform(0.5, 2, (2, 8)).astype(np.float32))
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 20))
+def test_folded_weights_reproduce_the_reference_score(seed, n):
+    probe = _probe(seed)
+    hidden = np.random.default_rng(seed + 1).standard_normal((n, 2, 8)).astype(np.float32) * 10
+    w, b = probe.folded()
+    folded = np.einsum("nlh,lhk->nlk", hidden.astype(np.float64), w) + b
+    np.testing.assert_allclose(folded, probe.score(hidden), rtol=1e-4, atol=1e-4)
+
+
+def test_save_load_roundtrip_is_exact(tmp_path):
+    probe = _probe()
+    probe.save(tmp_path / "p")
+    loaded = Probe.load(tmp_path / "p.safetensors")
+    assert loaded.manifest == probe.manifest
+    for name in ("weight", "bias", "mean", "scale"):
+        assert np.array_equal(getattr(loaded, name), getattr(probe, name))
+
+
+def test_check_model_rejects_another_hidden_size_and_names_the_fix():
+    other = ModelSpec.from_config({"model_type": "llama", "hidden_size": 16, "num_hidden_layers": 4})
+    with pytest.raises(ArtifactError, match=r"hidden_size=8 but model 'm' has 16; run `guard calibrate --model m`"):
+        _probe().check_model(other, "m")
+
+
+def test_check_model_rejects_another_layer_count():
+    other = ModelSpec.from_config({"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 2})
+    with pytest.raises(ArtifactError, match="expects 4 layers"):
+        _probe().check_model(other, "m")
+
+
+def test_check_model_rejects_a_different_config_fingerprint():
+    other = ModelSpec.from_config({"model_type": "qwen2", "hidden_size": 8, "num_hidden_layers": 4})
+    with pytest.raises(ArtifactError, match="fingerprint"):
+        _probe().check_model(other, "m")
+
+
+def test_check_model_accepts_its_own_model():
+    _probe().check_model(SPEC, "m")
+
+
+def test_wrong_tensor_shape_is_rejected_with_expected_shape():
+    p = _probe()
+    with pytest.raises(ArtifactError, match=r"'weight' has shape \(2, 3, 7\).*implies \(2, 3, 8\)"):
+        Probe(p.manifest, p.weight[..., :7], p.bias, p.mean, p.scale)
+
+
+def test_missing_manifest_field_refuses_to_load(tmp_path):
+    _probe().save(tmp_path / "p")
+    raw = json.loads((tmp_path / "p.json").read_text())
+    del raw["hidden_size"]
+    (tmp_path / "p.json").write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="hidden_size"):
+        Probe.load(tmp_path / "p")
+
+
+def test_other_schema_version_refuses_to_load(tmp_path):
+    _probe().save(tmp_path / "p")
+    raw = json.loads((tmp_path / "p.json").read_text())
+    raw["schema_version"] = 99
+    (tmp_path / "p.json").write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match="schema_version=99"):
+        Probe.load(tmp_path / "p")
+
+
+def test_missing_manifest_file_names_the_path(tmp_path):
+    _probe().save(tmp_path / "p")
+    (tmp_path / "p.json").unlink()
+    with pytest.raises(ArtifactError, match="p.json"):
+        Probe.load(tmp_path / "p")
+
+
+def test_random_stand_in_is_labelled_as_not_calibrated():
+    probe = Probe.random(SPEC, layers=(1,))
+    assert probe.manifest.kind == "stand-in" and "NOT calibrated" in probe.manifest.description
