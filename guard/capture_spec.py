@@ -4,6 +4,10 @@ A :class:`CaptureSpec` travels to every worker inside vLLM's ``additional_config
 vLLM hashes ``additional_config`` into its compile-cache key, the spec (with
 :data:`HOOKS_VERSION`) also versions the compiled graph: a graph compiled without our hooks, or with
 other layers, can never be loaded for a guarded engine.
+
+The score endpoint is deliberately *not* part of the spec: it changes from run to run (a fresh
+socket per engine) and would defeat the compile cache. Workers read it from the
+``GUARD_SCORE_ENDPOINT`` environment variable, which vLLM's worker processes inherit.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from guard.errors import ConfigError
 
-__all__ = ["HOOKS_VERSION", "ADDITIONAL_CONFIG_KEY", "CaptureSpec"]
+__all__ = ["HOOKS_VERSION", "ADDITIONAL_CONFIG_KEY", "CaptureSpec", "check_endpoint"]
 
 #: Bump whenever the hook body or where it is installed changes (invalidates compiled graphs).
 HOOKS_VERSION = 1
@@ -28,7 +32,6 @@ class CaptureSpec(BaseModel):
         layers: decoder layers whose output residual stream is read (HF ``hidden_states[i + 1]``).
         probe: path of the probe artefact scored in the worker, or ``None`` to capture only.
         hidden: allocate buffers so requests may ask for raw hidden rows.
-        endpoint: where workers deliver scores: ``inproc://NAME`` (same process) or a zmq address.
         hooks_version: part of the compile-cache key; see :data:`HOOKS_VERSION`.
     """
 
@@ -37,7 +40,6 @@ class CaptureSpec(BaseModel):
     layers: tuple[int, ...] = Field(min_length=1)
     probe: str | None = None
     hidden: bool = False
-    endpoint: str
     hooks_version: int = HOOKS_VERSION
 
     @field_validator("layers")
@@ -45,13 +47,6 @@ class CaptureSpec(BaseModel):
     def _distinct_nonnegative(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         if len(set(v)) != len(v) or any(x < 0 for x in v):
             raise ValueError(f"layers {list(v)} must be distinct non-negative decoder layer indices")
-        return v
-
-    @field_validator("endpoint")
-    @classmethod
-    def _known_scheme(cls, v: str) -> str:
-        if not v.startswith(("inproc://", "ipc://", "tcp://")):
-            raise ValueError(f"endpoint {v!r} must start with inproc://, ipc:// or tcp://")
         return v
 
     def to_additional_config(self) -> dict[str, Any]:
@@ -77,3 +72,17 @@ class CaptureSpec(BaseModel):
                 f"version {HOOKS_VERSION}; build the engine arguments with this guard version"
             )
         return spec
+
+
+def check_endpoint(endpoint: str | None) -> str:
+    """Validate a score endpoint (``inproc://NAME``, ``ipc:///path`` or ``tcp://host:port``).
+
+    Raises:
+        ConfigError: missing or of an unknown scheme.
+    """
+    if not endpoint or not endpoint.startswith(("inproc://", "ipc://", "tcp://")):
+        raise ConfigError(
+            f"score endpoint {endpoint!r} is invalid: expected inproc://NAME, ipc:///path.sock or tcp://host:port "
+            "(set GUARD_SCORE_ENDPOINT for the engine's processes)"
+        )
+    return endpoint

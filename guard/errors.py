@@ -4,6 +4,7 @@
 
     GuardError
     ├── ConfigError        bad settings, CLI flags, env vars or request options
+    ├── DataError          a user's dataset file is malformed (names file, line and value)
     ├── ArtifactError      a probe/steering artefact is missing, corrupt or for another model
     ├── ModelError         the model cannot be found, prepared or verified
     ├── AdapterError       an engine integration (vLLM, transformers) misbehaves
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "GuardError",
     "ConfigError",
+    "DataError",
     "ArtifactError",
     "ModelError",
     "AdapterError",
@@ -32,6 +34,10 @@ class GuardError(Exception):
 
 class ConfigError(GuardError, ValueError):
     """A setting, flag, environment variable or request option is invalid."""
+
+
+class DataError(GuardError, ValueError):
+    """A dataset file is malformed; the message names the file, the line and the bad value."""
 
 
 class ArtifactError(GuardError):

@@ -27,7 +27,8 @@ import torch
 
 from adapters.score_channel import open_sink
 from adapters.vllm import internals
-from guard.capture_spec import CaptureSpec
+from guard import env
+from guard.capture_spec import CaptureSpec, check_endpoint
 from guard.errors import AdapterError, ConfigError
 from guard.model_spec import ModelSpec
 from guard.probe import Probe
@@ -205,7 +206,8 @@ def install(runner: Any, spec: CaptureSpec) -> CaptureState:
     bad = [i for i in spec.layers if i >= len(layers)]
     if bad:
         raise AdapterError(f"capture layers {bad} are outside 0..{len(layers) - 1} of model {model_id!r}")
-    state = CaptureState(runner, spec, probe, open_sink(spec.endpoint))
+    endpoint = check_endpoint(env.read("GUARD_SCORE_ENDPOINT"))
+    state = CaptureState(runner, spec, probe, open_sink(endpoint))
     for slot, index in enumerate(spec.layers):
         layers[index].register_forward_hook(_make_hook(slot))
     internals.wrap_model_forward(runner, state.before_forward, state.after_forward)

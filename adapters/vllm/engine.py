@@ -20,7 +20,7 @@ from adapters.score_channel import ScoreCollector, new_ipc_endpoint
 from adapters.vllm import internals
 from adapters.vllm.worker_extension import WORKER_EXTENSION
 from adapters.vllm.plugin import register
-from guard.capture_spec import CaptureSpec
+from guard.capture_spec import CaptureSpec, check_endpoint
 from guard.config import GuardConfig
 from guard.errors import ConfigError, SelfTestError
 from guard.probe import Probe
@@ -35,15 +35,19 @@ _SELFTEST_TEXT = "guard self-test: the quick brown fox jumps over the lazy dog"
 def engine_arguments(config: GuardConfig, endpoint: str) -> tuple[dict[str, Any], CaptureSpec, str]:
     """vLLM engine keyword arguments for a guarded engine.
 
+    Also sets ``GUARD_SCORE_ENDPOINT`` (and vLLM's CPU defaults) in this process's environment,
+    which the engine's processes inherit; start the engine after calling this.
+
     Returns:
         ``(kwargs, spec, model_path)``; ``kwargs`` suit ``vllm.LLM`` and ``AsyncEngineArgs``.
     """
     internals.check_version()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gib))))
     os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+    os.environ["GUARD_SCORE_ENDPOINT"] = check_endpoint(endpoint)
     model = resolve_model(config.model)
     layers = Probe.load(config.probe).layers if config.probe else config.layers
-    spec = CaptureSpec(layers=layers, probe=config.probe, hidden=config.capture_hidden, endpoint=endpoint)
+    spec = CaptureSpec(layers=layers, probe=config.probe, hidden=config.capture_hidden)
     kwargs = {
         "model": model,
         "dtype": "float32",
@@ -97,10 +101,11 @@ class GuardedLLM:
         self.config = config
         endpoint = config.score_endpoint or new_ipc_endpoint()
         kwargs, self.spec, self.model_path = engine_arguments(config, endpoint)
+        self.engine_kwargs = {**kwargs, **engine_overrides}
         self.probe = Probe.load(config.probe) if config.probe else None
         self.collector = ScoreCollector(endpoint)
         try:
-            self.llm = LLM(**{**kwargs, **engine_overrides})
+            self.llm = LLM(**self.engine_kwargs)
         except Exception:
             self.collector.close()
             raise

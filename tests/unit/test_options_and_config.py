@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from guard.capture_spec import HOOKS_VERSION, CaptureSpec
+from guard.capture_spec import HOOKS_VERSION, CaptureSpec, check_endpoint
 from guard.config import GuardConfig
 from guard.errors import ConfigError
 from guard.request_options import RequestOptions, parse_request_options
@@ -35,21 +35,26 @@ def test_invalid_hidden_flag_is_rejected():
 
 
 def test_capture_spec_roundtrips_through_additional_config():
-    spec = CaptureSpec(layers=(3, 14), probe="/p.safetensors", hidden=True, endpoint="ipc:///tmp/x.sock")
+    spec = CaptureSpec(layers=(3, 14), probe="/p.safetensors", hidden=True)
     assert CaptureSpec.from_additional_config(spec.to_additional_config()) == spec
     assert CaptureSpec.from_additional_config({}) is None
 
 
 def test_capture_spec_of_another_hooks_version_is_refused():
-    raw = CaptureSpec(layers=(1,), endpoint="inproc://x").to_additional_config()
+    raw = CaptureSpec(layers=(1,)).to_additional_config()
     raw["guard"]["hooks_version"] = HOOKS_VERSION + 1
     with pytest.raises(ConfigError, match="hooks_version"):
         CaptureSpec.from_additional_config(raw)
 
 
-def test_capture_spec_rejects_unknown_endpoint_scheme():
-    with pytest.raises(ValueError, match="http://x"):
-        CaptureSpec(layers=(1,), endpoint="http://x")
+@pytest.mark.parametrize("bad", [None, "", "http://x", "localhost:5555"])
+def test_score_endpoint_of_unknown_scheme_is_refused_with_the_accepted_forms(bad):
+    with pytest.raises(ConfigError, match="expected inproc://NAME, ipc:///path.sock or tcp://host:port"):
+        check_endpoint(bad)
+
+
+def test_score_endpoint_is_not_part_of_the_compile_cache_relevant_spec():
+    assert "endpoint" not in CaptureSpec(layers=(1,)).to_additional_config()["guard"]
 
 
 def test_config_reads_env_then_overrides(monkeypatch):

@@ -1,0 +1,100 @@
+"""Activation collection: residual-stream features of statements, through the vLLM capture (fast)
+or Hugging Face transformers (reference), cached on disk.
+
+Features per statement and layer: the last token's residual stream (``last``) and the mean over the
+statement's tokens (``mean``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guard import env
+from guard.tensorfile import load_tensors, save_tensors
+
+__all__ = ["collect_vllm", "collect_hf", "cache_path"]
+
+
+def cache_path(model_fingerprint: str, layers: Sequence[int], texts: Sequence[str], kind: str) -> Path:
+    """Where features for this model, layers and texts are cached."""
+    digest = hashlib.sha256(json.dumps([model_fingerprint, list(layers), list(texts), kind]).encode()).hexdigest()[:20]
+    return Path(env.cache_home()) / "activations" / f"{digest}.safetensors"
+
+
+class _Progress:
+    """A one-line progress bar with rate and ETA on stderr."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.start, self.done = total, label, time.monotonic(), 0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate else float("inf")
+        print(f"\r{self.label}: {self.done}/{self.total} [{rate:.1f}/s, ETA {eta:.0f}s]", end="", file=sys.stderr, flush=True)
+        if self.done >= self.total:
+            print(file=sys.stderr)
+
+
+def _pool(hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return hidden[-1], hidden.mean(axis=0)  # (L, H) each
+
+
+def _cached(path: Path) -> dict[str, np.ndarray] | None:
+    return load_tensors(path)[0] if path.is_file() else None
+
+
+def collect_vllm(llm: Any, texts: Sequence[str], fingerprint: str, batch: int = 128) -> dict[str, np.ndarray]:
+    """Features of ``texts`` through a ``GuardedLLM`` started with ``capture_hidden`` (one prefill each).
+
+    Returns:
+        ``{"last": (n, L, H), "mean": (n, L, H)}`` for the engine's capture layers.
+    """
+    from vllm import SamplingParams
+
+    path = cache_path(fingerprint, llm.spec.layers, texts, "vllm")
+    if (hit := _cached(path)) is not None:
+        return hit
+    last, mean = [], []
+    bar = _Progress(len(texts), "collecting activations (vLLM)")
+    for i in range(0, len(texts), batch):
+        chunk = list(texts[i : i + batch])
+        for res in llm.generate(chunk, SamplingParams(max_tokens=1, temperature=0.0), hidden=True):
+            # positions 0..P-1 are the prompt; keep exactly the statement's tokens
+            rows = res.scores.hidden[: len(res.prompt_token_ids)]
+            a, b = _pool(rows)
+            last.append(a)
+            mean.append(b)
+        bar.update(len(chunk))
+    out = {"last": np.stack(last).astype(np.float32), "mean": np.stack(mean).astype(np.float32)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(path, out)
+    return out
+
+
+def collect_hf(ref: Any, texts: Sequence[str], layers: Sequence[int], fingerprint: str) -> dict[str, np.ndarray]:
+    """The same features through Hugging Face transformers (``adapters.hf.HFReference``), one text at a time."""
+    path = cache_path(fingerprint, layers, texts, "hf")
+    if (hit := _cached(path)) is not None:
+        return hit
+    last, mean = [], []
+    bar = _Progress(len(texts), "collecting activations (HF)")
+    for text in texts:
+        ids = ref.tokenizer(text)["input_ids"]
+        a, b = _pool(ref.hidden_states(ids, layers))
+        last.append(a)
+        mean.append(b)
+        bar.update(1)
+    out = {"last": np.stack(last).astype(np.float32), "mean": np.stack(mean).astype(np.float32)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(path, out)
+    return out

@@ -1,0 +1,61 @@
+"""Detection-quality metrics in numpy: AUROC, accuracy, macro-F1, expected calibration error."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from guard.errors import ConfigError
+
+__all__ = ["auroc", "accuracy", "macro_f1", "expected_calibration_error"]
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the boolean ``positive`` (ties count half).
+
+    Raises:
+        ConfigError: one class is absent.
+    """
+    scores, positive = np.asarray(scores, np.float64), np.asarray(positive, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ConfigError(f"AUROC needs both classes; got {n_pos} positives and {n_neg} negatives")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(scores.size)
+    sorted_scores = scores[order]
+    i = 0
+    while i < scores.size:  # average ranks over ties
+        j = i
+        while j + 1 < scores.size and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    """Share of predictions equal to the labels."""
+    return float(np.mean(np.asarray(pred) == np.asarray(labels)))
+
+
+def macro_f1(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
+    """Unweighted mean of per-class F1 over ``n_classes`` classes."""
+    pred, labels = np.asarray(pred), np.asarray(labels)
+    f1s = []
+    for c in range(n_classes):
+        tp = np.sum((pred == c) & (labels == c))
+        fp, fn = np.sum((pred == c) & (labels != c)), np.sum((pred != c) & (labels == c))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    """ECE of the top-class confidence over equal-width bins."""
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+    conf, pred = probs.max(axis=1), probs.argmax(axis=1)
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        mask = (conf > lo) & (conf <= hi)
+        if mask.any():
+            ece += mask.mean() * abs(np.mean(pred[mask] == labels[mask]) - conf[mask].mean())
+    return float(ece)

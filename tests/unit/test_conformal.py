@@ -1,0 +1,102 @@
+"""Statistical tests of the conformal guarantees, over many seeded splits of exchangeable data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guard.conformal import MondrianConformal, binomial_cdf, min_calibration_size, selective_threshold
+from guard.errors import ConfigError
+
+
+def _synthetic(rng: np.random.Generator, n: int, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy softmax probabilities with true labels (an imperfect classifier)."""
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(0, 1.0, (n, k))
+    logits[np.arange(n), labels] += 1.2
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return probs, labels
+
+
+def test_mondrian_sets_cover_each_class_at_least_one_minus_alpha_over_200_splits():
+    alpha, k = 0.1, 3
+    per_class = np.zeros((200, k))
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        probs, labels = _synthetic(rng, 600, k)
+        cp = MondrianConformal(alpha).fit(probs[:300], labels[:300])
+        sets = cp.predict_sets(probs[300:])
+        hit = sets[np.arange(300), labels[300:]]
+        per_class[seed] = [hit[labels[300:] == c].mean() for c in range(k)]
+    # E[coverage] >= 1 - alpha for every class; the mean over 200 splits has s.e. ~0.003.
+    assert np.all(per_class.mean(axis=0) >= 1 - alpha - 0.01), per_class.mean(axis=0)
+    # ...and it is not trivially achieved by always returning every label.
+    assert per_class.mean() < 0.99
+
+
+def test_selective_threshold_keeps_risk_below_alpha_with_probability_one_minus_delta():
+    alpha, delta, violations, coverages = 0.2, 0.1, 0, []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        conf = rng.uniform(0, 1, 1000)
+        correct = rng.uniform(0, 1, 1000) < 0.45 + 0.55 * conf  # more confident -> more often right
+        lam = selective_threshold(conf[:500], correct[:500], alpha, delta)
+        answered = conf[500:] >= lam
+        coverages.append(answered.mean())
+        if answered.any() and (~correct[500:][answered]).mean() > alpha:
+            violations += 1
+    assert violations / 200 <= delta + 0.05
+    assert np.mean(coverages) > 0.2  # it answers a useful share, not nothing
+
+
+def test_selective_threshold_abstains_everywhere_when_nothing_can_be_certified():
+    conf = np.linspace(0, 1, 50)
+    assert selective_threshold(conf, np.zeros(50, bool), alpha=0.1) == np.inf
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 1000), a1=st.floats(0.05, 0.5), a2=st.floats(0.05, 0.5))
+def test_prediction_sets_shrink_as_alpha_grows(seed, a1, a2):
+    lo, hi = sorted((a1, a2))
+    probs, labels = _synthetic(np.random.default_rng(seed), 400)
+    small = MondrianConformal(hi).fit(probs, labels).predict_sets(probs)
+    large = MondrianConformal(lo).fit(probs, labels).predict_sets(probs)
+    assert np.all(large | ~small)  # small ⊆ large
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 1000), a1=st.floats(0.05, 0.5), a2=st.floats(0.05, 0.5))
+def test_selective_threshold_is_monotone_in_alpha(seed, a1, a2):
+    lo, hi = sorted((a1, a2))
+    rng = np.random.default_rng(seed)
+    conf = np.round(rng.uniform(0, 1, 300), 2)  # many ties
+    correct = rng.uniform(0, 1, 300) < conf
+    assert selective_threshold(conf, correct, hi) <= selective_threshold(conf, correct, lo)
+
+
+def test_too_small_calibration_set_names_the_minimum():
+    probs, labels = _synthetic(np.random.default_rng(0), 10, 2)
+    with pytest.raises(ConfigError, match=f"needs at least {min_calibration_size(0.05)} per class"):
+        MondrianConformal(0.05).fit(probs, labels)
+
+
+def test_predicting_before_fitting_names_the_missing_step():
+    with pytest.raises(ConfigError, match="call fit"):
+        MondrianConformal(0.1).predict_sets(np.ones((1, 2)))
+
+
+@pytest.mark.parametrize("alpha", [0, 1, -0.1, 1.5])
+def test_invalid_alpha_is_refused(alpha):
+    with pytest.raises(ConfigError, match=f"alpha={alpha!r}"):
+        MondrianConformal(alpha)
+
+
+def test_binomial_cdf_matches_direct_sum():
+    from math import comb
+
+    n, p = 30, 0.2
+    for k in (0, 3, 10, 29):
+        direct = sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+        assert abs(binomial_cdf(k, n, p) - direct) < 1e-12
