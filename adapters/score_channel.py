@@ -89,6 +89,7 @@ class ScoreCollector:
         self.endpoint = endpoint
         self.store = store or ScoreStore()
         self.malformed_batches = 0
+        self.last_error: str | None = None  #: the latest malformed batch, for diagnosis
         self._thread: threading.Thread | None = None
         if endpoint.startswith("inproc://"):
             with _INPROC_LOCK:
@@ -117,8 +118,9 @@ class ScoreCollector:
             frames = self._sock.recv_multipart()
             try:
                 self.store.publish(decode_batch(frames))
-            except ChannelError:
+            except ChannelError as exc:
                 self.malformed_batches += 1
+                self.last_error = str(exc)
 
     def close(self) -> None:
         """Stop receiving and release the endpoint."""

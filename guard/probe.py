@@ -42,6 +42,10 @@ class ProbeManifest(BaseModel):
     model_fingerprint: str
     model_id: str = ""
     description: str = ""
+    #: held-out quality measured when the probe was made (e.g. ``auroc_true_vs_false``)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    #: split-conformal calibration: ``{"alpha": a, "thresholds": {label: t}, "n_cal": {label: n}}``
+    conformal: dict[str, object] | None = None
 
 
 class Probe:

@@ -41,7 +41,7 @@ __all__ = [
     "decode_batch",
 ]
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ def encode_batch(segments: list[ScoreSegment]) -> list[bytes]:
         "v": WIRE_VERSION,
         "cols": list(cols),
         "hidden": list(hid) if hid is not None else None,
+        "rows": sum(s.n for s in segments),
         "segments": [[s.key, s.start, s.n, s.hidden is not None] for s in segments],
     }
     scores = np.concatenate([s.scores for s in segments]).astype("<f4", copy=False)
@@ -112,7 +113,8 @@ def decode_batch(frames: list[bytes]) -> list[ScoreSegment]:
                                "engine and consumer run different guard versions")
         cols = tuple(header["cols"])
         hid = tuple(header["hidden"]) if header["hidden"] is not None else None
-        scores = np.frombuffer(frames[1], "<f4").reshape((-1, *cols))
+        n_rows = int(header["rows"])  # explicit: a probe-less capture sends zero-width scores
+        scores = np.frombuffer(frames[1], "<f4").reshape((n_rows, *cols))
         hidden = np.frombuffer(frames[2], "<f4").reshape((-1, *hid)) if hid is not None else None
         out, row, hrow = [], 0, 0
         for key, start, n, has_hidden in header["segments"]:

@@ -65,6 +65,7 @@ def test_async_llm_delivers_exact_hidden_rows_per_guard_key_in_capture_only_mode
     try:
         for key, sequence in finished:
             got = collector.store.wait(key, len(sequence) - 1, timeout=30)
+            assert collector.malformed_batches == 0, collector.last_error
             assert got.positions.tolist() == list(range(len(sequence) - 1))
             assert got.scores.shape == (len(sequence) - 1, len(LAYERS), 0)  # no probe, no scores
             assert _rel_err(got.hidden, hf.hidden_states(sequence[:-1], LAYERS)) < 1e-4

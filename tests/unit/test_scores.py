@@ -8,22 +8,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guard.errors import ChannelError
-from guard.scores import ScoreSegment, ScoreStore, decode_batch, encode_batch
+from guard.scores import WIRE_VERSION, ScoreSegment, ScoreStore, decode_batch, encode_batch
 
 
 @settings(max_examples=50, deadline=None)
-@given(counts=st.lists(st.integers(1, 6), min_size=1, max_size=5), with_hidden=st.lists(st.booleans(), min_size=5, max_size=5))
-def test_wire_format_roundtrips_segments_exactly(counts, with_hidden):
+@given(counts=st.lists(st.integers(1, 6), min_size=1, max_size=5), with_hidden=st.lists(st.booleans(), min_size=5, max_size=5),
+       k=st.integers(0, 3))
+def test_wire_format_roundtrips_segments_exactly(counts, with_hidden, k):
+    # k == 0 is the probe-less capture (hidden rows only): rows must survive zero-width scores.
     rng = np.random.default_rng(len(counts))
     segs = [
-        ScoreSegment(f"k{i}", 3 * i, rng.standard_normal((n, 2, 3)).astype(np.float32),
+        ScoreSegment(f"k{i}", 3 * i, rng.standard_normal((n, 2, k)).astype(np.float32),
                      rng.standard_normal((n, 2, 5)).astype(np.float32) if with_hidden[i] else None)
         for i, n in enumerate(counts)
     ]
     back = decode_batch(encode_batch(segs))
     assert [(s.key, s.start, s.n) for s in back] == [(s.key, s.start, s.n) for s in segs]
     for a, b in zip(segs, back):
-        assert np.array_equal(a.scores, b.scores)
+        assert a.scores.shape == b.scores.shape and np.array_equal(a.scores, b.scores)
         assert (a.hidden is None) == (b.hidden is None)
         if a.hidden is not None:
             assert np.array_equal(a.hidden, b.hidden)
@@ -31,7 +33,7 @@ def test_wire_format_roundtrips_segments_exactly(counts, with_hidden):
 
 def test_other_wire_version_is_rejected_with_a_clear_error():
     frames = encode_batch([ScoreSegment("k", 0, np.zeros((1, 1, 1), np.float32))])
-    frames[0] = frames[0].replace(b'"v": 1', b'"v": 7')
+    frames[0] = frames[0].replace(f'"v": {WIRE_VERSION}'.encode(), b'"v": 7')
     with pytest.raises(ChannelError, match="wire version 7"):
         decode_batch(frames)
 
