@@ -6,6 +6,8 @@ Subcommands::
     guard probe stand-in --out P   write a random, clearly labelled stand-in probe
     guard generate PROMPT...       guarded generation with per-token scores
     guard selftest                 start a guarded engine and prove the capture works
+    guard calibrate --out DIR      train + conformally calibrate a true/false/neither probe, with a report
+    guard evaluate --probe P --statements FILE   probe quality on a labelled file, scored in the engine
 """
 
 from __future__ import annotations
@@ -49,7 +51,41 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--max-tokens", type=int, default=32)
             p.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
             p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    cal = sub.add_parser("calibrate", help="train and calibrate a true/false/neither probe for a model")
+    cal.add_argument("--model", default="default", help="'default', an HF folder or a hub id")
+    cal.add_argument("--out", required=True, help="output folder (probe.safetensors, probe.json, report.md, plots)")
+    cal.add_argument("--family", default="logistic", help="probe family: logistic, mass-mean or mil")
+    cal.add_argument("--layers", default=None, help="comma-separated layers to sweep (default: every second layer)")
+    cal.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage per class (default 0.1)")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--statements", default=None, help="your own statement,label CSV/JSONL (default: guard's own)")
+    cal.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    ev = sub.add_parser("evaluate", help="evaluate a probe on a labelled statements file (scored in the engine)")
+    ev.add_argument("--probe", required=True)
+    ev.add_argument("--statements", required=True, help="statement,label CSV or JSONL")
+    ev.add_argument("--model", default="default")
+    ev.add_argument("--json", action="store_true", help="print machine-readable JSON")
     return parser
+
+
+def _layers(raw: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in raw.split(","))
+    except ValueError as exc:
+        raise GuardError(f"--layers={raw!r} is invalid: expected comma-separated integers like 12,14") from exc
+
+
+def _calibration_job(args: argparse.Namespace) -> int:
+    from calibration import commands
+
+    if args.command == "calibrate":
+        summary = commands.run_calibrate(args.model, args.out, _layers(args.layers) if args.layers else None,
+                                         args.family, args.alpha, args.seed, args.statements)
+    else:
+        summary = commands.run_evaluate(args.probe, args.statements, args.model)
+    print(commands.dumps(summary) if args.json else commands.format_table(summary))
+    return 0
 
 
 def _stand_in_probe(model: str) -> str:
@@ -125,12 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             from adapters.model_store import resolve_model
             from calibration.stand_in import build_stand_in_probe
 
-            try:
-                layers = tuple(int(x) for x in args.layers.split(","))
-            except ValueError as exc:
-                raise GuardError(f"--layers={args.layers!r} is invalid: expected comma-separated integers like 12,14") from exc
-            print(build_stand_in_probe(resolve_model(args.model), args.out, layers))
+            print(build_stand_in_probe(resolve_model(args.model), args.out, _layers(args.layers)))
             return 0
+        if args.command in ("calibrate", "evaluate"):
+            return _calibration_job(args)
         return _generate(args) if args.command == "generate" else _selftest(args)
     except GuardError as exc:
         print(f"guard: error: {exc}", file=sys.stderr)

@@ -53,18 +53,23 @@ def _cached(path: Path) -> dict[str, np.ndarray] | None:
     return load_tensors(path)[0] if path.is_file() else None
 
 
-def collect_vllm(llm: Any, texts: Sequence[str], fingerprint: str, batch: int = 128) -> dict[str, np.ndarray]:
+def collect_vllm(llm: Any, texts: Sequence[str], fingerprint: str, batch: int = 128,
+                 keep_tokens: bool = False) -> dict[str, np.ndarray]:
     """Features of ``texts`` through a ``GuardedLLM`` started with ``capture_hidden`` (one prefill each).
 
+    Args:
+        keep_tokens: also return every token's rows (the bags of a multiple-instance probe).
+
     Returns:
-        ``{"last": (n, L, H), "mean": (n, L, H)}`` for the engine's capture layers.
+        ``{"last": (n, L, H), "mean": (n, L, H)}`` for the engine's capture layers, plus
+        ``"tokens": (N, L, H)`` and ``"starts": (n,)`` (each text's first row) with ``keep_tokens``.
     """
     from vllm import SamplingParams
 
-    path = cache_path(fingerprint, llm.spec.layers, texts, "vllm")
+    path = cache_path(fingerprint, llm.spec.layers, texts, "vllm-tokens" if keep_tokens else "vllm")
     if (hit := _cached(path)) is not None:
         return hit
-    last, mean = [], []
+    last, mean, tokens = [], [], []
     bar = _Progress(len(texts), "collecting activations (vLLM)")
     for i in range(0, len(texts), batch):
         chunk = list(texts[i : i + batch])
@@ -74,8 +79,13 @@ def collect_vllm(llm: Any, texts: Sequence[str], fingerprint: str, batch: int = 
             a, b = _pool(rows)
             last.append(a)
             mean.append(b)
+            if keep_tokens:
+                tokens.append(rows.astype(np.float32))
         bar.update(len(chunk))
     out = {"last": np.stack(last).astype(np.float32), "mean": np.stack(mean).astype(np.float32)}
+    if keep_tokens:
+        out["tokens"] = np.concatenate(tokens)
+        out["starts"] = np.concatenate([[0], np.cumsum([len(t) for t in tokens])[:-1]]).astype(np.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_tensors(path, out)
     return out

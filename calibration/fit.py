@@ -85,17 +85,24 @@ def fit_mass_mean(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, np.n
     return w, float(bias), midpoint, np.ones_like(midpoint)
 
 
-def fit_one_vs_rest(x: np.ndarray, labels: np.ndarray, n_classes: int, l2: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One logistic read-out per class, sharing one standardisation.
+def fit_one_vs_rest(x: np.ndarray, labels: np.ndarray, n_classes: int, l2: float = 1.0,
+                    family: str = "logistic") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One binary read-out per class (``family``: ``logistic`` or ``mass-mean``), sharing one standardisation.
 
     Returns:
         ``(weight (k, H), bias (k,), mean (H,), scale (H,))``; ``softmax`` of the scores gives class probabilities.
+
+    Raises:
+        ConfigError: an unknown family, or a class without examples.
     """
+    if family not in ("logistic", "mass-mean"):
+        raise ConfigError(f"probe family {family!r} is not one-vs-rest capable; expected 'logistic' or 'mass-mean'")
     x = np.asarray(x, np.float64)
     mean, scale = _standardise(x)
     ws, bs = [], []
     for c in range(n_classes):
-        w, b, m, s = fit_logistic(x, np.asarray(labels) == c, l2=l2)
+        y = np.asarray(labels) == c
+        w, b, m, s = fit_logistic(x, y, l2=l2) if family == "logistic" else fit_mass_mean(x, y)
         # fold each model's own standardisation into the shared one
         w_shared = w / s * scale
         b_shared = b - np.sum(w / s * (m - mean))

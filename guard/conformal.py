@@ -75,6 +75,13 @@ class MondrianConformal:
         self.thresholds, self.counts = thresholds, counts
         return self
 
+    @classmethod
+    def from_thresholds(cls, alpha: float, thresholds: np.ndarray | list[float]) -> MondrianConformal:
+        """Rebuild fitted sets from stored per-class thresholds (e.g. a probe manifest's)."""
+        cp = cls(alpha)
+        cp.thresholds = np.asarray(thresholds, np.float64)
+        return cp
+
     def _require_fit(self) -> np.ndarray:
         if self.thresholds is None:
             raise ConfigError("MondrianConformal is not fitted: call fit(probs, labels) on calibration data first")

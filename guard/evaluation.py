@@ -6,7 +6,7 @@ import numpy as np
 
 from guard.errors import ConfigError
 
-__all__ = ["auroc", "accuracy", "macro_f1", "expected_calibration_error"]
+__all__ = ["auroc", "accuracy", "macro_f1", "expected_calibration_error", "verdict_metrics"]
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -59,3 +59,33 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
         if mask.any():
             ece += mask.mean() * abs(np.mean(pred[mask] == labels[mask]) - conf[mask].mean())
     return float(ece)
+
+
+def verdict_metrics(probs: np.ndarray, labels: np.ndarray, sets: np.ndarray | None = None) -> dict[str, float]:
+    """The standard report of a true / false / neither probe on labelled items.
+
+    Args:
+        probs: ``(n, 3)`` class probabilities in the order true, false, neither.
+        labels: ``(n,)`` class indices.
+        sets: optional ``(n, 3)`` conformal prediction sets.
+
+    Returns:
+        ``auroc_true_vs_false`` (items labelled true or false, scored by ``p_true - p_false``; NaN when one
+        of the two is absent), ``accuracy``, ``macro_f1``, ``ece``, ``n`` and, with ``sets``,
+        ``coverage`` and ``mean_set_size``.
+    """
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+    tf = labels < 2
+    has_both = bool((labels[tf] == 0).any() and (labels[tf] == 1).any())
+    pred = probs.argmax(axis=1)
+    out = {
+        "auroc_true_vs_false": auroc(probs[tf, 0] - probs[tf, 1], labels[tf] == 0) if has_both else float("nan"),
+        "accuracy": accuracy(pred, labels),
+        "macro_f1": macro_f1(pred, labels, probs.shape[1]),
+        "ece": expected_calibration_error(probs, labels),
+        "n": float(len(labels)),
+    }
+    if sets is not None:
+        out["coverage"] = float(sets[np.arange(len(labels)), labels].mean())
+        out["mean_set_size"] = float(sets.sum(axis=1).mean())
+    return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,9 +24,21 @@ from guard.errors import ArtifactError
 from guard.model_spec import ModelSpec
 from guard.tensorfile import load_tensors, save_tensors
 
-__all__ = ["PROBE_SCHEMA_VERSION", "ProbeManifest", "Probe"]
+__all__ = ["PROBE_SCHEMA_VERSION", "ConformalCalibration", "ProbeManifest", "Probe"]
 
 PROBE_SCHEMA_VERSION = 1
+
+
+class ConformalCalibration(BaseModel):
+    """Split-conformal thresholds fitted on a calibration split disjoint from training."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alpha: float = Field(gt=0.0, lt=1.0)
+    method: Literal["mondrian"] = "mondrian"
+    #: per label: the label is in the prediction set when ``1 - p(label) <= threshold``
+    thresholds: dict[str, float]
+    n_cal: dict[str, int]
 
 
 class ProbeManifest(BaseModel):
@@ -44,8 +57,10 @@ class ProbeManifest(BaseModel):
     description: str = ""
     #: held-out quality measured when the probe was made (e.g. ``auroc_true_vs_false``)
     metrics: dict[str, float] = Field(default_factory=dict)
-    #: split-conformal calibration: ``{"alpha": a, "thresholds": {label: t}, "n_cal": {label: n}}``
-    conformal: dict[str, object] | None = None
+    #: how a span's token scores become one verdict: the last token's, or the maximum (MIL probes)
+    pooling: Literal["last", "max"] = "last"
+    #: split-conformal calibration of the class probabilities (``softmax`` of the scores)
+    conformal: ConformalCalibration | None = None
 
 
 class Probe:

@@ -31,12 +31,13 @@ def test_binary_probe_recovers_the_planted_direction(fit):
     assert acc > 0.85
 
 
-def test_one_vs_rest_separates_three_planted_classes():
+@pytest.mark.parametrize("family", ["logistic", "mass-mean"])
+def test_one_vs_rest_separates_three_planted_classes(family):
     rng = np.random.default_rng(1)
     centres = rng.standard_normal((3, 16)) * 3
     labels = rng.integers(0, 3, 900)
     x = centres[labels] + rng.standard_normal((900, 16))
-    w, b, mean, scale = fit_one_vs_rest(x[:600], labels[:600], 3)
+    w, b, mean, scale = fit_one_vs_rest(x[:600], labels[:600], 3, family=family)
     probs = softmax(((x[600:] - mean) / scale) @ w.T + b)
     assert np.mean(probs.argmax(axis=1) == labels[600:]) > 0.9
 
@@ -44,3 +45,8 @@ def test_one_vs_rest_separates_three_planted_classes():
 def test_fitting_with_one_class_names_the_problem():
     with pytest.raises(ConfigError, match="both classes"):
         fit_logistic(np.ones((4, 2)), np.ones(4, bool))
+
+
+def test_one_vs_rest_rejects_an_unknown_family_by_name():
+    with pytest.raises(ConfigError, match="'svm'"):
+        fit_one_vs_rest(np.ones((4, 2)), np.array([0, 1, 0, 1]), 2, family="svm")

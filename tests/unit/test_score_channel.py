@@ -7,7 +7,7 @@ import pytest
 
 from adapters.score_channel import ScoreCollector, new_ipc_endpoint, open_sink
 from guard.errors import ChannelError
-from guard.scores import ScoreSegment
+from guard.scores import ScoreSegment, encode_batch
 
 
 def _segments() -> list[ScoreSegment]:
@@ -60,9 +60,10 @@ def test_malformed_batches_are_counted_not_fatal():
     try:
         sock.connect(endpoint)
         sock.send_multipart([b"not json", b"", b""])
-        open_sink(endpoint).publish(_segments())
+        sock.send_multipart(encode_batch(_segments()))  # same socket: arrives after the bad batch
         assert collector.store.wait("b", 8, timeout=10).positions.tolist() == [7]
         assert collector.malformed_batches == 1
+        assert "malformed score batch" in (collector.last_error or "")
     finally:
         sock.close(linger=0)
         ctx.term()
