@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("generate", "guarded generation with per-token scores"), ("selftest", "prove the capture works")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--model", default=None, help="'default', an HF folder or a hub id")
-        p.add_argument("--probe", default=None, help="probe artefact (default: a stand-in probe)")
+        p.add_argument("--probe", default=None, help="probe artefact (default: the probe shipped for the model)")
         p.add_argument("--eager", action="store_true", help="run the engine without torch.compile")
         if name == "generate":
             p.add_argument("prompts", nargs="+", help="prompt text(s)")
@@ -88,6 +89,20 @@ def _calibration_job(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_probe(model: str) -> str:
+    """The probe shipped for this model; else a stand-in, said loudly."""
+    from adapters.model_store import resolve_model
+    from guard.model_spec import ModelSpec
+    from guard.shipped import shipped_probe
+
+    found = shipped_probe(ModelSpec.from_folder(resolve_model(model)).fingerprint)
+    if found is not None:
+        return str(found)
+    print(f"guard: no calibrated probe ships for model {model!r}; using a RANDOM stand-in probe. "
+          f"Run `guard calibrate --model {model} --out DIR` and pass --probe DIR/probe.safetensors", file=sys.stderr)
+    return _stand_in_probe(model)
+
+
 def _stand_in_probe(model: str) -> str:
     from adapters.model_store import resolve_model
     from calibration.stand_in import build_stand_in_probe
@@ -103,7 +118,7 @@ def _engine(args: argparse.Namespace) -> Any:
     from guard.config import GuardConfig
 
     model = args.model or env.read("GUARD_MODEL") or "default"
-    probe = args.probe or env.read("GUARD_PROBE") or _stand_in_probe(model)
+    probe = args.probe or env.read("GUARD_PROBE") or _default_probe(model)
     return GuardedLLM(GuardConfig.build(model=model, probe=probe, enforce_eager=args.eager or None, max_num_seqs=16))
 
 
@@ -151,6 +166,8 @@ def _selftest(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for guard errors, with the message on stderr)."""
     args = build_parser().parse_args(argv)
+    # stdout carries results (tables, JSON); vLLM's logs go to stderr.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     try:
         if args.command == "model":
             from adapters.model_store import prepare_default_model

@@ -49,7 +49,7 @@ def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = No
         result = calibrate(llm, out / "probe", statements=statements, alpha=alpha, seed=seed, family=family,
                            model_id=model)
     report = write_report(result, out)
-    return {"probe": str(result.path), "report": str(report), "layer": result.probe.layers[0],
+    return {"probe": str(result.path), "report": str(report), "layers": list(result.probe.layers),
             "layer_auroc": result.layer_auroc, "metrics": result.metrics}
 
 

@@ -1,14 +1,17 @@
-"""``fit -> conformalize -> export``: from the project's statements to a calibrated probe artefact.
+"""``fit -> conformalize -> export``: from labelled statements to a calibrated probe artefact.
 
-1. Generate statements (true / false / neither) and split them (train / calibration / test,
-   stratified by label, disjoint).
-2. Collect last-token residual-stream features at a sweep of layers through the vLLM capture.
-3. Layer sweep: a true-vs-false logistic probe per layer; the best AUROC on a validation part of
-   the training split picks the layer.
-4. Fit a one-vs-rest probe over {true, false, neither} at that layer on the training split
-   (logistic, mass-mean, or a multiple-instance probe over the statement's token bag).
-5. Mondrian split-conformal thresholds on the calibration split.
-6. Test-split metrics, then export the probe (safetensors + manifest with metrics and conformal).
+1. Statements (true / false / neither), with the model's knowledge test: true/false statements of
+   facts the model does not know (it prefers the false sentence) leave the training data, and so
+   do negated forms unless asked for; both are still evaluated and reported separately.
+2. Residual-stream features of every statement through the vLLM capture, at a sweep of layers.
+3. Splits by fact (true, false and negated forms of one fact never straddle two splits):
+   train / calibration / test.
+4. Layer sweep on a validation part of the training split: the best window of consecutive sweep
+   layers (by true-vs-false AUROC) becomes the probe's layers; their read-outs are averaged.
+5. One-vs-rest read-outs over {true, false, neither} per layer (logistic, mass-mean, or a
+   multiple-instance probe over the statement's token bag).
+6. Mondrian split-conformal thresholds on the untouched calibration split.
+7. Test-split metrics, then export (safetensors + manifest with metrics and conformal thresholds).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 
 from calibration.activations import collect_vllm
 from calibration.fit import fit_logistic, fit_one_vs_rest, softmax
+from calibration.knowledge import known_facts
 from calibration.mil import fit_mil_one_vs_rest
 from calibration.statements import LABELS, Statement, generate_statements
 from guard.conformal import MondrianConformal
@@ -29,7 +33,7 @@ from guard.evaluation import auroc, verdict_metrics
 from guard.model_spec import ModelSpec
 from guard.probe import ConformalCalibration, Probe, ProbeManifest
 
-__all__ = ["CalibrationResult", "FAMILIES", "split_indices", "sweep_layers", "calibrate", "default_sweep"]
+__all__ = ["CalibrationResult", "DatasetSplits", "FAMILIES", "dataset_splits", "split_indices", "best_window", "sweep_layers", "calibrate", "default_sweep"]
 
 
 @dataclass
@@ -51,16 +55,58 @@ def default_sweep(num_layers: int) -> tuple[int, ...]:
     return tuple(range(2, num_layers - 1, 2))
 
 
-def split_indices(labels: np.ndarray, seed: int, fractions: tuple[float, float] = (0.6, 0.2)) -> tuple[np.ndarray, ...]:
-    """Disjoint train / calibration / test indices, stratified by label."""
+def split_indices(labels: np.ndarray, seed: int, fractions: tuple[float, float] = (0.6, 0.2),
+                  groups: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Disjoint train / calibration / test indices.
+
+    Without ``groups``: stratified by label. With ``groups``: whole groups (e.g. facts) go to one split,
+    assigned in random order, so related items never straddle two splits.
+    """
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[], [], []]
+    if groups is not None:
+        uniq = rng.permutation(np.unique(groups))
+        a, b = int(len(uniq) * fractions[0]), int(len(uniq) * (fractions[0] + fractions[1]))
+        return tuple(np.flatnonzero(np.isin(groups, chunk)) for chunk in (uniq[:a], uniq[a:b], uniq[b:]))
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         a, b = int(len(idx) * fractions[0]), int(len(idx) * (fractions[0] + fractions[1]))
         for part, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:])):
             part.append(chunk)
     return tuple(np.sort(np.concatenate(p)) for p in parts)
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """Which statements train, calibrate and test a probe, and which were held out of all three."""
+
+    train: np.ndarray
+    cal: np.ndarray
+    test: np.ndarray
+    core: np.ndarray  # bool: eligible for the three splits
+    facts: np.ndarray
+    negated: np.ndarray
+    is_unknown: np.ndarray  # bool: true/false statements of facts the model does not know
+
+
+def dataset_splits(statements: list[Statement], unknown: set[str], seed: int, negations: bool = False) -> DatasetSplits:
+    """The splits :func:`calibrate` uses, reproducible from the statements, the unknown facts and the seed."""
+    labels = np.array([LABELS.index(s.label) for s in statements])
+    facts = np.array([s.fact or s.text for s in statements])
+    negated = np.array([s.negated for s in statements])
+    is_unknown = np.isin(facts, sorted(unknown)) & (labels < 2)
+    core = ~is_unknown & (negations | ~negated)
+    train, cal, test = (np.flatnonzero(core)[part] for part in split_indices(labels[core], seed, groups=facts[core]))
+    return DatasetSplits(train, cal, test, core, facts, negated, is_unknown)
+
+
+def best_window(layer_auroc: dict[int, float], width: int) -> tuple[int, ...]:
+    """The ``width`` consecutive sweep layers with the highest mean AUROC."""
+    layers = sorted(layer_auroc)
+    width = max(1, min(width, len(layers)))
+    starts = range(len(layers) - width + 1)
+    best = max(starts, key=lambda i: sum(layer_auroc[x] for x in layers[i : i + width]))
+    return tuple(layers[best : best + width])
 
 
 def sweep_layers(features: np.ndarray, labels: np.ndarray, train: np.ndarray, held_out: np.ndarray,
@@ -71,36 +117,38 @@ def sweep_layers(features: np.ndarray, labels: np.ndarray, train: np.ndarray, he
     out = {}
     for li, layer in enumerate(layers):
         x = features[:, li]
-        w, b, m, s = fit_logistic(x[tf_train], labels[tf_train] == 0, l2=10.0)
+        w, b, m, s = fit_logistic(x[tf_train], labels[tf_train] == 0, l2=L2)
         out[layer] = auroc(((x[tf_held] - m) / s) @ w + b, labels[tf_held] == 0)
     return out
 
 
 FAMILIES = ("logistic", "mass-mean", "mil")
+#: ridge penalty of the logistic read-outs (standardised features; chosen by fact-grouped CV on the default model)
+L2 = 30.0
 _KINDS = {"logistic": "one-vs-rest-logistic", "mass-mean": "one-vs-rest-mass-mean", "mil": "one-vs-rest-mil"}
 
 
-def _probe_from(weight: np.ndarray, bias: np.ndarray, mean: np.ndarray, scale: np.ndarray, layer: int, family: str,
-                spec: ModelSpec, model_id: str, metrics: dict[str, float], conformal: ConformalCalibration) -> Probe:
+def _probe_from(fits: list[tuple[np.ndarray, ...]], layers: tuple[int, ...], family: str, spec: ModelSpec,
+                model_id: str, metrics: dict[str, float], conformal: ConformalCalibration, seed: int) -> Probe:
     pooling = "the maximum over a span's tokens" if family == "mil" else "the last token"
     manifest = ProbeManifest(
-        kind=_KINDS[family], labels=LABELS, layers=(layer,), hidden_size=spec.hidden_size,
+        kind=_KINDS[family], labels=LABELS, layers=layers, hidden_size=spec.hidden_size,
         num_layers=spec.num_layers, model_fingerprint=spec.fingerprint, model_id=model_id,
-        description=f"true/false/neither read-out of the residual stream at layer {layer} ({pooling}), "
-                    "trained on guard's own statements",
+        description=f"true/false/neither read-out of the residual stream at layers {list(layers)} (averaged; "
+                    f"{pooling}), trained on guard's own statements of facts the model knows (split seed {seed})",
         metrics=metrics, conformal=conformal, pooling="max" if family == "mil" else "last",
     )
-    return Probe(manifest, weight[None].astype(np.float32), bias[None].astype(np.float32),
-                 mean[None].astype(np.float32), scale[None].astype(np.float32))
+    weight, bias, mean, scale = (np.stack([f[i] for f in fits]).astype(np.float32) for i in range(4))
+    return Probe(manifest, weight, bias, mean, scale)
 
 
 def _fit(family: str, feats: dict[str, np.ndarray], li: int, labels: np.ndarray, train: np.ndarray
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     if family != "mil":
-        return fit_one_vs_rest(feats["last"][train, li].astype(np.float64), labels[train], len(LABELS), l2=10.0,
+        return fit_one_vs_rest(feats["last"][train, li].astype(np.float64), labels[train], len(LABELS), l2=L2,
                                family=family)
     bags = _bags(feats, li)
-    return fit_mil_one_vs_rest([bags[i] for i in train], labels[train], len(LABELS), l2=1e-2)
+    return fit_mil_one_vs_rest([bags[i] for i in train], labels[train], len(LABELS), l2=1e-2, iters=200)
 
 
 def _bags(feats: dict[str, np.ndarray], li: int) -> list[np.ndarray]:
@@ -108,9 +156,10 @@ def _bags(feats: dict[str, np.ndarray], li: int) -> list[np.ndarray]:
     return [feats["tokens"][a:b, li].astype(np.float64) for a, b in zip(feats["starts"], ends)]
 
 
-def _class_scores(family: str, feats: dict[str, np.ndarray], li: int, idx: np.ndarray, weight: np.ndarray,
-                  bias: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Per-item class scores as the engine would aggregate them: last token, or max over a MIL bag."""
+def _class_scores(family: str, feats: dict[str, np.ndarray], li: int, idx: np.ndarray,
+                  fit: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Per-item class scores of one layer as the engine aggregates them: last token, or max over a bag."""
+    weight, bias, mean, scale = fit
     if family != "mil":
         return ((feats["last"][idx, li] - mean) / scale) @ weight.T + bias
     bags = _bags(feats, li)
@@ -118,8 +167,14 @@ def _class_scores(family: str, feats: dict[str, np.ndarray], li: int, idx: np.nd
 
 
 def calibrate(llm: Any, out: str | Path | None = None, statements: list[Statement] | None = None,
-              alpha: float = 0.1, seed: int = 0, model_id: str = "", family: str = "logistic") -> CalibrationResult:
+              alpha: float = 0.1, seed: int = 0, model_id: str = "", family: str = "logistic", window: int = 4,
+              known_only: bool = True, negations: bool = False) -> CalibrationResult:
     """Run the whole pipeline on a ``GuardedLLM`` started with ``capture_hidden`` at the sweep layers.
+
+    Args:
+        window: how many consecutive sweep layers the probe reads (their read-outs are averaged).
+        known_only: drop true/false statements of facts the model does not know from training.
+        negations: train on negated statements too (small models read negation poorly).
 
     Raises:
         ConfigError: an unknown probe family, or too few calibration items for ``alpha``.
@@ -129,30 +184,34 @@ def calibrate(llm: Any, out: str | Path | None = None, statements: list[Statemen
     spec = ModelSpec.from_folder(llm.model_path)
     statements = statements or generate_statements(seed)
     labels = np.array([LABELS.index(s.label) for s in statements])
-    train, cal, test = split_indices(labels, seed)
     feats = collect_vllm(llm, [s.text for s in statements], spec.fingerprint, keep_tokens=family == "mil")
-    layers = llm.spec.layers
-    # The layer is chosen inside the training split so the calibration split stays untouched
-    # (the conformal guarantee needs it exchangeable with future data, not used for selection).
-    fit_part, val_part = (train[i] for i in split_indices(labels[train], seed + 1, (0.75, 0.25))[:2])
-    layer_auroc = sweep_layers(feats["last"].astype(np.float64), labels, fit_part, val_part, layers)
-    best = max(layer_auroc, key=layer_auroc.__getitem__)
-    li = layers.index(best)
-    weight, bias, mean, scale = _fit(family, feats, li, labels, train)
+    known, unknown = known_facts(llm, statements) if known_only else (set(), set())
+    splits = dataset_splits(statements, unknown, seed, negations)
+    train, cal, test = splits.train, splits.cal, splits.test
+    facts, negated, is_unknown = splits.facts, splits.negated, splits.is_unknown
+    fit_part, val_part = (train[i] for i in split_indices(labels[train], seed + 1, (0.75, 0.25), groups=facts[train])[:2])
+    sweep = llm.spec.layers
+    layer_auroc = sweep_layers(feats["last"].astype(np.float64), labels, fit_part, val_part, sweep)
+    chosen = best_window(layer_auroc, window)
+    fits = [_fit(family, feats, sweep.index(layer), labels, train) for layer in chosen]
 
     def probs(idx: np.ndarray) -> np.ndarray:
-        return softmax(_class_scores(family, feats, li, idx, weight, bias, mean, scale))
+        scores = [_class_scores(family, feats, sweep.index(layer), idx, fit) for layer, fit in zip(chosen, fits)]
+        return softmax(np.mean(scores, axis=0))
 
     cp = MondrianConformal(alpha).fit(probs(cal), labels[cal])
     p_test = probs(test)
-    sets = cp.predict_sets(p_test)
-    metrics = verdict_metrics(p_test, labels[test], sets)
-    metrics.update({
-        "n_train": float(len(train)), "n_cal": float(len(cal)), "n_test": float(len(test)),
-    })
+    metrics = verdict_metrics(p_test, labels[test], cp.predict_sets(p_test))
+    metrics.update({"n_train": float(len(train)), "n_cal": float(len(cal)), "n_test": float(len(test)),
+                    "facts_known": float(len(known)), "facts_unknown": float(len(unknown))})
+    for name, mask in (("negated", negated & ~is_unknown & ~splits.core), ("unknown_facts", is_unknown)):
+        idx = np.flatnonzero(mask & ~np.isin(facts, facts[train]))  # facts never seen in training
+        if len(np.unique(labels[idx])) == 2:
+            p = probs(idx)
+            metrics[f"auroc_{name}"] = auroc(p[:, 0] - p[:, 1], labels[idx] == 0)
+            metrics[f"n_{name}"] = float(len(idx))
     conformal = ConformalCalibration(alpha=alpha, thresholds=dict(zip(LABELS, cp.thresholds.tolist())),
                                      n_cal=dict(zip(LABELS, cp.counts.tolist())))
-    probe = _probe_from(weight, bias, mean, scale, best, family, spec, model_id or str(llm.model_path), metrics,
-                        conformal)
+    probe = _probe_from(fits, chosen, family, spec, model_id or str(llm.model_path), metrics, conformal, seed)
     path = probe.save(out) if out is not None else None
     return CalibrationResult(probe, path, layer_auroc, metrics, p_test, labels[test], test)

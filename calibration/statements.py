@@ -24,6 +24,9 @@ class Statement:
     text: str
     label: str  # one of LABELS
     domain: str
+    #: statements about the same fact share it (true, false and negated forms): splits keep them together
+    fact: str = ""
+    negated: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,11 @@ class QAItem:
 
 def _pair(rng: random.Random, domain: str, true_text: str, false_text: str, neg_true: str, neg_false: str) -> list[Statement]:
     """True and false affirmatives, plus one negated form (chosen at random to keep classes balanced)."""
-    out = [Statement(true_text, "true", domain), Statement(false_text, "false", domain)]
-    out.append(Statement(neg_true, "true", domain) if rng.random() < 0.5 else Statement(neg_false, "false", domain))
+    out = [Statement(true_text, "true", domain, true_text), Statement(false_text, "false", domain, true_text)]
+    if rng.random() < 0.5:
+        out.append(Statement(neg_true, "true", domain, true_text, negated=True))
+    else:
+        out.append(Statement(neg_false, "false", domain, true_text, negated=True))
     return out
 
 
@@ -117,7 +123,7 @@ def _neither(rng: random.Random, n: int) -> list[Statement]:
     for i in range(n):
         a, b = names[3 * i], names[3 * i + 1]
         text = templates[i % len(templates)].format(a, b, a[:2], rng.randint(1200, 1990))
-        out.append(Statement(text, "neither", "fictional"))
+        out.append(Statement(text, "neither", "fictional", text))
     return out
 
 

@@ -68,7 +68,7 @@ def load_statements(path: str | Path, domain: str = "user") -> list[Statement]:
         if text in seen:
             raise DataError(f"{path.name}:{lineno}: duplicate of line {seen[text]} ({text!r}); remove one")
         seen[text] = lineno
-        out.append(Statement(text, label, domain))
+        out.append(Statement(text, label, domain, fact=text))
     if not out:
         raise DataError(f"{str(path)!r} has a header but no rows")
     return out
