@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from guard import env
 from guard.errors import GuardError
 
@@ -60,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage per class (default 0.1)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--statements", default=None, help="your own statement,label CSV/JSONL (default: guard's own)")
+    cal.add_argument("--negations", action="store_true", help="also train on negated statements")
+    cal.add_argument("--all-facts", action="store_true", help="keep facts the model does not know (no likelihood test)")
     cal.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     ev = sub.add_parser("evaluate", help="evaluate a probe on a labelled statements file (scored in the engine)")
@@ -82,7 +86,8 @@ def _calibration_job(args: argparse.Namespace) -> int:
 
     if args.command == "calibrate":
         summary = commands.run_calibrate(args.model, args.out, _layers(args.layers) if args.layers else None,
-                                         args.family, args.alpha, args.seed, args.statements)
+                                         args.family, args.alpha, args.seed, args.statements,
+                                         known_only=not args.all_facts, negations=args.negations)
     else:
         summary = commands.run_evaluate(args.probe, args.statements, args.model)
     print(commands.dumps(summary) if args.json else commands.format_table(summary))
@@ -134,26 +139,41 @@ def _generate(args: argparse.Namespace) -> int:
                                                          add_generation_prompt=True) for p in prompts]
         results = llm.generate(prompts, SamplingParams(max_tokens=args.max_tokens, temperature=0.0))
         probe = llm.probe
-        report = []
-        for prompt, res in zip(args.prompts, results):
-            n_prompt = len(res.prompt_token_ids)
-            rows = []
-            for pos, score in zip(res.scores.positions.tolist(), res.scores.scores):
-                if pos >= n_prompt - 1:  # the last prompt token, then every generated one that was fed back
-                    tok = res.sequence[pos]
-                    rows.append({"position": pos, "token": llm.tokenizer.decode([tok]), "scores": score.ravel().round(4).tolist()})
-            report.append({"prompt": prompt, "completion": res.text, "token_scores": rows})
+        report = [_token_report(llm, probe, prompt, res) for prompt, res in zip(args.prompts, results)]
     if args.json:
         print(json.dumps({"probe": probe.manifest.model_dump(), "results": report}, indent=2))
         return 0
-    kind = probe.manifest.kind
-    print(f"probe: {kind} ({probe.manifest.description or 'calibrated'}) layers={list(probe.layers)} labels={list(probe.labels)}")
+    m = probe.manifest
+    print(f"probe: {m.kind} layers={list(m.layers)} labels={list(m.labels)} "
+          f"(held-out AUROC {m.metrics.get('auroc_true_vs_false', float('nan')):.3f})" if m.metrics else
+          f"probe: {m.kind} ({m.description}) layers={list(m.layers)} labels={list(m.labels)}")
     for item in report:
         print(f"\nprompt:     {item['prompt']!r}\ncompletion: {item['completion']!r}")
-        print(f"  {'pos':>4}  {'token':<16} scores")
+        print(f"  {'pos':>4}  {'token':<16} " + " ".join(f"p({x})" for x in m.labels))
         for row in item["token_scores"]:
-            print(f"  {row['position']:>4}  {row['token']!r:<16} {row['scores']}")
+            print(f"  {row['position']:>4}  {row['token']!r:<16} " + " ".join(f"{p:>7.3f}" for p in row["probs"]))
+        verdict = item["verdict"]
+        if verdict:
+            labels = ", ".join(verdict["set"]) if verdict.get("set") is not None else "n/a"
+            print(f"  verdict at the last token: {dict(zip(m.labels, verdict['probs']))} conformal set: {{{labels}}}")
     return 0
+
+
+def _token_report(llm: Any, probe: Any, prompt: str, res: Any) -> dict[str, Any]:
+    """Per-token class probabilities of the answer (from the last prompt token on) and the final verdict."""
+    n_prompt = len(res.prompt_token_ids)
+    rows = []
+    for pos, score in zip(res.scores.positions.tolist(), res.scores.scores):
+        if pos >= n_prompt - 1:  # the last prompt token, then every generated one that was fed back
+            probs = probe.probabilities(score[None])[0]
+            rows.append({"position": pos, "token": llm.tokenizer.decode([res.sequence[pos]]),
+                         "scores": score.ravel().round(4).tolist(), "probs": probs.round(4).tolist()})
+    verdict = None
+    if rows:
+        last = np.array(rows[-1]["probs"])
+        sets = probe.prediction_sets(last[None]) if probe.manifest.conformal is not None else None
+        verdict = {"probs": last.round(4).tolist(), "set": list(sets[0]) if sets else None}
+    return {"prompt": prompt, "completion": res.text, "token_scores": rows, "verdict": verdict}
 
 
 def _selftest(args: argparse.Namespace) -> int:

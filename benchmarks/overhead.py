@@ -17,6 +17,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,17 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--eager", action="store_true", help="both engines in eager mode")
-    parser.add_argument("--probe", default=None, help="probe artefact (default: the stand-in probe)")
+    parser.add_argument("--probe", default=None, help="probe artefact (default: the probe shipped for the model)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
     from vllm import LLM
 
-    from adapters.cli import _stand_in_probe
+    from adapters.cli import _default_probe
     from adapters.vllm.engine import GuardedLLM
     from guard.config import GuardConfig
 
-    probe = args.probe or _stand_in_probe("default")
+    probe = args.probe or _default_probe("default")
     cfg = GuardConfig.build(probe=probe, enforce_eager=args.eager or None, max_num_seqs=64, max_model_len=1024)
     guarded = GuardedLLM(cfg)
     plain_kwargs = {k: v for k, v in guarded.engine_kwargs.items() if k not in ("additional_config", "worker_extension_cls")}
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             summary[c][f"{arm}_ttft_ratio"] = statistics.median(x[arm]["ttft_s"] / x["plain"]["ttft_s"] for x in rows)
     result = {
         "benchmark": "overhead",
-        "command": "python -m benchmarks.overhead " + " ".join(argv or []),
+        "command": "python -m benchmarks.overhead " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": __import__("os").cpu_count()},
         "mode": "eager" if args.eager else guarded.worker_status()[0]["compilation_mode"],
         "probe_layers": list(guarded.spec.layers),

@@ -24,7 +24,8 @@ __all__ = ["run_calibrate", "run_evaluate", "score_statements", "evaluate_statem
 
 
 def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = None, family: str = "logistic",
-                  alpha: float = 0.1, seed: int = 0, statements_file: str | None = None, eager: bool = True) -> dict[str, Any]:
+                  alpha: float = 0.1, seed: int = 0, statements_file: str | None = None, eager: bool = True,
+                  known_only: bool = True, negations: bool = False) -> dict[str, Any]:
     """Calibrate a probe for ``model`` and write ``OUT/probe.{safetensors,json}`` and ``OUT/report.md``.
 
     Returns:
@@ -47,7 +48,7 @@ def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = No
                                max_model_len=512)
     with GuardedLLM(config) as llm:
         result = calibrate(llm, out / "probe", statements=statements, alpha=alpha, seed=seed, family=family,
-                           model_id=model)
+                           model_id=model, known_only=known_only, negations=negations)
     report = write_report(result, out)
     return {"probe": str(result.path), "report": str(report), "layers": list(result.probe.layers),
             "layer_auroc": result.layer_auroc, "metrics": result.metrics}

@@ -127,6 +127,25 @@ class Probe:
         z = (hidden - self.mean) / self.scale  # (n, L, H)
         return np.einsum("nlh,lkh->nlk", z, self.weight.astype(np.float64)) + self.bias
 
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(n, k)`` from per-token scores ``(n, L, k)``: layers averaged, then softmax."""
+        z = np.asarray(scores, np.float64).mean(axis=1)
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def prediction_sets(self, probs: np.ndarray) -> list[tuple[str, ...]]:
+        """Conformal label sets for class probabilities ``(n, k)``.
+
+        Raises:
+            ArtifactError: the probe carries no conformal calibration.
+        """
+        conf = self.manifest.conformal
+        if conf is None:
+            raise ArtifactError(f"probe {self.manifest.kind!r} has no conformal calibration; run guard calibrate")
+        thresholds = np.array([conf.thresholds[label] for label in self.labels])
+        inside = (1.0 - np.asarray(probs, np.float64)) <= thresholds
+        return [tuple(label for label, keep in zip(self.labels, row) if keep) for row in inside]
+
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
         """Weights with the normalisation folded in, for one matmul per layer on a device.
 

@@ -69,3 +69,21 @@ def test_guard_evaluate_rejects_a_bad_file_before_starting_an_engine(shipped, tm
     data.write_text("statement,label\nThe sky is green.,nope\n")
     assert main(["evaluate", "--probe", shipped, "--statements", str(data)]) == 2
     assert "bad.csv:2: label 'nope' is not one of" in capsys.readouterr().err
+
+
+def test_guard_generate_prints_per_token_probabilities_and_a_conformal_verdict(capsys):
+    from adapters.cli import main
+
+    assert main(["generate", "--chat", "--eager", "--json", "--max-tokens", "16", "What is the capital of France?"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    out = json.loads("\n".join(lines[lines.index("{"):]))
+    assert out["probe"]["kind"] == "one-vs-rest-logistic"  # the shipped probe, not the stand-in
+    (result,) = out["results"]
+    assert "Paris" in result["completion"]
+    rows = result["token_scores"]
+    positions = [r["position"] for r in rows]
+    assert positions == list(range(positions[0], positions[0] + len(rows)))  # contiguous, no gaps
+    assert all(abs(sum(r["probs"]) - 1) < 1e-3 for r in rows)
+    verdict = result["verdict"]
+    assert verdict["probs"] == rows[-1]["probs"] and verdict["set"]  # a non-empty conformal set
+    assert set(verdict["set"]) <= {"true", "false", "neither"}

@@ -97,3 +97,22 @@ def test_missing_manifest_file_names_the_path(tmp_path):
 def test_random_stand_in_is_labelled_as_not_calibrated():
     probe = Probe.random(SPEC, layers=(1,))
     assert probe.manifest.kind == "stand-in" and "NOT calibrated" in probe.manifest.description
+
+
+def test_probabilities_average_layers_and_conformal_sets_follow_the_manifest():
+    from guard.probe import ConformalCalibration, ProbeManifest
+
+    manifest = ProbeManifest(kind="t", labels=("true", "false", "neither"), layers=(1, 2), hidden_size=2, num_layers=4,
+                             model_fingerprint="x",
+                             conformal=ConformalCalibration(alpha=0.1, thresholds={"true": 0.5, "false": 0.5, "neither": 0.1},
+                                                            n_cal={"true": 9, "false": 9, "neither": 9}))
+    zeros = np.zeros((2, 3, 2), np.float32)
+    probe = Probe(manifest, zeros, np.zeros((2, 3), np.float32), np.zeros((2, 2), np.float32), np.ones((2, 2), np.float32))
+    scores = np.array([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 9.0], [0.0, 0.0, 9.0]]])  # (n, L, k)
+    probs = probe.probabilities(scores)
+    assert np.allclose(probs.sum(1), 1) and np.allclose(probs[0], np.exp([1, 0, 0]) / np.exp([1, 0, 0]).sum())
+    assert probe.prediction_sets(probs) == [("true",), ("neither",)]
+    bare = Probe(manifest.model_copy(update={"conformal": None}), zeros, np.zeros((2, 3), np.float32),
+                 np.zeros((2, 2), np.float32), np.ones((2, 2), np.float32))
+    with pytest.raises(ArtifactError, match="no conformal calibration"):
+        bare.prediction_sets(probs)
