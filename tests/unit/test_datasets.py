@@ -74,3 +74,34 @@ def test_split_is_disjoint_stratified_and_complete():
     for c in range(3):
         frac = np.mean(labels[train] == c) - np.mean(labels == c)
         assert abs(frac) < 0.02
+
+
+def test_grouped_split_keeps_every_fact_in_one_split():
+    from calibration.pipeline import dataset_splits
+
+    statements = generate_statements(0)
+    splits = dataset_splits(statements, unknown=set(), seed=0)
+    facts = [{statements[i].fact for i in part} for part in (splits.train, splits.cal, splits.test)]
+    assert not facts[0] & facts[1] and not facts[0] & facts[2] and not facts[1] & facts[2]
+    assert not any(statements[i].negated for part in (splits.train, splits.cal, splits.test) for i in part)
+
+
+def test_unknown_facts_leave_the_splits_but_are_flagged():
+    from calibration.pipeline import dataset_splits
+
+    statements = generate_statements(0)
+    unknown = {s.fact for s in statements if s.domain == "arithmetic"}
+    splits = dataset_splits(statements, unknown, seed=0)
+    used = set(np.concatenate([splits.train, splits.cal, splits.test]).tolist())
+    flagged = set(np.flatnonzero(splits.is_unknown).tolist())
+    assert flagged and not used & flagged
+    assert all(statements[i].domain == "arithmetic" for i in flagged)
+
+
+def test_best_window_picks_the_highest_mean_run_of_consecutive_layers():
+    from calibration.pipeline import best_window
+
+    aurocs = {2: 0.6, 4: 0.9, 6: 0.7, 8: 0.85, 10: 0.86, 12: 0.5}
+    assert best_window(aurocs, 1) == (4,)
+    assert best_window(aurocs, 3) == (4, 6, 8)  # mean 0.817 beats (6, 8, 10) at 0.803
+    assert best_window(aurocs, 99) == (2, 4, 6, 8, 10, 12)  # capped at the sweep
