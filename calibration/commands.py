@@ -13,9 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from calibration.fit import softmax
 from calibration.statements import LABELS, Statement
-from guard.conformal import MondrianConformal
 from guard.errors import ArtifactError, ConfigError
 from guard.evaluation import verdict_metrics
 from guard.probe import Probe
@@ -73,7 +71,7 @@ def score_statements(llm: Any, texts: Sequence[str]) -> np.ndarray:
         if len(scores) != n:
             raise ArtifactError(f"engine delivered scores for {len(scores)} of {n} prompt tokens; is prefix caching on?")
         out.append(scores[-1] if pooling == "last" else scores.max(axis=0))
-    return softmax(np.stack(out))
+    return llm.probe.probabilities(np.stack(out)[:, None, :])  # layers already averaged
 
 
 def evaluate_statements(llm: Any, statements: Sequence[Statement]) -> dict[str, float]:
@@ -83,10 +81,8 @@ def evaluate_statements(llm: Any, statements: Sequence[Statement]) -> dict[str, 
         raise ArtifactError(f"probe labels {list(probe.labels)} are not {list(LABELS)}; evaluate needs a three-way probe")
     probs = score_statements(llm, [s.text for s in statements])
     labels = np.array([LABELS.index(s.label) for s in statements])
-    sets = None
-    if (conf := probe.manifest.conformal) is not None:
-        sets = MondrianConformal.from_thresholds(conf.alpha, [conf.thresholds[x] for x in LABELS]).predict_sets(probs)
-    return verdict_metrics(probs, labels, sets)
+    sets = probe.conformal()
+    return verdict_metrics(probs, labels, None if sets is None else sets.predict_sets(probs))
 
 
 def run_evaluate(probe: str, statements_file: str, model: str = "default", eager: bool = True) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from guard.errors import ConfigError
 
-__all__ = ["fit_mass_mean", "fit_logistic", "fit_one_vs_rest", "sigmoid", "softmax"]
+__all__ = ["standardise", "fit_mass_mean", "fit_logistic", "fit_one_vs_rest", "sigmoid", "softmax"]
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -38,7 +38,8 @@ def _check(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation (constant features get scale 1)."""
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-6] = 1.0
@@ -52,7 +53,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 30)
         ``(w (H,), b, mean (H,), scale (H,))``.
     """
     x, y = _check(x, y)
-    mean, scale = _standardise(x)
+    mean, scale = standardise(x)
     z = np.hstack([(x - mean) / scale, np.ones((x.shape[0], 1))])  # (n, H + 1)
     theta = np.zeros(z.shape[1])
     reg = np.full(z.shape[1], l2)
@@ -98,7 +99,7 @@ def fit_one_vs_rest(x: np.ndarray, labels: np.ndarray, n_classes: int, l2: float
     if family not in ("logistic", "mass-mean"):
         raise ConfigError(f"probe family {family!r} is not one-vs-rest capable; expected 'logistic' or 'mass-mean'")
     x = np.asarray(x, np.float64)
-    mean, scale = _standardise(x)
+    mean, scale = standardise(x)
     ws, bs = [], []
     for c in range(n_classes):
         y = np.asarray(labels) == c

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from calibration.fit import fit_logistic, sigmoid
+from calibration.fit import standardise as standardise_features
 from guard.errors import ConfigError
 
 __all__ = ["fit_mil", "fit_mil_one_vs_rest", "bag_scores"]
@@ -108,11 +109,7 @@ def fit_mil(bags: Sequence[np.ndarray], y: np.ndarray, l2: float = 1e-2, tau: fl
         raise ConfigError(f"expected one label per bag ({len(bags)}), got shape {y.shape}")
     if y.all() or not y.any():
         raise ConfigError(f"MIL fitting needs positive and negative bags; got {int(y.sum())} positives of {y.size}")
-    if standardise is None:
-        mean, scale = x.mean(axis=0), x.std(axis=0)
-        scale[scale < 1e-6] = 1.0
-    else:
-        mean, scale = standardise
+    mean, scale = standardise if standardise is not None else standardise_features(x)
     z_in = (x - mean) / scale
     sizes = np.diff(np.append(starts, len(x)))
     bag_of = np.repeat(np.arange(len(bags)), sizes)
@@ -136,9 +133,7 @@ def fit_mil(bags: Sequence[np.ndarray], y: np.ndarray, l2: float = 1e-2, tau: fl
 def fit_mil_one_vs_rest(bags: Sequence[np.ndarray], labels: np.ndarray, n_classes: int, **kwargs: float
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One MIL read-out per class over shared standardisation: ``(weight (k, H), bias (k,), mean, scale)``."""
-    x, _ = _stack(bags)
-    mean, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale < 1e-6] = 1.0
+    mean, scale = standardise_features(_stack(bags)[0])
     labels = np.asarray(labels)
     fits = [fit_mil(bags, labels == c, standardise=(mean, scale), **kwargs) for c in range(n_classes)]  # type: ignore[arg-type]
     return np.stack([f[0] for f in fits]), np.array([f[1] for f in fits]), mean, scale

@@ -63,11 +63,11 @@ def split_indices(labels: np.ndarray, seed: int, fractions: tuple[float, float] 
     assigned in random order, so related items never straddle two splits.
     """
     rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[], [], []]
     if groups is not None:
         uniq = rng.permutation(np.unique(groups))
         a, b = int(len(uniq) * fractions[0]), int(len(uniq) * (fractions[0] + fractions[1]))
         return tuple(np.flatnonzero(np.isin(groups, chunk)) for chunk in (uniq[:a], uniq[a:b], uniq[b:]))
+    parts: list[list[np.ndarray]] = [[], [], []]
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         a, b = int(len(idx) * fractions[0]), int(len(idx) * (fractions[0] + fractions[1]))

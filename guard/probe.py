@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from guard.conformal import MondrianConformal
 from guard.errors import ArtifactError
 from guard.model_spec import ModelSpec
 from guard.tensorfile import load_tensors, save_tensors
@@ -133,17 +134,23 @@ class Probe:
         e = np.exp(z - z.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True)
 
+    def conformal(self) -> MondrianConformal | None:
+        """The manifest's split-conformal thresholds as fitted sets (``None`` when the probe has none)."""
+        conf = self.manifest.conformal
+        if conf is None:
+            return None
+        return MondrianConformal.from_thresholds(conf.alpha, [conf.thresholds[label] for label in self.labels])
+
     def prediction_sets(self, probs: np.ndarray) -> list[tuple[str, ...]]:
         """Conformal label sets for class probabilities ``(n, k)``.
 
         Raises:
             ArtifactError: the probe carries no conformal calibration.
         """
-        conf = self.manifest.conformal
-        if conf is None:
+        sets = self.conformal()
+        if sets is None:
             raise ArtifactError(f"probe {self.manifest.kind!r} has no conformal calibration; run guard calibrate")
-        thresholds = np.array([conf.thresholds[label] for label in self.labels])
-        inside = (1.0 - np.asarray(probs, np.float64)) <= thresholds
+        inside = sets.predict_sets(probs)
         return [tuple(label for label, keep in zip(self.labels, row) if keep) for row in inside]
 
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
