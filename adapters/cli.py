@@ -8,6 +8,7 @@ Subcommands::
     guard selftest                 start a guarded engine and prove the capture works
     guard calibrate --out DIR      train + conformally calibrate a true/false/neither probe, with a report
     guard evaluate --probe P --statements FILE   probe quality on a labelled file, scored in the engine
+    guard serve                    OpenAI-compatible server with verdicts in a `guard` field (docs/serving.md)
 """
 
 from __future__ import annotations
@@ -57,13 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     cal = sub.add_parser("calibrate", help="train and calibrate a true/false/neither probe for a model")
     cal.add_argument("--model", default="default", help="'default', an HF folder or a hub id")
     cal.add_argument("--out", required=True, help="output folder (probe.safetensors, probe.json, report.md, plots)")
-    cal.add_argument("--family", default="logistic", help="probe family: logistic, mass-mean or mil")
+    cal.add_argument("--family", default="logistic", help="probe family: logistic, mass-mean, mil or mlp")
     cal.add_argument("--layers", default=None, help="comma-separated layers to sweep (default: every second layer)")
     cal.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage per class (default 0.1)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--statements", default=None, help="your own statement,label CSV/JSONL (default: guard's own)")
     cal.add_argument("--negations", action="store_true", help="also train on negated statements")
     cal.add_argument("--all-facts", action="store_true", help="keep facts the model does not know (no likelihood test)")
+    cal.add_argument("--gate-alpha", type=float, default=0.3,
+                     help="tolerated error rate among answered questions for the pre-generation gate (default 0.3)")
+    cal.add_argument("--delta", type=float, default=0.1, help="failure probability of the selective guarantee (default 0.1)")
     cal.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     ev = sub.add_parser("evaluate", help="evaluate a probe on a labelled statements file (scored in the engine)")
@@ -71,6 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--statements", required=True, help="statement,label CSV or JSONL")
     ev.add_argument("--model", default="default")
     ev.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    qa = sub.add_parser("evaluate-qa", help="answer QA items through the engine, grade them, report selective answering")
+    qa.add_argument("--probe", default=None, help="answer probe (default: the probe shipped for the model)")
+    qa.add_argument("--qa", default=None, help="question,answers CSV or JSONL (default: guard's own QA items)")
+    qa.add_argument("--alpha", type=float, default=0.1, help="tolerated error rate among answered questions (default 0.1)")
+    qa.add_argument("--delta", type=float, default=0.1, help="failure probability of the guarantee (default 0.1)")
+    qa.add_argument("--gate", default=None, help="pre-generation gate artefact (default: the gate shipped for the model)")
+    qa.add_argument("--no-gate", action="store_true", help="evaluate without a pre-generation gate")
+    qa.add_argument("--splits", type=int, default=200, help="random calibration/test halvings (default 200)")
+    qa.add_argument("--model", default="default")
+    qa.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    serve = sub.add_parser("serve", help="OpenAI-compatible server with verdicts in a `guard` field (docs/serving.md)")
+    serve.add_argument("--model", default=None, help="'default', an HF folder or a hub id")
+    serve.add_argument("--probe", default=None, help="probe artefact (default: the probe shipped for the model)")
+    serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
+    serve.add_argument("--config", default=None, help="YAML settings file (see server/settings.py)")
+    serve.add_argument("--mode", default=None, help="default guard mode: flag (default), abstain or pass")
+    serve.add_argument("--eager", action="store_true", help="run the engine without torch.compile")
     return parser
 
 
@@ -87,7 +109,16 @@ def _calibration_job(args: argparse.Namespace) -> int:
     if args.command == "calibrate":
         summary = commands.run_calibrate(args.model, args.out, _layers(args.layers) if args.layers else None,
                                          args.family, args.alpha, args.seed, args.statements,
-                                         known_only=not args.all_facts, negations=args.negations)
+                                         known_only=not args.all_facts, negations=args.negations,
+                                         gate_alpha=args.gate_alpha, delta=args.delta)
+    elif args.command == "evaluate-qa":
+        if args.splits < 1:
+            raise GuardError(f"--splits={args.splits} is invalid: expected a positive integer")
+        probe = args.probe or _default_probe(args.model)
+        gate = None if args.no_gate else args.gate or _default_gate(args.model, probe)
+        summary = commands.run_evaluate_qa(probe, args.qa, args.alpha, args.delta, args.model, gate, args.splits)
+        print(commands.dumps(summary) if args.json else commands.format_qa_table(summary))
+        return 0
     else:
         summary = commands.run_evaluate(args.probe, args.statements, args.model)
     print(commands.dumps(summary) if args.json else commands.format_table(summary))
@@ -106,6 +137,20 @@ def _default_probe(model: str) -> str:
     print(f"guard: no calibrated probe ships for model {model!r}; using a RANDOM stand-in probe. "
           f"Run `guard calibrate --model {model} --out DIR` and pass --probe DIR/probe.safetensors", file=sys.stderr)
     return _stand_in_probe(model)
+
+
+def _default_gate(model: str, probe: str) -> str | None:
+    """The gate shipped for this model when ``probe`` is the shipped probe (a gate reads its probe's layers)."""
+    from adapters.model_store import resolve_model
+    from guard.model_spec import ModelSpec
+    from guard.shipped import shipped_probe
+
+    fingerprint = ModelSpec.from_folder(resolve_model(model)).fingerprint
+    shipped = shipped_probe(fingerprint)
+    if shipped is None or Path(probe).resolve() != shipped.resolve():
+        return None
+    gate = shipped_probe(fingerprint, gate=True)
+    return str(gate) if gate is not None else None
 
 
 def _stand_in_probe(model: str) -> str:
@@ -183,6 +228,20 @@ def _selftest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from server import ServeSettings, run
+
+    settings = ServeSettings.build(config=args.config, model=args.model, probe=args.probe, host=args.host,
+                                   port=args.port, mode=args.mode, enforce_eager=args.eager or None)
+    if settings.probe is None:
+        settings = settings.model_copy(update={"probe": _default_probe(settings.model)})
+    try:
+        run(settings)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the upstream has been stopped
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for guard errors, with the message on stderr)."""
     args = build_parser().parse_args(argv)
@@ -200,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print(build_stand_in_probe(resolve_model(args.model), args.out, _layers(args.layers)))
             return 0
-        if args.command in ("calibrate", "evaluate"):
+        if args.command == "serve":
+            return _serve(args)
+        if args.command in ("calibrate", "evaluate", "evaluate-qa"):
             return _calibration_job(args)
         return _generate(args) if args.command == "generate" else _selftest(args)
     except GuardError as exc:

@@ -54,11 +54,12 @@ def _cached(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def collect_vllm(llm: Any, texts: Sequence[str], fingerprint: str, batch: int = 128,
-                 keep_tokens: bool = False) -> dict[str, np.ndarray]:
+                 keep_tokens: bool = False, cache: bool = True) -> dict[str, np.ndarray]:
     """Features of ``texts`` through a ``GuardedLLM`` started with ``capture_hidden`` (one prefill each).
 
     Args:
         keep_tokens: also return every token's rows (the bags of a multiple-instance probe).
+        cache: read and write the on-disk cache (``False``: always run the engine, e.g. to time it).
 
     Returns:
         ``{"last": (n, L, H), "mean": (n, L, H)}`` for the engine's capture layers, plus
@@ -67,7 +68,7 @@ def collect_vllm(llm: Any, texts: Sequence[str], fingerprint: str, batch: int = 
     from vllm import SamplingParams
 
     path = cache_path(fingerprint, llm.spec.layers, texts, "vllm-tokens" if keep_tokens else "vllm")
-    if (hit := _cached(path)) is not None:
+    if cache and (hit := _cached(path)) is not None:
         return hit
     last, mean, tokens = [], [], []
     bar = _Progress(len(texts), "collecting activations (vLLM)")
@@ -86,15 +87,21 @@ def collect_vllm(llm: Any, texts: Sequence[str], fingerprint: str, batch: int = 
     if keep_tokens:
         out["tokens"] = np.concatenate(tokens)
         out["starts"] = np.concatenate([[0], np.cumsum([len(t) for t in tokens])[:-1]]).astype(np.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, out)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, out)
     return out
 
 
-def collect_hf(ref: Any, texts: Sequence[str], layers: Sequence[int], fingerprint: str) -> dict[str, np.ndarray]:
-    """The same features through Hugging Face transformers (``adapters.hf.HFReference``), one text at a time."""
+def collect_hf(ref: Any, texts: Sequence[str], layers: Sequence[int], fingerprint: str,
+               cache: bool = True) -> dict[str, np.ndarray]:
+    """The same features through Hugging Face transformers (``adapters.hf.HFReference``), one text at a time.
+
+    Args:
+        cache: read and write the on-disk cache (``False``: always run the model, e.g. to time it).
+    """
     path = cache_path(fingerprint, layers, texts, "hf")
-    if (hit := _cached(path)) is not None:
+    if cache and (hit := _cached(path)) is not None:
         return hit
     last, mean = [], []
     bar = _Progress(len(texts), "collecting activations (HF)")
@@ -105,6 +112,7 @@ def collect_hf(ref: Any, texts: Sequence[str], layers: Sequence[int], fingerprin
         mean.append(b)
         bar.update(1)
     out = {"last": np.stack(last).astype(np.float32), "mean": np.stack(mean).astype(np.float32)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, out)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_tensors(path, out)
     return out

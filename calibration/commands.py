@@ -13,18 +13,27 @@ from typing import Any
 
 import numpy as np
 
-from calibration.statements import LABELS, Statement
+from calibration.gate import cross_fitted_confidence, fit_gate
+from calibration.pipeline import split_indices
+from calibration.qa import AnsweredItem, answer_confidence, answer_questions
+from calibration.selective import selective_report
+from calibration.statements import LABELS, Statement, generate_qa
 from guard.errors import ArtifactError, ConfigError
-from guard.evaluation import verdict_metrics
+from guard.evaluation import auroc, verdict_metrics
+from guard.model_spec import ModelSpec
 from guard.probe import Probe
 
-__all__ = ["run_calibrate", "run_evaluate", "score_statements", "evaluate_statements", "format_table", "dumps"]
+__all__ = ["run_calibrate", "run_evaluate", "run_evaluate_qa", "selective_methods", "score_statements",
+           "evaluate_statements", "format_table", "format_qa_table", "dumps"]
 
 
 def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = None, family: str = "logistic",
                   alpha: float = 0.1, seed: int = 0, statements_file: str | None = None, eager: bool = True,
-                  known_only: bool = True, negations: bool = False) -> dict[str, Any]:
-    """Calibrate a probe for ``model`` and write ``OUT/probe.{safetensors,json}`` and ``OUT/report.md``.
+                  known_only: bool = True, negations: bool = False, gate_alpha: float = 0.3,
+                  delta: float = 0.1) -> dict[str, Any]:
+    """Calibrate a probe for ``model`` and write ``OUT/probe.{safetensors,json}``, the pre-generation gate
+    ``OUT/gate.{safetensors,json}`` (trained on the model's graded answers to guard's QA items) and
+    ``OUT/report.md`` with plots (layer sweep, reliability, risk-coverage against the log-probability baseline).
 
     Returns:
         A summary: chosen layer, metrics, and where the artefacts went.
@@ -35,7 +44,6 @@ def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = No
     from calibration.report import write_report
     from calibration.user_files import load_statements
     from guard.config import GuardConfig
-    from guard.model_spec import ModelSpec
 
     folder = resolve_model(model)
     spec = ModelSpec.from_folder(folder)
@@ -47,9 +55,21 @@ def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = No
     with GuardedLLM(config) as llm:
         result = calibrate(llm, out / "probe", statements=statements, alpha=alpha, seed=seed, family=family,
                            model_id=model, known_only=known_only, negations=negations)
-    report = write_report(result, out)
-    return {"probe": str(result.path), "report": str(report), "layers": list(result.probe.layers),
-            "layer_auroc": result.layer_auroc, "metrics": result.metrics}
+        layer_index = [sweep.index(layer) for layer in result.probe.layers]
+        answered = answer_questions(llm, generate_qa(seed), prompt_rows=True, probe=result.probe, layer_index=layer_index)
+    correct = np.array([a.correct for a in answered])
+    rows = np.stack([a.prompt_rows for a in answered])
+    cross_fitted = cross_fitted_confidence(rows, correct, seed=seed)  # every item scored by a gate that never saw it
+    train, cal, _ = split_indices(correct.astype(int), seed, fractions=(0.5, 0.5))
+    gate = fit_gate(rows, correct, train, cal, result.probe.layers, spec, model, alpha=gate_alpha, delta=delta,
+                    metrics={"auroc_correct_cross_fitted": auroc(cross_fitted, correct)})
+    gate_path = gate.save(out / "gate")
+    qa = selective_methods(answered, result.probe, None, alpha=gate_alpha, delta=delta, seed=seed,
+                           gate_confidence=cross_fitted)
+    report = write_report(result, out, qa=qa, gate=gate)
+    return {"probe": str(result.path), "gate": str(gate_path), "report": str(report), "layers": list(result.probe.layers),
+            "layer_auroc": result.layer_auroc, "metrics": result.metrics, "gate_metrics": gate.manifest.metrics,
+            "qa": _without_curves(qa)}
 
 
 def score_statements(llm: Any, texts: Sequence[str]) -> np.ndarray:
@@ -97,6 +117,75 @@ def run_evaluate(probe: str, statements_file: str, model: str = "default", eager
         metrics = evaluate_statements(llm, statements)
         alpha = llm.probe.manifest.conformal.alpha if llm.probe.manifest.conformal else None
     return {"probe": probe, "statements": statements_file, "alpha": alpha, "metrics": metrics}
+
+
+def selective_methods(answered: Sequence[AnsweredItem], probe: Probe, gate: Probe | None, alpha: float,
+                      delta: float = 0.1, splits: int = 200, seed: int = 0,
+                      gate_confidence: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+    """Selective-answering reports of each confidence signal on the same graded answers.
+
+    ``answer_probe``: the probe's ``p(true)`` of the answer; ``logprob``: ``exp`` of the answer's mean
+    token log-probability (baseline); ``gate``: the pre-generation gate's ``p(correct)`` (from ``gate``,
+    or precomputed, e.g. cross-fitted, in ``gate_confidence``); ``gate_and_probe``: their product.
+    """
+    correct = np.array([a.correct for a in answered])
+    signals = {"answer_probe": answer_confidence(probe, answered),
+               "logprob": np.exp(np.array([a.mean_logprob for a in answered]))}
+    if gate is not None and gate_confidence is None:
+        rows = np.stack([a.prompt_rows for a in answered])
+        gate_confidence = gate.probabilities(gate.score(rows))[:, list(gate.labels).index("correct")]
+    if gate_confidence is not None:
+        signals["gate"] = np.asarray(gate_confidence, np.float64)
+        signals["gate_and_probe"] = signals["gate"] * signals["answer_probe"]
+    return {name: selective_report(conf, correct, alpha, delta, splits, seed) for name, conf in signals.items()}
+
+
+def _without_curves(methods: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: {k: v for k, v in rep.items() if k != "curve"} for name, rep in methods.items()}
+
+
+def run_evaluate_qa(probe: str, qa_file: str | None = None, alpha: float = 0.1, delta: float = 0.1,
+                    model: str = "default", gate: str | None = None, splits: int = 200, eager: bool = True,
+                    max_tokens: int = 32, curves: bool = False) -> dict[str, Any]:
+    """Answer QA items through the engine, grade them, and report selective answering per signal.
+
+    Args:
+        qa_file: ``question,answers`` CSV/JSONL (default: guard's own closed-book items).
+        gate: a pre-generation gate artefact reading the probe's layers (adds ``gate`` and ``gate_and_probe``).
+        curves: keep the risk-coverage points in the result.
+
+    Raises:
+        ArtifactError: the gate reads other layers than the probe.
+    """
+    from adapters.vllm.engine import GuardedLLM
+    from calibration.user_files import load_qa
+    from guard.config import GuardConfig
+
+    items = load_qa(qa_file) if qa_file else generate_qa()
+    gate_probe = Probe.load(gate) if gate else None
+    config = GuardConfig.build(model=model, probe=probe, enforce_eager=eager, max_model_len=1024,
+                               capture_hidden=gate_probe is not None)
+    with GuardedLLM(config) as llm:
+        if gate_probe is not None:
+            gate_probe.check_model(ModelSpec.from_folder(llm.model_path), model)
+            if gate_probe.layers != llm.probe.layers:
+                raise ArtifactError(f"gate {gate!r} reads layers {list(gate_probe.layers)} but probe {probe!r} reads "
+                                    f"{list(llm.probe.layers)}; use the gate calibrated with this probe")
+        answered = answer_questions(llm, items, max_tokens=max_tokens, prompt_rows=gate_probe is not None)
+        methods = selective_methods(answered, llm.probe, gate_probe, alpha, delta, splits)
+    correct = np.array([a.correct for a in answered])
+    return {"probe": probe, "gate": gate, "qa": qa_file or "guard's own QA items", "n": len(items),
+            "accuracy": float(correct.mean()), "alpha": alpha, "delta": delta,
+            "methods": methods if curves else _without_curves(methods),
+            "examples": [{"question": a.item.question, "answer": a.answer, "correct": a.correct} for a in answered[:5]]}
+
+
+def format_qa_table(summary: dict[str, Any]) -> str:
+    """A readable table of :func:`run_evaluate_qa`'s result: one row per confidence signal."""
+    cols = ("auroc", "aurc", "certified", "coverage", "risk", "violation_rate", "correct", "hallucinated", "abstained")
+    head = [f"{k}: {v}" for k, v in summary.items() if k not in ("methods", "examples")]
+    rows = [f"{name:<16} " + " ".join(f"{rep[c]:>9.3f}" for c in cols) for name, rep in summary["methods"].items()]
+    return "\n".join(head + ["", f"{'signal':<16} " + " ".join(f"{c[:9]:>9}" for c in cols), *rows])
 
 
 def format_table(summary: dict[str, Any]) -> str:

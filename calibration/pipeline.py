@@ -8,8 +8,8 @@
    train / calibration / test.
 4. Layer sweep on a validation part of the training split: the best window of consecutive sweep
    layers (by true-vs-false AUROC) becomes the probe's layers; their read-outs are averaged.
-5. One-vs-rest read-outs over {true, false, neither} per layer (logistic, mass-mean, or a
-   multiple-instance probe over the statement's token bag).
+5. Read-outs over {true, false, neither} per layer: one-vs-rest (logistic, mass-mean, or a
+   multiple-instance probe over the statement's token bag) or a small softmax MLP.
 6. Mondrian split-conformal thresholds on the untouched calibration split.
 7. Test-split metrics, then export (safetensors + manifest with metrics and conformal thresholds).
 """
@@ -26,6 +26,7 @@ from calibration.activations import collect_vllm
 from calibration.fit import fit_logistic, fit_one_vs_rest, softmax
 from calibration.knowledge import known_facts
 from calibration.mil import fit_mil_one_vs_rest
+from calibration.mlp import fit_mlp, mlp_scores
 from calibration.statements import LABELS, Statement, generate_statements
 from guard.conformal import MondrianConformal
 from guard.errors import ConfigError
@@ -122,10 +123,14 @@ def sweep_layers(features: np.ndarray, labels: np.ndarray, train: np.ndarray, he
     return out
 
 
-FAMILIES = ("logistic", "mass-mean", "mil")
+FAMILIES = ("logistic", "mass-mean", "mil", "mlp")
 #: ridge penalty of the logistic read-outs (standardised features; chosen by fact-grouped CV on the default model)
 L2 = 30.0
-_KINDS = {"logistic": "one-vs-rest-logistic", "mass-mean": "one-vs-rest-mass-mean", "mil": "one-vs-rest-mil"}
+#: weight penalty (on the mean cross-entropy) and hidden units of the MLP read-outs; not tuned by CV: one
+#: seed-0 run on the default model gave test AUROC 0.895 (logistic: 0.879)
+MLP_L2, MLP_HIDDEN = 3e-2, 32
+_KINDS = {"logistic": "one-vs-rest-logistic", "mass-mean": "one-vs-rest-mass-mean", "mil": "one-vs-rest-mil",
+          "mlp": "softmax-mlp"}
 
 
 def _probe_from(fits: list[tuple[np.ndarray, ...]], layers: tuple[int, ...], family: str, spec: ModelSpec,
@@ -137,13 +142,21 @@ def _probe_from(fits: list[tuple[np.ndarray, ...]], layers: tuple[int, ...], fam
         description=f"true/false/neither read-out of the residual stream at layers {list(layers)} (averaged; "
                     f"{pooling}), trained on guard's own statements of facts the model knows (split seed {seed})",
         metrics=metrics, conformal=conformal, pooling="max" if family == "mil" else "last",
+        head="mlp" if family == "mlp" else "linear",
     )
-    weight, bias, mean, scale = (np.stack([f[i] for f in fits]).astype(np.float32) for i in range(4))
-    return Probe(manifest, weight, bias, mean, scale)
+    stacked = [np.stack([f[i] for f in fits]).astype(np.float32) for i in range(len(fits[0]))]
+    if family == "mlp":
+        w1, b1, weight, bias, mean, scale = stacked
+        return Probe(manifest, weight, bias, mean, scale, w1=w1, b1=b1)
+    return Probe(manifest, *stacked)
 
 
 def _fit(family: str, feats: dict[str, np.ndarray], li: int, labels: np.ndarray, train: np.ndarray
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+         ) -> tuple[np.ndarray, ...]:
+    """One layer's fitted tensors: ``(weight, bias, mean, scale)``, or ``(w1, b1, w2, b2, mean, scale)`` for ``mlp``."""
+    if family == "mlp":
+        return fit_mlp(feats["last"][train, li].astype(np.float64), labels[train], len(LABELS), hidden=MLP_HIDDEN,
+                       l2=MLP_L2)
     if family != "mil":
         return fit_one_vs_rest(feats["last"][train, li].astype(np.float64), labels[train], len(LABELS), l2=L2,
                                family=family)
@@ -159,6 +172,8 @@ def _bags(feats: dict[str, np.ndarray], li: int) -> list[np.ndarray]:
 def _class_scores(family: str, feats: dict[str, np.ndarray], li: int, idx: np.ndarray,
                   fit: tuple[np.ndarray, ...]) -> np.ndarray:
     """Per-item class scores of one layer as the engine aggregates them: last token, or max over a bag."""
+    if family == "mlp":
+        return mlp_scores(feats["last"][idx, li], *fit)
     weight, bias, mean, scale = fit
     if family != "mil":
         return ((feats["last"][idx, li] - mean) / scale) @ weight.T + bias
@@ -211,7 +226,8 @@ def calibrate(llm: Any, out: str | Path | None = None, statements: list[Statemen
             metrics[f"auroc_{name}"] = auroc(p[:, 0] - p[:, 1], labels[idx] == 0)
             metrics[f"n_{name}"] = float(len(idx))
     conformal = ConformalCalibration(alpha=alpha, thresholds=dict(zip(LABELS, cp.thresholds.tolist())),
-                                     n_cal=dict(zip(LABELS, cp.counts.tolist())))
+                                     n_cal=dict(zip(LABELS, cp.counts.tolist())),
+                                     scores=dict(zip(LABELS, cp.calibration_scores())))
     probe = _probe_from(fits, chosen, family, spec, model_id or str(llm.model_path), metrics, conformal, seed)
     path = probe.save(out) if out is not None else None
     return CalibrationResult(probe, path, layer_auroc, metrics, p_test, labels[test], test)

@@ -1,4 +1,5 @@
-"""The calibration report: a Markdown summary plus PNG plots (layer sweep, reliability diagram).
+"""The calibration report: a Markdown summary plus PNG plots (layer sweep, reliability diagram,
+risk-coverage of selective answering against the log-probability baseline).
 
 Plots need matplotlib (the ``report`` extra); without it the summary is still written and says so.
 """
@@ -6,12 +7,14 @@ Plots need matplotlib (the ``report`` extra); without it the summary is still wr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from calibration.pipeline import CalibrationResult
+from guard.probe import Probe
 
-__all__ = ["write_report", "reliability_bins"]
+__all__ = ["write_report", "reliability_bins", "plot_risk_coverage"]
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> list[tuple[float, float, int]]:
@@ -24,13 +27,43 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> l
             for b in range(bins) if (which == b).any()]
 
 
-def _plots(result: CalibrationResult, out: Path) -> list[str]:
+def _pyplot() -> Any:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+_SIGNAL_NAMES = {"answer_probe": "answer probe p(true)", "logprob": "mean token log-prob (baseline)",
+                 "gate": "pre-generation gate p(correct)", "gate_and_probe": "gate x answer probe"}
+
+
+def plot_risk_coverage(methods: dict[str, dict[str, Any]], path: str | Path, title: str = "Selective answering") -> bool:
+    """Risk-coverage curves of each signal (from :func:`calibration.selective.selective_report`); False without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, rep in methods.items():
+        ax.plot(rep["curve"]["coverage"], rep["curve"]["risk"], label=f"{_SIGNAL_NAMES.get(name, name)} (AURC {rep['aurc']:.3f})")
+    alpha = next(iter(methods.values()))["alpha"]
+    ax.axhline(alpha, ls="--", color="grey", label=f"alpha = {alpha}")
+    ax.set(xlabel="coverage (share answered)", ylabel="risk (error rate among answered)", title=title, ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _plots(result: CalibrationResult, out: Path) -> list[str]:
+    plt = _pyplot()
+    if plt is None:
         return []
     names = []
     layers = sorted(result.layer_auroc)
@@ -56,18 +89,58 @@ def _plots(result: CalibrationResult, out: Path) -> list[str]:
     return names
 
 
-def write_report(result: CalibrationResult, out_dir: str | Path) -> Path:
-    """Write ``report.md`` (and plots, when matplotlib is installed) into ``out_dir``; return the summary's path."""
+def _conformal_line(conf: Any) -> str:
+    if conf is None:
+        return "none"
+    thresholds = ", ".join(f"{k} {v:.4f}" for k, v in conf.thresholds.items())
+    counts = ", ".join(f"{k} {v}" for k, v in conf.n_cal.items())
+    kept = "kept (p-values at any alpha)" if conf.scores else "not kept"
+    return f"{conf.method}, alpha {conf.alpha}; thresholds {thresholds}; calibration items {counts}; scores {kept}"
+
+
+def _qa_section(qa: dict[str, dict[str, Any]], gate: Probe | None) -> list[str]:
+    first = next(iter(qa.values()))
+    lines = [
+        "## Selective answering (guard's closed-book QA items; gate scores cross-fitted, 5 folds)",
+        "",
+        f"{first['n']} graded answers, model accuracy {first['accuracy']:.3f}; thresholds certified by Learn-then-Test "
+        f"(alpha = {first['alpha']}, delta = {first['delta']}) on one half, applied to the other, over "
+        f"{first['splits']} random halvings.",
+        "",
+        "| signal | AUROC | AURC | certified | coverage | risk | risk > alpha | correct | hallucinated | abstained |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *[f"| {_SIGNAL_NAMES.get(name, name)} | {r['auroc']:.3f} | {r['aurc']:.3f} | {r['certified']:.2f} | "
+          f"{r['coverage']:.3f} | {r['risk']:.3f} | {r['violation_rate']:.2f} | {r['correct']:.3f} | "
+          f"{r['hallucinated']:.3f} | {r['abstained']:.3f} |" for name, r in qa.items()],
+        "",
+    ]
+    if gate is not None:
+        g = gate.manifest
+        lines += [f"Pre-generation gate: `{g.kind}`, layers {list(g.layers)}, held-out metrics "
+                  + ", ".join(f"{k} {v:.3g}" for k, v in g.metrics.items()), ""]
+    return lines
+
+
+def write_report(result: CalibrationResult, out_dir: str | Path, qa: dict[str, dict[str, Any]] | None = None,
+                 gate: Probe | None = None) -> Path:
+    """Write ``report.md`` (and plots, when matplotlib is installed) into ``out_dir``; return the summary's path.
+
+    Args:
+        qa: selective-answering reports per signal (:func:`calibration.commands.selective_methods`).
+        gate: the pre-generation gate, whose held-out metrics are summarised.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m = result.probe.manifest
     plots = _plots(result, out)
+    if qa and plot_risk_coverage(qa, out / "risk_coverage.png"):
+        plots.append("risk_coverage.png")
     lines = [
         f"# Probe calibration: {m.model_id}",
         "",
         f"- kind: `{m.kind}`, layer {list(m.layers)}, labels {list(m.labels)}",
         f"- model fingerprint: `{m.model_fingerprint}`",
-        f"- conformal: {m.conformal}",
+        f"- conformal: {_conformal_line(m.conformal)}",
         "",
         "## Held-out metrics (test split, disjoint from training and calibration)",
         "",
@@ -82,6 +155,8 @@ def write_report(result: CalibrationResult, out_dir: str | Path) -> Path:
         *[f"| {k} | {v:.3f} |" for k, v in sorted(result.layer_auroc.items())],
         "",
     ]
+    if qa:
+        lines += _qa_section(qa, gate)
     if plots:
         lines += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
     else:

@@ -135,15 +135,27 @@ def generate_statements(seed: int = 0, numeric: int = 40, neither: int = 150) ->
     return out
 
 
-def generate_qa(seed: int = 0, arithmetic: int = 30) -> list[QAItem]:
-    """Closed-book QA items with accepted answers."""
+def generate_qa(seed: int = 0, arithmetic: int = 60) -> list[QAItem]:
+    """Closed-book QA items with accepted answers (countries, elements, dates, units, arithmetic), shuffled."""
     rng = random.Random(seed)
     items = [QAItem(f"What is the capital of {c}?", (cap,), "capital") for c, (cap, _, _) in COUNTRIES.items()]
     items += [QAItem(f"On which continent is {c}?", (k,), "continent") for c, (_, k, _) in COUNTRIES.items()]
+    items += [QAItem(f"What is the currency of {c}?", (cur,), "currency") for c, (_, _, cur) in COUNTRIES.items()]
     items += [QAItem(f"What is the chemical symbol of {e}?", (s,), "element") for e, s in ELEMENTS.items()]
+    items += [QAItem(f"Which chemical element has the symbol {s}?", (e,) + (("aluminum",) if e == "aluminium" else ()),
+                     "element") for e, s in ELEMENTS.items()]
     items += [QAItem(f"In which year did {e} happen?", (str(y),), "date") for e, y in EVENTS.items()]
-    for _ in range(arithmetic):
+    items += [QAItem(f"How many {other} are in {qty} {unit}?", (str(value),), "unit") for qty, unit, value, other in UNITS]
+    sums: set[str] = set()
+    while len(sums) < arithmetic:
         a, b = rng.randint(2, 50), rng.randint(2, 50)
-        items.append(QAItem(f"What is {a} plus {b}?", (str(a + b),), "arithmetic"))
+        if len(sums) % 2:
+            item = QAItem(f"What is {a} plus {b}?", (str(a + b),), "arithmetic")
+        else:
+            a, b = max(a, b) + 1, min(a, b)
+            item = QAItem(f"What is {a} minus {b}?", (str(a - b),), "arithmetic")
+        if item.question not in sums:
+            sums.add(item.question)
+            items.append(item)
     rng.shuffle(items)
     return items

@@ -31,6 +31,7 @@ class CaptureSpec(BaseModel):
     Attributes:
         layers: decoder layers whose output residual stream is read (HF ``hidden_states[i + 1]``).
         probe: path of the probe artefact scored in the worker, or ``None`` to capture only.
+        gate: path of a pre-generation gate scored with the probe (its columns follow the probe's).
         hidden: allocate buffers so requests may ask for raw hidden rows.
         hooks_version: part of the compile-cache key; see :data:`HOOKS_VERSION`.
     """
@@ -39,6 +40,7 @@ class CaptureSpec(BaseModel):
 
     layers: tuple[int, ...] = Field(min_length=1)
     probe: str | None = None
+    gate: str | None = None
     hidden: bool = False
     hooks_version: int = HOOKS_VERSION
 

@@ -21,6 +21,7 @@ class GuardConfig(BaseModel):
     Attributes:
         model: ``"default"`` (embedded SmolLM2-135M-Instruct), an HF folder, or a hub id.
         probe: probe artefact scored in the engine; ``None`` captures ``layers`` without scoring.
+        gate: pre-generation gate scored with the probe (same layers; see ``guard calibrate``).
         layers: decoder layers to capture when no probe is given (a probe brings its own).
         capture_hidden: let requests ask for raw hidden rows (calibration).
         enforce_eager: run without torch.compile (the capture works in both modes).
@@ -35,6 +36,7 @@ class GuardConfig(BaseModel):
 
     model: str = "default"
     probe: str | None = None
+    gate: str | None = None
     layers: tuple[int, ...] = DEFAULT_LAYERS
     capture_hidden: bool = False
     enforce_eager: bool = False
@@ -60,7 +62,8 @@ class GuardConfig(BaseModel):
             ConfigError: a value is invalid (names the field and the value).
         """
         values: dict[str, Any] = {}
-        for field, var in (("model", "GUARD_MODEL"), ("probe", "GUARD_PROBE"), ("score_endpoint", "GUARD_SCORE_ENDPOINT")):
+        for field, var in (("model", "GUARD_MODEL"), ("probe", "GUARD_PROBE"), ("gate", "GUARD_GATE"),
+                           ("score_endpoint", "GUARD_SCORE_ENDPOINT")):
             if (raw := env.read(var)) is not None:
                 values[field] = raw
         if (raw := env.read("GUARD_LAYERS")) is not None:

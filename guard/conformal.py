@@ -2,13 +2,13 @@
 
 * :class:`MondrianConformal` — prediction sets over the probe's labels with class-conditional
   coverage: for exchangeable calibration and test data, ``P(y in set | y = k) >= 1 - alpha`` for
-  every class ``k``. Nonconformity is ``1 - p_k``; the threshold of class ``k`` is the
-  ``ceil((n_k + 1)(1 - alpha))``-th smallest calibration score of that class.
-* :func:`selective_threshold` — Learn-then-Test over a fixed grid of confidence thresholds with
-  exact binomial p-values and a Bonferroni correction: the returned threshold has, with
-  probability ``>= 1 - delta`` over the calibration draw, a risk (error rate among answered
-  items) ``<= alpha``. (Fixed-sequence testing from the most conservative threshold stops at once
-  when few items are answered there, so it certifies nothing on small sets.)
+  every class ``k``. Nonconformity is ``s_k(x) = 1 - p_k(x)``; the threshold of class ``k`` is the
+  ``ceil((n_k + 1)(1 - alpha))``-th smallest calibration score of that class. With the calibration
+  scores kept (:meth:`MondrianConformal.fit`, :meth:`MondrianConformal.from_scores`) it also gives
+  Mondrian p-values ``p_k(x) = (1 + #{i: y_i = k, s_i >= s_k(x)}) / (n_k + 1)`` (``P(p_y(x) <= t) <= t``
+  for every ``t``) and sets at any ``alpha``: ``k`` is in the set iff ``p_k(x) > alpha``, which at the
+  fitted ``alpha`` is exactly the threshold rule (both reduce to the same count; see :func:`_rank`).
+Selective answering (risk control among answered items) lives in :mod:`guard.selective`.
 
 Lifecycle: ``fit`` before ``predict``; calling out of order names the missing step.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from guard.errors import ConfigError
 
-__all__ = ["MondrianConformal", "selective_threshold", "min_calibration_size", "binomial_cdf"]
+__all__ = ["MondrianConformal", "min_calibration_size"]
 
 
 def min_calibration_size(alpha: float) -> int:
@@ -34,13 +34,24 @@ def _check_alpha(alpha: float) -> None:
         raise ConfigError(f"alpha={alpha!r} is invalid: expected a miscoverage level strictly between 0 and 1, e.g. 0.1")
 
 
+def _rank(n: int, alpha: float) -> int:
+    """1-based rank of the class threshold among ``n`` sorted calibration scores (``> n``: no finite threshold).
+
+    ``k`` is in the set iff ``s <= S_(rank)`` iff ``#{S_i >= s} >= n + 1 - rank`` iff ``p_k > alpha``:
+    one integer rule serves the threshold and the p-value paths, so they never disagree by rounding.
+    """
+    return math.ceil((n + 1) * (1 - alpha))
+
+
 class MondrianConformal:
     """Class-conditional split-conformal prediction sets.
 
     Example:
         >>> cp = MondrianConformal(alpha=0.2).fit(np.array([[.9, .1]] * 9 + [[.2, .8]] * 9), np.array([0] * 9 + [1] * 9))
-        >>> cp.predict_sets(np.array([[.85, .15]])).tolist()
+        >>> cp.predict_sets(np.array([[.95, .05]])).tolist()
         [[True, False]]
+        >>> cp.p_values(np.array([[.95, .05]])).tolist()
+        [[1.0, 0.1]]
     """
 
     def __init__(self, alpha: float) -> None:
@@ -48,6 +59,8 @@ class MondrianConformal:
         self.alpha = alpha
         self.thresholds: np.ndarray | None = None
         self.counts: np.ndarray | None = None
+        #: per class, its calibration nonconformity scores sorted ascending (``None`` when rebuilt from thresholds)
+        self.scores: list[np.ndarray] | None = None
 
     def fit(self, probs: np.ndarray, labels: np.ndarray) -> MondrianConformal:
         """Compute per-class thresholds from calibration probabilities ``(n, K)`` and labels ``(n,)``.
@@ -58,22 +71,49 @@ class MondrianConformal:
         probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
         if probs.ndim != 2 or labels.shape != (probs.shape[0],):
             raise ConfigError(f"expected probs (n, K) and labels (n,), got {probs.shape} and {labels.shape}")
-        k = probs.shape[1]
         need = min_calibration_size(self.alpha)
-        thresholds, counts = np.empty(k), np.zeros(k, np.int64)
-        for c in range(k):
-            scores = np.sort(1.0 - probs[labels == c, c])
-            n = scores.size
-            counts[c] = n
-            if n < need:
+        scores = [np.sort(1.0 - probs[labels == c, c]) for c in range(probs.shape[1])]
+        for c, s in enumerate(scores):
+            if s.size < need:
                 raise ConfigError(
-                    f"class {c} has {n} calibration points; alpha={self.alpha} needs at least {need} per class "
+                    f"class {c} has {s.size} calibration points; alpha={self.alpha} needs at least {need} per class "
                     "(add calibration data or raise alpha)"
                 )
-            rank = math.ceil((n + 1) * (1 - self.alpha))
-            thresholds[c] = scores[rank - 1] if rank <= n else np.inf
-        self.thresholds, self.counts = thresholds, counts
+        return self._set_scores(scores)
+
+    def _set_scores(self, scores: list[np.ndarray]) -> MondrianConformal:
+        thresholds = []
+        for s in scores:
+            rank = _rank(s.size, self.alpha)
+            thresholds.append(s[rank - 1] if rank <= s.size else np.inf)
+        self.scores = scores
+        self.thresholds = np.asarray(thresholds, np.float64)
+        self.counts = np.array([s.size for s in scores], np.int64)
         return self
+
+    @classmethod
+    def from_scores(cls, alpha: float, scores: list[list[float]] | list[np.ndarray]) -> MondrianConformal:
+        """Rebuild fitted sets from stored per-class calibration scores (thresholds recomputed from them).
+
+        Raises:
+            ConfigError: a class's scores are empty, unsorted, or outside ``[0, 1]``.
+        """
+        arrays = [np.asarray(s, np.float64) for s in scores]
+        for c, s in enumerate(arrays):
+            if s.ndim != 1 or s.size == 0 or np.any(np.diff(s) < 0) or s[0] < 0 or s[-1] > 1:
+                raise ConfigError(
+                    f"calibration scores of class {c} must be a non-empty ascending list in [0, 1] "
+                    f"(nonconformity 1 - p), got {s.size} values; re-run `guard calibrate`"
+                )
+        return cls(alpha)._set_scores(arrays)
+
+    def calibration_scores(self, decimals: int = 6) -> list[list[float]]:
+        """Per-class sorted calibration scores, rounded for a manifest (what :meth:`from_scores` reads).
+
+        Raises:
+            ConfigError: not fitted, or rebuilt from thresholds only.
+        """
+        return [np.round(s, decimals).tolist() for s in self._require_scores()]
 
     @classmethod
     def from_thresholds(cls, alpha: float, thresholds: np.ndarray | list[float]) -> MondrianConformal:
@@ -87,60 +127,43 @@ class MondrianConformal:
             raise ConfigError("MondrianConformal is not fitted: call fit(probs, labels) on calibration data first")
         return self.thresholds
 
-    def predict_sets(self, probs: np.ndarray) -> np.ndarray:
-        """Boolean prediction sets ``(m, K)``: class ``k`` is in the set when ``1 - p_k <= threshold_k``."""
-        return (1.0 - np.asarray(probs, np.float64)) <= self._require_fit()
+    def _require_scores(self) -> list[np.ndarray]:
+        self._require_fit()
+        if self.scores is None:
+            raise ConfigError(
+                f"MondrianConformal was rebuilt from thresholds at alpha={self.alpha} only; p-values and other "
+                "alphas need the calibration scores: fit(probs, labels) or from_scores(alpha, scores)"
+            )
+        return self.scores
 
+    def _counts_at_least(self, probs: np.ndarray) -> np.ndarray:
+        """``(m, K)``: per class, how many of its calibration scores are ``>=`` the test score ``1 - p_k``."""
+        probs = np.atleast_2d(np.asarray(probs, np.float64))
+        scores = self._require_scores()
+        if probs.shape[1] != len(scores):
+            raise ConfigError(f"probabilities have {probs.shape[1]} classes but the calibration has {len(scores)}")
+        return np.stack([s.size - np.searchsorted(s, 1.0 - probs[:, c], side="left")
+                         for c, s in enumerate(scores)], axis=1)
 
-def binomial_cdf(k: int, n: int, p: float) -> float:
-    """``P(Binomial(n, p) <= k)``, exact, in log space."""
-    if k < 0:
-        return 0.0
-    if k >= n:
-        return 1.0
-    if p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 0.0
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
-            for i in range(k + 1)]
-    top = max(logs)
-    return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
+    def p_values(self, probs: np.ndarray) -> np.ndarray:
+        """Mondrian conformal p-values ``(m, K)``, each in ``[1 / (n_k + 1), 1]``.
 
+        Raises:
+            ConfigError: not fitted, or rebuilt from thresholds only.
+        """
+        return (1.0 + self._counts_at_least(probs)) / (1.0 + self.counts)
 
-def selective_threshold(confidence: np.ndarray, correct: np.ndarray, alpha: float, delta: float = 0.1,
-                        grid: int = 20) -> float:
-    """Lowest confidence threshold whose selective risk is certified ``<= alpha`` with probability ``>= 1 - delta``.
+    def predict_sets(self, probs: np.ndarray, alpha: float | None = None) -> np.ndarray:
+        """Boolean prediction sets ``(m, K)`` at ``alpha`` (default: the fitted one).
 
-    Args:
-        confidence: ``(n,)`` confidences in ``[0, 1]`` on calibration items.
-        correct: ``(n,)`` whether each calibration answer was right.
-        alpha: tolerated error rate among answered items.
-        delta: tolerated probability that the certificate is wrong.
-        grid: thresholds tested are ``j / grid`` for ``j = 1 .. grid`` (fixed before seeing data).
+        At the fitted alpha, class ``k`` is in the set when ``1 - p_k <= threshold_k``; at another alpha,
+        when its p-value exceeds ``alpha`` (the same rule, see :func:`_rank`).
 
-    Returns:
-        the threshold ``lam``: answer when ``confidence >= lam``; ``inf`` when none is certified (abstain on all).
-
-    Raises:
-        ConfigError: invalid ``alpha``/``delta``, confidences outside ``[0, 1]``, or mismatched shapes.
-    """
-    _check_alpha(alpha)
-    if not 0.0 < delta < 1.0:
-        raise ConfigError(f"delta={delta!r} is invalid: expected a failure probability strictly between 0 and 1")
-    confidence, correct = np.asarray(confidence, np.float64), np.asarray(correct, bool)
-    if confidence.shape != correct.shape or confidence.ndim != 1:
-        raise ConfigError(f"confidence {confidence.shape} and correct {correct.shape} must be equal-length vectors")
-    if confidence.size and (confidence.min() < 0 or confidence.max() > 1):
-        raise ConfigError(f"confidences span [{confidence.min():.3g}, {confidence.max():.3g}]; expected probabilities in [0, 1]")
-    best = math.inf
-    for j in range(1, grid + 1):
-        lam = j / grid
-        answered = confidence >= lam
-        n_answered = int(answered.sum())
-        if n_answered == 0:
-            continue
-        n_err = int((~correct[answered]).sum())
-        if binomial_cdf(n_err, n_answered, alpha) <= delta / grid:
-            best = min(best, lam)
-    return best
+        Raises:
+            ConfigError: not fitted; ``alpha`` invalid; or another alpha without calibration scores.
+        """
+        if alpha is None or alpha == self.alpha:
+            return (1.0 - np.asarray(probs, np.float64)) <= self._require_fit()
+        _check_alpha(alpha)
+        need = np.array([s.size + 1 - _rank(s.size, alpha) for s in self._require_scores()])
+        return self._counts_at_least(probs) >= need

@@ -18,6 +18,7 @@ ENV_VARS: dict[str, str] = {
     "GUARD_MODEL": "model: 'default', a local HF folder, or a hub id",
     # Path of the probe artefact (.safetensors with its .json manifest).
     "GUARD_PROBE": "probe artefact path",
+    "GUARD_GATE": "pre-generation gate artefact path (scored with the probe)",
     # Comma-separated decoder layers to capture when no probe is given.
     "GUARD_LAYERS": "comma-separated decoder layer indices to capture",
     # '1' forces eager mode (no torch.compile) in the engine.
@@ -28,6 +29,32 @@ ENV_VARS: dict[str, str] = {
     "GUARD_SCORE_ENDPOINT": "zmq endpoint for worker -> consumer scores",
     # KV cache size for the CPU engine, in GiB.
     "GUARD_KV_CACHE_GIB": "CPU KV cache size in GiB (sets VLLM_CPU_KVCACHE_SPACE)",
+    # The settings of `guard serve` (server/settings.py); each overrides the --config YAML file's key
+    # of the same name (lowercase, without GUARD_) and is overridden by the command-line flag.
+    # YAML file with `guard serve` settings (the --config flag wins).
+    "GUARD_CONFIG": "guard serve: YAML settings file",
+    # Interface the server listens on.
+    "GUARD_HOST": "guard serve: listen address (default 127.0.0.1)",
+    # TCP port the server listens on.
+    "GUARD_PORT": "guard serve: listen port (default 8000)",
+    # Model name clients send in `model` (default: the --model value).
+    "GUARD_SERVED_MODEL_NAME": "guard serve: model name clients use",
+    # Guard mode of requests that do not set guard.mode.
+    "GUARD_MODE": "guard serve: default mode, pass|flag|abstain",
+    # Text sent instead of an unverified answer when a request does not set guard.abstain_message.
+    "GUARD_ABSTAIN_MESSAGE": "guard serve: default abstain message",
+    # Largest request body accepted, in bytes.
+    "GUARD_MAX_REQUEST_BYTES": "guard serve: request body limit in bytes",
+    # Seconds to wait for the upstream vLLM server to answer (per read).
+    "GUARD_UPSTREAM_TIMEOUT": "guard serve: upstream read timeout in seconds",
+    # Seconds to wait, after a response ends, for its last token scores.
+    "GUARD_SCORE_TIMEOUT": "guard serve: wait for the last scores, in seconds",
+    # Seconds to wait for the upstream vLLM server to become healthy at start-up.
+    "GUARD_STARTUP_TIMEOUT": "guard serve: upstream start-up limit in seconds",
+    # Engine context length of the served model.
+    "GUARD_MAX_MODEL_LEN": "guard serve: engine max_model_len",
+    # Engine batch size (concurrent sequences).
+    "GUARD_MAX_NUM_SEQS": "guard serve: engine max_num_seqs",
 }
 
 

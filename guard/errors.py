@@ -4,6 +4,7 @@
 
     GuardError
     ├── ConfigError        bad settings, CLI flags, env vars or request options
+    │   └── RequestOptionError  one per-request option is invalid; ``param`` names it (``guard.alpha``)
     ├── DataError          a user's dataset file is malformed (names file, line and value)
     ├── ArtifactError      a probe/steering artefact is missing, corrupt or for another model
     ├── ModelError         the model cannot be found, prepared or verified
@@ -19,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "GuardError",
     "ConfigError",
+    "RequestOptionError",
     "DataError",
     "ArtifactError",
     "ModelError",
@@ -34,6 +36,19 @@ class GuardError(Exception):
 
 class ConfigError(GuardError, ValueError):
     """A setting, flag, environment variable or request option is invalid."""
+
+
+class RequestOptionError(ConfigError):
+    """A per-request option is invalid; the server answers it with an OpenAI-style 400.
+
+    Args:
+        message: names the field path, the value given and the accepted values.
+        param: the offending field's path in the request body, e.g. ``"guard.alpha"``.
+    """
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class DataError(GuardError, ValueError):

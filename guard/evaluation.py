@@ -1,4 +1,4 @@
-"""Detection-quality metrics in numpy: AUROC, accuracy, macro-F1, expected calibration error."""
+"""Detection-quality metrics in numpy: AUROC, accuracy, macro-F1, ECE, and selective-answering risk/coverage."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 
 from guard.errors import ConfigError
 
-__all__ = ["auroc", "accuracy", "macro_f1", "expected_calibration_error", "verdict_metrics"]
+__all__ = ["auroc", "accuracy", "macro_f1", "expected_calibration_error", "verdict_metrics", "risk_coverage", "aurc",
+           "selective_outcomes"]
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -89,3 +90,50 @@ def verdict_metrics(probs: np.ndarray, labels: np.ndarray, sets: np.ndarray | No
         out["coverage"] = float(sets[np.arange(len(labels)), labels].mean())
         out["mean_set_size"] = float(sets.sum(axis=1).mean())
     return out
+
+
+def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The risk-coverage curve of answering the most confident items first.
+
+    Returns:
+        ``(coverage, risk)``, each ``(n,)``: after answering the ``i + 1`` most confident items,
+        the share answered and the error rate among them. Tied confidences are answered together
+        (a threshold cannot separate them), so the curve is the same for any order of ties.
+
+    Raises:
+        ConfigError: shapes disagree or there are no items.
+    """
+    confidence, correct = np.asarray(confidence, np.float64), np.asarray(correct, bool)
+    if confidence.shape != correct.shape or confidence.ndim != 1 or confidence.size == 0:
+        raise ConfigError(f"confidence {confidence.shape} and correct {correct.shape} must be equal-length, non-empty vectors")
+    order = np.argsort(-confidence, kind="mergesort")
+    errors = np.cumsum(~correct[order]).astype(np.float64)
+    n = np.arange(1, confidence.size + 1, dtype=np.float64)
+    sorted_conf = confidence[order]
+    # the last index of each run of tied confidences holds the run's cumulative counts
+    last_of_run = np.r_[sorted_conf[1:] != sorted_conf[:-1], True]
+    run_end = np.flatnonzero(last_of_run)
+    fill = np.searchsorted(run_end, np.arange(confidence.size))
+    errors, n = errors[run_end][fill], n[run_end][fill]
+    return n / confidence.size, errors / n
+
+
+def aurc(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """Area under the risk-coverage curve (mean selective risk over all coverages; lower is better)."""
+    return float(risk_coverage(confidence, correct)[1].mean())
+
+
+def selective_outcomes(answered: np.ndarray, correct: np.ndarray) -> dict[str, float]:
+    """Abstention-aware rates: ``correct``, ``hallucinated`` (answered and wrong), ``abstained``,
+    plus ``coverage`` and ``risk`` (error rate among answered; NaN when nothing is answered)."""
+    answered, correct = np.asarray(answered, bool), np.asarray(correct, bool)
+    n = max(len(answered), 1)
+    n_answered = int(answered.sum())
+    wrong = int((answered & ~correct).sum())
+    return {
+        "correct": float((answered & correct).sum() / n),
+        "hallucinated": wrong / n,
+        "abstained": float((~answered).sum() / n),
+        "coverage": n_answered / n,
+        "risk": wrong / n_answered if n_answered else float("nan"),
+    }

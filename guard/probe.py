@@ -1,9 +1,11 @@
-"""Probe artefacts: linear read-outs of the residual stream, as plain data with a manifest.
+"""Probe artefacts: linear or small-MLP read-outs of the residual stream, as plain data with a manifest.
 
 A probe has ``k`` outputs (``labels``) at each of ``L`` decoder layers. For a token whose residual
-stream after decoder layer ``layers[l]`` is ``h`` (HF ``hidden_states[layers[l] + 1]``)::
+stream after decoder layer ``layers[l]`` is ``h`` (HF ``hidden_states[layers[l] + 1]``) and
+``z = (h - mean[l]) / scale[l]``, the manifest's ``head`` says which read-out it is::
 
-    score[l] = ((h - mean[l]) / scale[l]) @ weight[l].T + bias[l]        # (k,)
+    linear:  score[l] = z @ weight[l].T + bias[l]                                  # (k,)
+    mlp:     score[l] = relu(z @ w1[l].T + b1[l]) @ weight[l].T + bias[l]          # (k,), m hidden units
 
 On disk a probe is ``NAME.safetensors`` (tensors) beside ``NAME.json`` (the manifest). The manifest
 names the model it was trained on (config fingerprint, hidden size, layer count), and
@@ -18,11 +20,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from guard.conformal import MondrianConformal
-from guard.errors import ArtifactError
+from guard.errors import ArtifactError, ConfigError
+from guard.mlp_head import mlp_hidden, mlp_hidden_units
 from guard.model_spec import ModelSpec
+from guard.selective import SelectiveCalibration
 from guard.tensorfile import load_tensors, save_tensors
 
 __all__ = ["PROBE_SCHEMA_VERSION", "ConformalCalibration", "ProbeManifest", "Probe"]
@@ -31,7 +35,11 @@ PROBE_SCHEMA_VERSION = 1
 
 
 class ConformalCalibration(BaseModel):
-    """Split-conformal thresholds fitted on a calibration split disjoint from training."""
+    """Split-conformal thresholds fitted on a calibration split disjoint from training.
+
+    With ``scores`` the calibration serves p-values and prediction sets at any alpha; without them
+    (artefacts made before scores were stored) only sets at ``alpha``.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -40,6 +48,28 @@ class ConformalCalibration(BaseModel):
     #: per label: the label is in the prediction set when ``1 - p(label) <= threshold``
     thresholds: dict[str, float]
     n_cal: dict[str, int]
+    #: per label: the calibration items of that label's nonconformity scores ``1 - p(label)``, sorted, 6 decimals
+    scores: dict[str, list[float]] | None = None
+
+    @model_validator(mode="after")
+    def _scores_agree_with_thresholds(self) -> ConformalCalibration:
+        if self.scores is None:
+            return self
+        labels = sorted(self.thresholds)
+        if sorted(self.scores) != labels:
+            raise ValueError(f"conformal scores cover labels {sorted(self.scores)} but thresholds cover {labels}; "
+                             "re-run `guard calibrate`")
+        try:
+            refit = MondrianConformal.from_scores(self.alpha, [self.scores[label] for label in labels])
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        for label, n, again in zip(labels, refit.counts.tolist(), refit.thresholds.tolist()):
+            stored = self.thresholds[label]
+            if n != self.n_cal.get(label) or (np.isfinite(stored) and abs(again - stored) > 1e-6):
+                raise ValueError(f"conformal scores of {label!r} ({n} values, threshold {again:.6f} at alpha={self.alpha}) "
+                                 f"disagree with n_cal={self.n_cal.get(label)} and threshold {stored:.6f}; "
+                                 "re-run `guard calibrate`")
+        return self
 
 
 class ProbeManifest(BaseModel):
@@ -62,20 +92,26 @@ class ProbeManifest(BaseModel):
     pooling: Literal["last", "max"] = "last"
     #: split-conformal calibration of the class probabilities (``softmax`` of the scores)
     conformal: ConformalCalibration | None = None
+    #: the read-out: one matmul (``linear``), or one hidden ReLU layer of ``m`` units (``mlp``; tensors ``w1``, ``b1``)
+    head: Literal["linear", "mlp"] = "linear"
+    #: selective-answering calibration (Learn-then-Test) of one label's probability, e.g. a gate's ``p(correct)``
+    selective: SelectiveCalibration | None = None
 
 
 class Probe:
-    """A frozen linear probe over one or more decoder layers.
+    """A frozen probe (linear or one-hidden-layer MLP head) over one or more decoder layers.
 
     Args:
-        manifest: the probe's manifest.
-        weight: ``(L, k, H)`` read-out weights.
+        manifest: the probe's manifest; ``manifest.head`` decides which tensors are required.
+        weight: ``(L, k, H)`` read-out weights (``(L, k, m)`` for an MLP head).
         bias: ``(L, k)``.
         mean: ``(L, H)`` centring applied before the read-out (zeros for none).
         scale: ``(L, H)`` positive scaling applied before the read-out (ones for none).
+        w1: ``(L, m, H)`` hidden-layer weights of an MLP head (``None`` for a linear head).
+        b1: ``(L, m)`` hidden-layer biases of an MLP head.
 
     Raises:
-        ArtifactError: shapes disagree with each other or with the manifest.
+        ArtifactError: a tensor is missing, superfluous, non-finite, or its shape disagrees with the manifest.
 
     Example:
         >>> p = Probe.random(ModelSpec(model_type="llama", hidden_size=4, num_layers=2, fingerprint="x"), layers=(0,))
@@ -84,16 +120,22 @@ class Probe:
     """
 
     def __init__(self, manifest: ProbeManifest, weight: np.ndarray, bias: np.ndarray,
-                 mean: np.ndarray, scale: np.ndarray) -> None:
+                 mean: np.ndarray, scale: np.ndarray, w1: np.ndarray | None = None,
+                 b1: np.ndarray | None = None) -> None:
         self.manifest = manifest
         n_l, k, h = len(manifest.layers), len(manifest.labels), manifest.hidden_size
-        expected = {"weight": (n_l, k, h), "bias": (n_l, k), "mean": (n_l, h), "scale": (n_l, h)}
         arrays = {"weight": weight, "bias": bias, "mean": mean, "scale": scale}
+        m = mlp_hidden_units(manifest.head, manifest.layers, h, w1, b1)
+        expected = {"weight": (n_l, k, m or h), "bias": (n_l, k), "mean": (n_l, h), "scale": (n_l, h)}
+        if m:
+            arrays |= {"w1": w1, "b1": b1}
+            expected |= {"w1": (n_l, m, h), "b1": (n_l, m)}
         for name, arr in arrays.items():
             if tuple(arr.shape) != expected[name]:
+                units = f", {m} hidden units from 'w1'" if m else ""
                 raise ArtifactError(
-                    f"probe tensor {name!r} has shape {tuple(arr.shape)} but the manifest "
-                    f"(layers={list(manifest.layers)}, labels={list(manifest.labels)}, hidden_size={h}) "
+                    f"probe tensor {name!r} has shape {tuple(arr.shape)} but the manifest (head={manifest.head!r}, "
+                    f"layers={list(manifest.layers)}, labels={list(manifest.labels)}, hidden_size={h}{units}) "
                     f"implies {expected[name]}; re-export the probe"
                 )
             if not np.all(np.isfinite(arr)):
@@ -106,6 +148,8 @@ class Probe:
         self.bias = np.asarray(bias, np.float32)
         self.mean = np.asarray(mean, np.float32)
         self.scale = np.asarray(scale, np.float32)
+        self.w1 = None if w1 is None else np.asarray(w1, np.float32)
+        self.b1 = None if b1 is None else np.asarray(b1, np.float32)
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -117,6 +161,11 @@ class Probe:
         """Names of the probe's outputs."""
         return self.manifest.labels
 
+    @property
+    def hidden_units(self) -> int:
+        """Hidden units ``m`` of an MLP head; 0 for a linear head."""
+        return 0 if self.w1 is None else self.w1.shape[1]
+
     def score(self, hidden: np.ndarray) -> np.ndarray:
         """Numpy reference: ``(n, L, H)`` residual-stream rows -> ``(n, L, k)`` scores (float64 maths)."""
         hidden = np.asarray(hidden, np.float64)
@@ -126,6 +175,8 @@ class Probe:
                 f"got {hidden.shape}"
             )
         z = (hidden - self.mean) / self.scale  # (n, L, H)
+        if self.w1 is not None:
+            z = mlp_hidden(z, self.w1, self.b1)  # (n, L, m)
         return np.einsum("nlh,lkh->nlk", z, self.weight.astype(np.float64)) + self.bias
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
@@ -135,33 +186,88 @@ class Probe:
         return e / e.sum(axis=-1, keepdims=True)
 
     def conformal(self) -> MondrianConformal | None:
-        """The manifest's split-conformal thresholds as fitted sets (``None`` when the probe has none)."""
+        """The manifest's split-conformal calibration as fitted sets (``None`` when the probe has none).
+
+        Built from the stored calibration scores when the manifest has them (p-values, any alpha), else
+        from the thresholds (sets at the calibrated alpha only).
+        """
         conf = self.manifest.conformal
         if conf is None:
             return None
+        if conf.scores is not None:
+            return MondrianConformal.from_scores(conf.alpha, [conf.scores[label] for label in self.labels])
         return MondrianConformal.from_thresholds(conf.alpha, [conf.thresholds[label] for label in self.labels])
 
-    def prediction_sets(self, probs: np.ndarray) -> list[tuple[str, ...]]:
-        """Conformal label sets for class probabilities ``(n, k)``.
+    def calibrated(self, alpha: float | None = None, p_values: bool = False) -> MondrianConformal:
+        """The fitted sets, checked to serve ``alpha`` (``None``: the calibrated one) and, if asked, p-values.
 
         Raises:
-            ArtifactError: the probe carries no conformal calibration.
+            ArtifactError: no conformal calibration, or one without calibration scores asked for
+                another alpha or for p-values (names the calibrated alpha and the fix).
         """
         sets = self.conformal()
         if sets is None:
             raise ArtifactError(f"probe {self.manifest.kind!r} has no conformal calibration; run guard calibrate")
-        inside = sets.predict_sets(probs)
+        if sets.scores is None and (p_values or alpha not in (None, sets.alpha)):
+            wanted = "p-values" if p_values else f"sets at alpha={alpha}"
+            raise ArtifactError(
+                f"probe {self.manifest.kind!r} was calibrated at alpha={sets.alpha} and its manifest stores no "
+                f"calibration scores, so {wanted} cannot be computed; re-run `guard calibrate` to store them "
+                f"(or use alpha={sets.alpha})"
+            )
+        return sets
+
+    def p_values(self, probs: np.ndarray) -> np.ndarray:
+        """Mondrian conformal p-values ``(n, k)`` of class probabilities ``(n, k)``, in label order.
+
+        Raises:
+            ArtifactError: no conformal calibration, or one without stored calibration scores.
+        """
+        return self.calibrated(p_values=True).p_values(probs)
+
+    def prediction_sets(self, probs: np.ndarray, alpha: float | None = None) -> list[tuple[str, ...]]:
+        """Conformal label sets for class probabilities ``(n, k)`` at ``alpha`` (default: the calibrated one).
+
+        Raises:
+            ArtifactError: see :meth:`calibrated`.
+            ConfigError: ``alpha`` is not strictly between 0 and 1.
+        """
+        inside = self.calibrated(alpha).predict_sets(probs, alpha)
         return [tuple(label for label, keep in zip(self.labels, row) if keep) for row in inside]
 
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
-        """Weights with the normalisation folded in, for one matmul per layer on a device.
+        """Weights of a linear head with the normalisation folded in, for one matmul per layer on a device.
 
         Returns:
             ``(w, b)`` with ``w`` of shape ``(L, H, k)`` and ``b`` ``(L, k)`` such that
             ``score[l] = h @ w[l] + b[l]``.
+
+        Raises:
+            ArtifactError: the probe has an MLP head (use :meth:`folded_mlp`).
         """
-        w = self.weight.astype(np.float64) / self.scale[:, None, :]  # (L, k, H)
-        b = self.bias - np.einsum("lkh,lh->lk", w, self.mean.astype(np.float64))
+        if self.w1 is not None:
+            raise ArtifactError(f"probe {self.manifest.kind!r} has an MLP head; fold it with folded_mlp(), not folded()")
+        return self._fold(self.weight, self.bias)
+
+    def folded_mlp(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Weights of an MLP head with the normalisation folded into the first matmul.
+
+        Returns:
+            ``(w1, b1, w2, b2)`` of shapes ``(L, H, m)``, ``(L, m)``, ``(L, m, k)``, ``(L, k)`` such that
+            ``score[l] = relu(h @ w1[l] + b1[l]) @ w2[l] + b2[l]``.
+
+        Raises:
+            ArtifactError: the probe has a linear head (use :meth:`folded`).
+        """
+        if self.w1 is None or self.b1 is None:
+            raise ArtifactError(f"probe {self.manifest.kind!r} has a linear head; fold it with folded(), not folded_mlp()")
+        w1, b1 = self._fold(self.w1, self.b1)
+        return w1, b1, np.ascontiguousarray(self.weight.transpose(0, 2, 1)), self.bias.copy()
+
+    def _fold(self, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(L, o, H)`` weights on standardised rows -> ``(L, H, o)`` weights and ``(L, o)`` biases on raw rows."""
+        w = w.astype(np.float64) / self.scale[:, None, :]  # (L, o, H)
+        b = b - np.einsum("loh,lh->lo", w, self.mean.astype(np.float64))
         return np.ascontiguousarray(w.transpose(0, 2, 1), np.float32), b.astype(np.float32)
 
     def check_model(self, spec: ModelSpec, model_id: str = "") -> None:
@@ -190,6 +296,8 @@ class Probe:
         base = Path(path).with_suffix("")
         base.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"weight": self.weight, "bias": self.bias, "mean": self.mean, "scale": self.scale}
+        if self.w1 is not None and self.b1 is not None:
+            tensors |= {"w1": self.w1, "b1": self.b1}
         save_tensors(base.with_suffix(".safetensors"), tensors, {"format": "guard-probe"})
         base.with_suffix(".json").write_text(self.manifest.model_dump_json(indent=2) + "\n")
         return base.with_suffix(".safetensors")
@@ -220,10 +328,15 @@ class Probe:
         except ValidationError as exc:
             raise ArtifactError(f"probe manifest {str(manifest_path)!r} is invalid: {exc}") from exc
         tensors, _ = load_tensors(base.with_suffix(".safetensors"))
-        missing = {"weight", "bias", "mean", "scale"} - tensors.keys()
+        required = {"weight", "bias", "mean", "scale"} | ({"w1", "b1"} if manifest.head == "mlp" else set())
+        missing = required - tensors.keys()
         if missing:
-            raise ArtifactError(f"probe file {str(base.with_suffix('.safetensors'))!r} lacks tensors {sorted(missing)}; re-export it")
-        return cls(manifest, tensors["weight"], tensors["bias"], tensors["mean"], tensors["scale"])
+            raise ArtifactError(
+                f"probe file {str(base.with_suffix('.safetensors'))!r} lacks tensors {sorted(missing)} "
+                f"(head={manifest.head!r}); re-export it"
+            )
+        return cls(manifest, tensors["weight"], tensors["bias"], tensors["mean"], tensors["scale"],
+                   tensors.get("w1"), tensors.get("b1"))
 
     @classmethod
     def random(cls, spec: ModelSpec, layers: tuple[int, ...], labels: tuple[str, ...] = ("score",),

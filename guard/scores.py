@@ -191,6 +191,33 @@ class ScoreStore:
                 self._cond.wait(remaining)
             return self._snapshot(key)
 
+    def take(self, key: str, start: int = 0) -> TokenScores:
+        """Non-blocking: the scores of ``key`` received so far at positions ``>= start`` (nothing is forgotten).
+
+        Work is proportional to the segments that reach ``start`` or beyond, so a consumer that polls
+        with a growing ``start`` while a request streams pays for each new segment once. Segments of
+        one key arrive in position order (one publisher, engine steps in sequence).
+
+        Example:
+            >>> store = ScoreStore()
+            >>> store.publish([ScoreSegment("k", 0, np.zeros((4, 1, 1), np.float32))])
+            >>> store.take("k", 2).positions.tolist()
+            [2, 3]
+        """
+        with self._cond:
+            segs = self._segments.get(key, ())
+            recent = []
+            for seg in reversed(segs):
+                if seg.start + seg.n <= start:
+                    break
+                recent.append(seg)
+        snap = self._combine(key, recent[::-1])
+        keep = snap.positions >= start
+        if keep.all():
+            return snap
+        hidden = snap.hidden[keep] if snap.hidden is not None else None
+        return TokenScores(key, snap.positions[keep], snap.scores[keep], hidden, snap.segments)
+
     def pop(self, key: str) -> TokenScores:
         """Return and forget the scores of ``key`` (empty if none arrived)."""
         with self._cond:
@@ -199,7 +226,10 @@ class ScoreStore:
             return snap
 
     def _snapshot(self, key: str) -> TokenScores:
-        segs = sorted(self._segments.get(key, ()), key=lambda s: s.start)
+        return self._combine(key, sorted(self._segments.get(key, ()), key=lambda s: s.start))
+
+    @staticmethod
+    def _combine(key: str, segs: list[ScoreSegment]) -> TokenScores:
         if not segs:
             return TokenScores(key, np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32), None)
         positions = np.concatenate([np.arange(s.start, s.start + s.n) for s in segs])

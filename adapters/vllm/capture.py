@@ -7,8 +7,9 @@ Per engine step (all on the worker's host thread):
    once). No guarded request -> no plan -> the hooks return at once.
 2. During the forward, each hooked decoder layer calls the opaque custom op
    ``guard::capture_layer``; its body computes the residual stream ``hidden + residual`` of the
-   planned rows and one ``addmm`` with the folded probe into a preallocated buffer. No host syncs,
-   no logging, no per-token Python.
+   planned rows and one ``addmm`` with the folded probe into a preallocated buffer (an MLP head:
+   ``addmm`` into a hidden-unit buffer, in-place ``relu``, ``addmm`` into the scores). No host
+   syncs, no logging, no per-token Python.
 3. ``after``: copy the step's scores (and requested hidden rows) to the host once and publish
    them, keyed by guard key and token position.
 
@@ -30,6 +31,7 @@ from adapters.vllm import internals
 from guard import env
 from guard.capture_spec import CaptureSpec, check_endpoint
 from guard.errors import AdapterError, ConfigError
+from guard.heads import check_gate, fused_linear
 from guard.model_spec import ModelSpec
 from guard.probe import Probe
 from guard.request_options import RequestOptions, parse_request_options
@@ -69,7 +71,7 @@ class _Plan:
 class CaptureState:
     """Worker-resident capture: device copies of the probe, buffers, and the current step's plan."""
 
-    def __init__(self, runner: Any, spec: CaptureSpec, probe: Probe | None, sink: Any) -> None:
+    def __init__(self, runner: Any, spec: CaptureSpec, probe: Probe | None, sink: Any, gate: Probe | None = None) -> None:
         self.runner = runner
         self.spec = spec
         self.sink = sink
@@ -83,20 +85,33 @@ class CaptureState:
         max_rows = internals.max_num_tokens(runner)
         n_layers = len(spec.layers)
         hidden_size = int(runner.model_config.get_hidden_size())
-        if probe is not None:
-            w, b = probe.folded()  # (L, H, k), (L, k)
-            self.w: torch.Tensor | None = torch.from_numpy(w).to(self.device)
-            self.b = torch.from_numpy(b).to(self.device)
-            k = w.shape[2]
-        else:
-            self.w, self.b, k = None, None, 0
-        self.k = k
-        self.scores = torch.zeros((n_layers, max_rows, k), dtype=torch.float32, device=self.device)
+        # The head is decided here, once: w1/b1/act exist only for an MLP head, and on_layer checks w1 alone.
+        self.w1, self.b1, self.w, self.b = self._device_weights(probe, gate)
+        self.k = 0 if self.w is None else self.w.shape[2]
+        self.act = (
+            torch.zeros((n_layers, max_rows, self.w1.shape[2]), dtype=torch.float32, device=self.device)
+            if self.w1 is not None
+            else None
+        )
+        self.scores = torch.zeros((n_layers, max_rows, self.k), dtype=torch.float32, device=self.device)
         self.hidden = (
             torch.zeros((n_layers, max_rows, hidden_size), dtype=torch.float32, device=self.device)
             if spec.hidden
             else None
         )
+
+    def _device_weights(self, probe: Probe | None, gate: Probe | None) -> tuple[torch.Tensor | None, ...]:
+        """Folded probe weights on the device: ``(w1, b1, w, b)``; ``w1``/``b1`` are ``None`` for a linear head.
+
+        A gate's columns are appended to a linear probe's (one matmul scores both; see guard.heads).
+        """
+        if probe is None:
+            return None, None, None, None
+        if probe.hidden_units:
+            arrays = probe.folded_mlp()  # (L, H, m), (L, m), (L, m, k), (L, k)
+        else:
+            arrays = (None, None, *fused_linear(probe, gate))  # (L, H, k [+ k_gate]), (L, k [+ k_gate])
+        return tuple(None if a is None else torch.from_numpy(a).to(self.device) for a in arrays)
 
     # --- step boundary (host) -------------------------------------------------------------
     def _request_options(self, req_id: str) -> RequestOptions | None:
@@ -159,7 +174,12 @@ class CaptureState:
         else:
             x = hidden.index_select(0, plan.rows) + residual.index_select(0, plan.rows)
         x = x.float()
-        if self.w is not None:
+        if self.w1 is not None:
+            act = self.act[slot, :n]  # (n, m)
+            torch.addmm(self.b1[slot], x, self.w1[slot], out=act)
+            act.relu_()
+            torch.addmm(self.b[slot], act, self.w[slot], out=self.scores[slot, :n])
+        elif self.w is not None:
             torch.addmm(self.b[slot], x, self.w[slot], out=self.scores[slot, :n])
         if plan.n_hidden:
             if plan.hidden_sel is None:
@@ -207,7 +227,14 @@ def install(runner: Any, spec: CaptureSpec) -> CaptureState:
     if bad:
         raise AdapterError(f"capture layers {bad} are outside 0..{len(layers) - 1} of model {model_id!r}")
     endpoint = check_endpoint(env.read("GUARD_SCORE_ENDPOINT"))
-    state = CaptureState(runner, spec, probe, open_sink(endpoint))
+    gate = None
+    if spec.gate is not None:
+        if probe is None:
+            raise AdapterError("a pre-generation gate needs the answer probe it was calibrated with; set both")
+        gate = Probe.load(spec.gate)
+        gate.check_model(model_spec, model_id)
+        check_gate(probe, gate)
+    state = CaptureState(runner, spec, probe, open_sink(endpoint), gate)
     for slot, index in enumerate(spec.layers):
         layers[index].register_forward_hook(_make_hook(slot))
     internals.wrap_model_forward(runner, state.before_forward, state.after_forward)

@@ -7,6 +7,7 @@ receives scores, and proves at start-up that the capture works.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from adapters.vllm.plugin import register
 from guard.capture_spec import CaptureSpec, check_endpoint
 from guard.config import GuardConfig
 from guard.errors import ConfigError, SelfTestError
+from guard.heads import check_gate, split_columns
 from guard.probe import Probe
 from guard.request_options import RequestOptions
 from guard.scores import TokenScores
@@ -47,7 +49,9 @@ def engine_arguments(config: GuardConfig, endpoint: str) -> tuple[dict[str, Any]
     os.environ["GUARD_SCORE_ENDPOINT"] = check_endpoint(endpoint)
     model = resolve_model(config.model)
     layers = Probe.load(config.probe).layers if config.probe else config.layers
-    spec = CaptureSpec(layers=layers, probe=config.probe, hidden=config.capture_hidden)
+    if config.gate and not config.probe:
+        raise ConfigError("a pre-generation gate needs the answer probe it was calibrated with; set probe as well")
+    spec = CaptureSpec(layers=layers, probe=config.probe, gate=config.gate, hidden=config.capture_hidden)
     kwargs = {
         "model": model,
         "dtype": "float32",
@@ -70,6 +74,10 @@ class GuardedCompletion:
     token_ids: list[int]
     text: str
     scores: TokenScores | None
+    #: the pre-generation gate's scores ``(n, L, 2)`` at the same positions (engines started with a gate)
+    gate_scores: np.ndarray | None = None
+    #: log-probability of each generated token (when the request asked for ``logprobs``)
+    token_logprobs: list[float] | None = None
 
     @property
     def sequence(self) -> list[int]:
@@ -103,6 +111,9 @@ class GuardedLLM:
         kwargs, self.spec, self.model_path = engine_arguments(config, endpoint)
         self.engine_kwargs = {**kwargs, **engine_overrides}
         self.probe = Probe.load(config.probe) if config.probe else None
+        self.gate = Probe.load(config.gate) if config.gate else None
+        if self.gate is not None:
+            check_gate(self.probe, self.gate)
         self.collector = ScoreCollector(endpoint)
         try:
             self.llm = LLM(**self.engine_kwargs)
@@ -152,7 +163,15 @@ class GuardedLLM:
                 # The last sampled token is never fed back, so positions end at len - 2.
                 self.collector.store.wait(key, len(prompt_ids) + len(gen.token_ids) - 1, timeout)
                 scores = self.collector.store.pop(key)
-            done.append(GuardedCompletion(prompt_ids, list(gen.token_ids), gen.text, scores))
+            logprobs = None
+            if gen.logprobs:
+                logprobs = [float(step[tok].logprob) for tok, step in zip(gen.token_ids, gen.logprobs)]
+            gate_scores = None
+            if scores is not None and self.gate is not None:
+                probe_part, gate_scores = split_columns(scores.scores, self.probe)
+                scores = dataclasses.replace(scores, scores=probe_part)
+            done.append(GuardedCompletion(prompt_ids, list(gen.token_ids), gen.text, scores, token_logprobs=logprobs,
+                                          gate_scores=gate_scores))
         return done
 
     def worker_status(self) -> list[dict[str, Any]]:
@@ -195,6 +214,9 @@ class GuardedLLM:
                 ref = self.probe.score(res.scores.hidden)
                 if not np.allclose(ref, res.scores.scores, rtol=1e-3, atol=1e-3):
                     raise SelfTestError("in-engine probe scores disagree with the numpy reference on captured rows")
+                if self.gate is not None and not np.allclose(self.gate.score(res.scores.hidden), res.gate_scores,
+                                                             rtol=1e-3, atol=1e-3):
+                    raise SelfTestError("in-engine gate scores disagree with the numpy reference on captured rows")
 
     def close(self) -> None:
         """Shut the engine and the collector down."""

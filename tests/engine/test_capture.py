@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Iterator
 
+import numpy as np
+import pytest
+
+from guard.mlp_head import mlp_hidden
+from guard.model_spec import ModelSpec
+from guard.probe import Probe, ProbeManifest
 from tests.engine.conftest import CHUNK_TOKENS, LAYERS, prompts_of_different_lengths
 
 MAX_REL_ERR = 1e-4
@@ -49,6 +55,39 @@ def test_in_engine_probe_scores_equal_numpy_reference_on_hf_hidden_states(eager_
         ref = eager_engine.probe.score(hf.hidden_states(res.sequence[:-1], LAYERS))
         assert res.scores.scores.shape == ref.shape
         np.testing.assert_allclose(res.scores.scores, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.fixture(scope="module")
+def mlp_engine(model_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """An eager engine scoring a random (uncalibrated) MLP-head probe with 16 hidden units, hidden capture on."""
+    from adapters.vllm.engine import GuardedLLM
+    from guard.config import GuardConfig
+
+    spec, rng, n_l, m = ModelSpec.from_folder(model_path), np.random.default_rng(11), len(LAYERS), 16
+    manifest = ProbeManifest(kind="stand-in-mlp", labels=("true", "false", "neither"), layers=LAYERS,
+                             hidden_size=spec.hidden_size, num_layers=spec.num_layers,
+                             model_fingerprint=spec.fingerprint, head="mlp", description="random; NOT calibrated")
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    probe = Probe(manifest, f32(n_l, 3, m), f32(n_l, 3), np.zeros((n_l, spec.hidden_size), np.float32),
+                  np.ones((n_l, spec.hidden_size), np.float32), w1=f32(n_l, m, spec.hidden_size), b1=f32(n_l, m))
+    path = probe.save(tmp_path_factory.mktemp("mlp-probe") / "mlp")
+    cfg = GuardConfig.build(probe=str(path), capture_hidden=True, enforce_eager=True, max_model_len=1024)
+    llm = GuardedLLM(cfg, max_num_batched_tokens=CHUNK_TOKENS)
+    yield llm
+    llm.close()
+
+
+def test_in_engine_mlp_probe_scores_equal_numpy_reference_on_captured_rows(mlp_engine):
+    probe = mlp_engine.probe
+    results = mlp_engine.generate(prompts_of_different_lengths(6), _params(6), hidden=True)
+    active = []
+    for res in results:
+        ref = probe.score(res.scores.hidden)
+        assert res.scores.scores.shape == ref.shape == (len(res.sequence) - 1, len(LAYERS), 3)
+        np.testing.assert_allclose(res.scores.scores, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+        active.append(mlp_hidden((res.scores.hidden - probe.mean) / probe.scale, probe.w1, probe.b1) > 0)
+    # the ReLU both passes and blocks units, so the in-engine hidden layer is really exercised
+    assert 0.1 < np.concatenate(active).mean() < 0.9
 
 
 def test_same_request_alone_and_amid_thirty_others_gets_identical_scores(eager_engine):

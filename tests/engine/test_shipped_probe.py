@@ -87,3 +87,52 @@ def test_guard_generate_prints_per_token_probabilities_and_a_conformal_verdict(c
     verdict = result["verdict"]
     assert verdict["probs"] == rows[-1]["probs"] and verdict["set"]  # a non-empty conformal set
     assert set(verdict["set"]) <= {"true", "false", "neither"}
+
+
+def test_guard_evaluate_qa_answers_grades_and_reports_selective_answering_end_to_end(tmp_path, capsys):
+    from adapters.cli import main
+
+    data = tmp_path / "qa.csv"
+    data.write_text("question,answers\nWhat is the capital of France?,Paris\nWhat is the capital of Japan?,Tokyo\n"
+                    "What is 23 plus 36?,59\nWhat is the capital of Australia?,Canberra\n"
+                    "What is the chemical symbol of gold?,Au\nHow many hours are in one day?,24\n")
+    assert main(["evaluate-qa", "--qa", str(data), "--splits", "10", "--alpha", "0.3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 6 and 0.0 <= out["accuracy"] <= 1.0
+    france = out["examples"][0]
+    assert "Paris" in france["answer"] and france["correct"] is True  # graded against the accepted answer
+    assert {"answer_probe", "logprob"} <= set(out["methods"])
+    if out["gate"] is not None:  # the shipped gate rides along with the shipped probe
+        assert {"gate", "gate_and_probe"} <= set(out["methods"])
+    for rep in out["methods"].values():
+        assert rep["n"] == 6 and 0.0 <= rep["coverage"] <= 1.0
+        assert abs(rep["correct"] + rep["hallucinated"] + rep["abstained"] - 1.0) < 1e-9
+        assert rep["aurc"] is not None and 0.0 <= rep["aurc"] <= 1.0
+
+
+def test_shipped_gate_is_scored_in_the_same_matmul_as_the_probe_and_matches_the_reference(shipped):
+    from adapters.vllm.engine import GuardedLLM
+    from calibration.qa import qa_prompt
+    from guard.config import GuardConfig
+    from guard.model_spec import ModelSpec
+    from guard.probe import Probe
+    from guard.shipped import shipped_probe
+
+    gate_path = shipped_probe(Probe.load(shipped).manifest.model_fingerprint, gate=True)
+    assert gate_path is not None, "no pre-generation gate ships for the embedded default model"
+    gate = Probe.load(gate_path)
+    assert gate.manifest.selective is not None  # calibrated for selective answering
+    config = GuardConfig.build(probe=shipped, gate=str(gate_path), capture_hidden=True, enforce_eager=True,
+                               max_model_len=512)
+    with GuardedLLM(config) as llm:  # the start-up self-test already compares both read-outs on captured rows
+        prompts = [qa_prompt(llm.tokenizer, q) for q in ("What is the capital of France?", "What is 37 plus 48?")]
+        results = llm.generate(prompts, hidden=True)
+        spec = ModelSpec.from_folder(llm.model_path)
+    gate.check_model(spec)
+    for res in results:
+        n = len(res.prompt_token_ids)
+        assert res.scores.scores.shape[-1] == 3 and res.gate_scores.shape == (len(res.scores.positions), 4, 2)
+        assert np.allclose(res.gate_scores, gate.score(res.scores.hidden), atol=1e-3)
+        last = int(np.flatnonzero(res.scores.positions == n - 1)[0])
+        p_correct = gate.probabilities(res.gate_scores[last : last + 1])[0, 1]
+        assert 0.0 < p_correct < 1.0

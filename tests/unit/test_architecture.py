@@ -13,7 +13,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE_ALLOWED = {"numpy", "pydantic", "prometheus_client", "guard"}
-HEAVY = ("torch", "vllm", "transformers", "fastapi", "zmq", "adapters")
+HEAVY = ("torch", "vllm", "transformers", "fastapi", "httpx", "uvicorn", "zmq", "adapters", "server")
+#: the server reaches the engine only through ``adapters`` (never vllm or torch itself)
+SERVER_ALLOWED = {"guard", "adapters", "server", "numpy", "pydantic", "pydantic_settings", "prometheus_client", "yaml",
+                  "fastapi", "starlette", "httpx", "uvicorn", "transformers"}
 
 
 def _top_level_imports(path: Path) -> set[str]:
@@ -45,7 +48,21 @@ def test_import_guard_loads_no_torch_vllm_transformers_or_fastapi():
     assert out.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("package", ["guard", "adapters", "calibration"])
+def test_the_server_imports_guard_adapters_and_its_web_stack_only():
+    stdlib = set(sys.stdlib_module_names)
+    offenders = {p.name: sorted(bad) for p in sorted((ROOT / "server").glob("*.py"))
+                 if (bad := _top_level_imports(p) - stdlib - SERVER_ALLOWED)}
+    assert offenders == {}
+
+
+def test_nothing_but_the_cli_imports_the_server():
+    # the server builds on guard and adapters, never the other way round; only the CLI starts it
+    importers = [str(p.relative_to(ROOT)) for d in ("guard", "adapters", "calibration") for p in (ROOT / d).rglob("*.py")
+                 if "server" in _top_level_imports(p) and p != ROOT / "adapters" / "cli.py"]
+    assert importers == []
+
+
+@pytest.mark.parametrize("package", ["guard", "adapters", "calibration", "server"])
 def test_every_package_declares_a_resolvable_facade(package):
     mod = importlib.import_module(package)
     assert isinstance(mod.__all__, list)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guard.conformal import MondrianConformal, binomial_cdf, min_calibration_size, selective_threshold
+from guard.conformal import MondrianConformal, min_calibration_size
 from guard.errors import ConfigError
 
 
@@ -36,26 +36,6 @@ def test_mondrian_sets_cover_each_class_at_least_one_minus_alpha_over_200_splits
     assert per_class.mean() < 0.99
 
 
-def test_selective_threshold_keeps_risk_below_alpha_with_probability_one_minus_delta():
-    alpha, delta, violations, coverages = 0.2, 0.1, 0, []
-    for seed in range(200):
-        rng = np.random.default_rng(seed)
-        conf = rng.uniform(0, 1, 1000)
-        correct = rng.uniform(0, 1, 1000) < 0.45 + 0.55 * conf  # more confident -> more often right
-        lam = selective_threshold(conf[:500], correct[:500], alpha, delta)
-        answered = conf[500:] >= lam
-        coverages.append(answered.mean())
-        if answered.any() and (~correct[500:][answered]).mean() > alpha:
-            violations += 1
-    assert violations / 200 <= delta + 0.05
-    assert np.mean(coverages) > 0.2  # it answers a useful share, not nothing
-
-
-def test_selective_threshold_abstains_everywhere_when_nothing_can_be_certified():
-    conf = np.linspace(0, 1, 50)
-    assert selective_threshold(conf, np.zeros(50, bool), alpha=0.1) == np.inf
-
-
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 1000), a1=st.floats(0.05, 0.5), a2=st.floats(0.05, 0.5))
 def test_prediction_sets_shrink_as_alpha_grows(seed, a1, a2):
@@ -64,16 +44,6 @@ def test_prediction_sets_shrink_as_alpha_grows(seed, a1, a2):
     small = MondrianConformal(hi).fit(probs, labels).predict_sets(probs)
     large = MondrianConformal(lo).fit(probs, labels).predict_sets(probs)
     assert np.all(large | ~small)  # small ⊆ large
-
-
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 1000), a1=st.floats(0.05, 0.5), a2=st.floats(0.05, 0.5))
-def test_selective_threshold_is_monotone_in_alpha(seed, a1, a2):
-    lo, hi = sorted((a1, a2))
-    rng = np.random.default_rng(seed)
-    conf = np.round(rng.uniform(0, 1, 300), 2)  # many ties
-    correct = rng.uniform(0, 1, 300) < conf
-    assert selective_threshold(conf, correct, hi) <= selective_threshold(conf, correct, lo)
 
 
 def test_too_small_calibration_set_names_the_minimum():
@@ -93,10 +63,3 @@ def test_invalid_alpha_is_refused(alpha):
         MondrianConformal(alpha)
 
 
-def test_binomial_cdf_matches_direct_sum():
-    from math import comb
-
-    n, p = 30, 0.2
-    for k in (0, 3, 10, 29):
-        direct = sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
-        assert abs(binomial_cdf(k, n, p) - direct) < 1e-12

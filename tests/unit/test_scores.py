@@ -81,3 +81,15 @@ def test_missing_lists_positions_without_scores():
     store = ScoreStore()
     store.publish([ScoreSegment("a", 3, np.zeros((2, 1, 1), np.float32))])
     assert store.pop("a").missing(5) == [0, 1, 2]
+
+
+def test_take_returns_only_positions_from_start_on_without_forgetting_or_blocking():
+    store = ScoreStore()
+    store.publish([ScoreSegment("a", 0, np.arange(5, dtype=np.float32).reshape(5, 1, 1)),
+                   ScoreSegment("b", 0, np.full((9, 1, 1), -1, np.float32))])
+    store.publish([ScoreSegment("a", 5, np.full((1, 1, 1), 5, np.float32))])
+    got = store.take("a", 3)  # straddles the first segment: rows 3, 4 of it, then the next one
+    assert got.positions.tolist() == [3, 4, 5] and got.scores[:, 0, 0].tolist() == [3, 4, 5]
+    assert store.take("a", 6).positions.size == 0  # nothing yet: returns at once
+    assert store.take("missing", 0).positions.size == 0
+    assert store.pop("a").positions.tolist() == list(range(6))  # take forgot nothing

@@ -1,0 +1,149 @@
+"""The guard's Prometheus metrics, on a registry owned by each :class:`GuardMetrics` instance.
+
+No metric is registered on prometheus_client's global default registry, so tests and several
+servers in one process never collide; a server exposes ``generate_latest(metrics.registry)``.
+Metrics are observed at the decision point (the server, once per request or sentence), never in
+the engine's hooks. Every label takes values from a fixed tuple below — never request ids or
+text — and an unknown value raises :class:`~guard.errors.ConfigError`.
+
+Calibration drift: ``guard_flag_rate_rolling`` is the share of flagged sentences among the last
+``window`` decided, scored sentences; ``guard_flag_rate_expected`` is the mean alpha those
+sentences were judged at. Under exchangeability with the calibration data, the flag rate among
+*true* sentences is at most alpha, so on a stream of mostly correct answers the rolling rate stays
+near or below the expected one. A large, lasting excess means the traffic has shifted away from
+the calibration distribution (the guarantee no longer holds) or the model is giving many false
+answers; either way it is worth a look. ``guard/policy.py`` states the verdict rule behind it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from guard.errors import ConfigError
+from guard.verdicts import GuardSummary, SentenceVerdict
+
+__all__ = ["GuardMetrics", "ENDPOINTS", "DECISIONS", "MODES", "ABSTAIN_REASONS", "UPSTREAM_ERRORS",
+           "LATENCY_BUCKETS", "P_VALUE_BUCKETS"]
+
+ENDPOINTS = ("chat_completions", "completions")
+#: the policy's decisions, plus ``error`` for a request the guard could not complete
+DECISIONS = ("pass", "flag", "abstain", "error")
+MODES = ("pass", "flag", "abstain")
+#: ``gate``: the pre-generation gate; ``sentence``: a flagged sentence; ``upstream_error``: the engine
+#: failed and the guard fails closed; ``guard_error``: the guard itself failed and fails closed
+ABSTAIN_REASONS = ("gate", "sentence", "upstream_error", "guard_error")
+UPSTREAM_ERRORS = ("timeout", "connection", "http_status", "protocol", "scores_missing", "other")
+#: seconds: 50 µs to 5 s, dense below a millisecond where the guard's own overhead lives
+LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: p-values live in (0, 1]; dense where flags happen (small alphas)
+P_VALUE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def _check(label: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"metric label {label}={value!r} is not allowed: expected one of {', '.join(allowed)} "
+                          "(labels take fixed values only; map the value to one of these)")
+    return value
+
+
+class GuardMetrics:
+    """All guard metrics on one registry.
+
+    Args:
+        registry: where to register (a fresh :class:`CollectorRegistry` when ``None``).
+        window: how many decided sentences the rolling flag rate covers.
+
+    Raises:
+        ConfigError: ``window`` is not positive.
+
+    Example:
+        >>> m = GuardMetrics()
+        >>> m.record_request("chat_completions", mode="flag", decision="pass")
+        >>> m.registry.get_sample_value("guard_requests_total", {"endpoint": "chat_completions", "decision": "pass", "mode": "flag"})
+        1.0
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, window: int = 500) -> None:
+        if window < 1:
+            raise ConfigError(f"drift window={window!r} is invalid: expected a positive number of sentences, e.g. 500")
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("guard_requests", "Guarded requests by endpoint, decision and mode",
+                                ["endpoint", "decision", "mode"], registry=r)
+        self.abstentions = Counter("guard_abstentions", "Abstentions by reason", ["reason"], registry=r)
+        self.flagged_sentences = Counter("guard_flagged_sentences", "Sentences whose conformal set lacks 'true'",
+                                         registry=r)
+        self.sentences_scored = Counter("guard_sentences_scored", "Sentences decided with at least one scored token",
+                                        registry=r)
+        self.tokens_scored = Counter("guard_tokens_scored", "Generated tokens whose probe score arrived", registry=r)
+        self.sentence_p_true = Histogram("guard_sentence_p_true", "Conformal p-value of 'true' per decided sentence",
+                                         buckets=P_VALUE_BUCKETS, registry=r)
+        self.guard_latency = Histogram("guard_latency_seconds", "Latency the guard adds to a request",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.probe_latency = Histogram("guard_probe_latency_seconds", "Delay from a token's text to its probe score",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream_errors = Counter("guard_upstream_errors", "Upstream (engine) failures by kind", ["kind"],
+                                       registry=r)
+        self.in_flight = Gauge("guard_requests_in_flight", "Guarded requests being served", registry=r)
+        self.flag_rate_rolling = Gauge("guard_flag_rate_rolling", "Share of flagged sentences among the last "
+                                       "decided, scored ones", registry=r)
+        self.flag_rate_expected = Gauge("guard_flag_rate_expected", "Mean alpha of the same sentences: the bound "
+                                        "on the flag rate among true sentences", registry=r)
+        self._window: deque[tuple[bool, float]] = deque(maxlen=window)
+        self._flagged = 0
+        self._alpha_sum = 0.0
+        self._lock = threading.Lock()
+
+    def record_request(self, endpoint: str, mode: str, decision: str) -> None:
+        """Count one finished request."""
+        self.requests.labels(_check("endpoint", endpoint, ENDPOINTS), _check("decision", decision, DECISIONS),
+                             _check("mode", mode, MODES)).inc()
+
+    def record_abstention(self, reason: str) -> None:
+        """Count one abstention (``reason`` from :data:`ABSTAIN_REASONS`)."""
+        self.abstentions.labels(_check("reason", reason, ABSTAIN_REASONS)).inc()
+
+    def record_upstream_error(self, kind: str) -> None:
+        """Count one upstream failure (``kind`` from :data:`UPSTREAM_ERRORS`)."""
+        self.upstream_errors.labels(_check("kind", kind, UPSTREAM_ERRORS)).inc()
+
+    def record_sentence(self, verdict: SentenceVerdict, alpha: float) -> None:
+        """Count one decided sentence and update the drift gauges (unscored sentences only count tokens)."""
+        if verdict.verdict == "unscored":
+            return
+        flagged = verdict.verdict == "flagged"
+        self.sentences_scored.inc()
+        if flagged:
+            self.flagged_sentences.inc()
+        if verdict.p_true is not None:
+            self.sentence_p_true.observe(verdict.p_true)
+        with self._lock:
+            if len(self._window) == self._window.maxlen:
+                old_flagged, old_alpha = self._window[0]
+                self._flagged -= old_flagged
+                self._alpha_sum -= old_alpha
+            self._window.append((flagged, alpha))
+            self._flagged += flagged
+            self._alpha_sum += alpha
+            self.flag_rate_rolling.set(self._flagged / len(self._window))
+            self.flag_rate_expected.set(self._alpha_sum / len(self._window))
+
+    def record_summary(self, endpoint: str, summary: GuardSummary) -> None:
+        """Record a finished choice: its request, abstention, sentences and scored tokens."""
+        self.record_request(endpoint, summary.mode, summary.decision)
+        if summary.abstained is not None:
+            self.record_abstention(summary.abstained.kind)
+        for verdict in summary.sentences:
+            self.record_sentence(verdict, summary.alpha)
+        self.tokens_scored.inc(summary.counts.tokens_scored)
+
+    def observe_guard_latency(self, seconds: float) -> None:
+        """Latency the guard added to one request (its own work and any text it held back)."""
+        self.guard_latency.observe(seconds)
+
+    def observe_probe_latency(self, seconds: float) -> None:
+        """Delay between a token's text and its probe score reaching the server."""
+        self.probe_latency.observe(seconds)

@@ -1,0 +1,193 @@
+"""Sentence verdicts: the rule that turns a sentence's token scores into a verdict, and its records.
+
+:class:`VerdictRule` is built once per probe (pooling, labels, fitted Mondrian calibration) and
+applied per sentence at a request's alpha; :mod:`guard.policy` documents the contract it implements.
+The pydantic records (:class:`SentenceVerdict`, :class:`AbstainReason`, :class:`GuardSummary`) are
+what the server serialises into a response's extension field; they carry positions and numbers,
+never the sentence text.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from guard.conformal import MondrianConformal
+from guard.errors import ArtifactError
+from guard.probe import Probe
+from guard.sentences import Sentence
+
+__all__ = ["Mode", "Decision", "Verdict", "VerdictRule", "SentenceVerdict", "AbstainReason", "VerdictCounts",
+           "GuardSummary", "TRUE_LABEL"]
+
+#: the label whose absence from a prediction set flags a sentence
+TRUE_LABEL = "true"
+Mode = Literal["pass", "flag", "abstain"]
+Decision = Literal["pass", "flag", "abstain"]
+Verdict = Literal["supported", "uncertain", "flagged", "unscored"]
+
+
+class SentenceVerdict(BaseModel):
+    """The verdict on one sentence.
+
+    Attributes:
+        index: the sentence's order in the choice's text.
+        start / end: its character span in the generated text (end exclusive).
+        first / last: token positions of its first and last non-whitespace characters.
+        verdict: ``supported`` (set is exactly {true}), ``flagged`` (true not in the set),
+            ``uncertain`` (true in the set with other labels), ``unscored`` (no token scored; never flagged).
+        p_true: conformal p-value of "true" (``None`` when unscored or the probe stores no calibration scores).
+        prediction_set: labels in the conformal set at the request's alpha, in the probe's label order.
+        probs: pooled class probabilities (``None`` when unscored).
+        tokens_scored: how many of its tokens had a score when it was decided.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int
+    start: int
+    end: int
+    first: int
+    last: int
+    verdict: Verdict
+    p_true: float | None
+    prediction_set: tuple[str, ...]
+    probs: dict[str, float] | None
+    tokens_scored: int
+
+
+class AbstainReason(BaseModel):
+    """Why a choice abstained: the pre-generation gate, or the first flagged sentence."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["gate", "sentence"]
+    alpha: float
+    sentence: int | None = None
+    p_true: float | None = None
+    detail: str = ""
+
+
+class VerdictCounts(BaseModel):
+    """How many sentences got each verdict, and how many tokens arrived and were scored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sentences: int = 0
+    supported: int = 0
+    uncertain: int = 0
+    flagged: int = 0
+    unscored: int = 0
+    tokens: int = 0
+    tokens_scored: int = 0
+
+
+class GuardSummary(BaseModel):
+    """The response-level verdict of one choice.
+
+    Attributes:
+        decision: ``pass``, ``flag`` or ``abstain`` (see :mod:`guard.policy`).
+        score: the smallest p-value of "true" over decided sentences (``None`` when there is none).
+        abstained: why it abstained, if it did.
+        sentences: verdicts of the decided sentences, in order.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision: Decision
+    mode: Mode
+    alpha: float
+    score: float | None
+    abstained: AbstainReason | None
+    sentences: tuple[SentenceVerdict, ...]
+    counts: VerdictCounts
+
+
+class VerdictRule:
+    """Pooling + Mondrian conformal sets over a probe's labels, decided once per probe.
+
+    Args:
+        labels: the probe's labels (must include ``"true"``).
+        pooling: ``"last"`` or ``"max"`` (see :mod:`guard.policy`).
+        conformal: fitted sets; with calibration scores they also give p-values and any alpha.
+        layers: how many layers a token's raw scores have (``(layers, k)``).
+        name: how errors name the probe.
+
+    Raises:
+        ArtifactError: ``"true"`` is not among the labels, or the calibration's class count differs.
+
+    Example:
+        >>> cal = MondrianConformal.from_scores(0.1, [[i / 20 for i in range(1, 20)]] * 2)
+        >>> rule = VerdictRule(("true", "false"), "last", cal)
+        >>> rule.judge(Sentence(0, "Paris is in France.", 0, 19, 7, 11), np.array([0.95, 0.05]), 1, 0.1).verdict
+        'supported'
+    """
+
+    def __init__(self, labels: tuple[str, ...], pooling: Literal["last", "max"], conformal: MondrianConformal,
+                 layers: int = 1, name: str = "probe") -> None:
+        if TRUE_LABEL not in labels:
+            raise ArtifactError(f"probe {name!r} has labels {list(labels)}; verdicts need a {TRUE_LABEL!r} label; "
+                                "use a true/false/neither probe from `guard calibrate`")
+        if conformal.thresholds is None or len(conformal.thresholds) != len(labels):
+            raise ArtifactError(f"probe {name!r}'s conformal calibration does not cover its {len(labels)} labels; "
+                                "re-run `guard calibrate`")
+        self.labels, self.pooling, self.layers, self.name = labels, pooling, layers, name
+        self.conformal = conformal
+        self._true = labels.index(TRUE_LABEL)
+
+    @classmethod
+    def from_probe(cls, probe: Probe) -> VerdictRule:
+        """The rule of a calibrated probe (its labels, pooling and conformal calibration).
+
+        Raises:
+            ArtifactError: the probe has no conformal calibration or no ``"true"`` label.
+        """
+        m = probe.manifest
+        return cls(m.labels, m.pooling, probe.calibrated(), len(m.layers), m.kind)
+
+    @property
+    def alpha(self) -> float:
+        """The alpha the probe was calibrated at (what a request without ``alpha`` gets)."""
+        return self.conformal.alpha
+
+    @property
+    def has_p_values(self) -> bool:
+        """Whether the calibration scores are stored (p-values and sets at any alpha)."""
+        return self.conformal.scores is not None
+
+    def serves(self, alpha: float) -> bool:
+        """Whether sets at ``alpha`` can be computed (always at the calibrated alpha)."""
+        return alpha == self.alpha or self.has_p_values
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """One token's raw scores ``(layers, k)`` -> class probabilities ``(k,)``: layers averaged, then softmax."""
+        return _softmax(np.asarray(scores, np.float64).mean(axis=0))
+
+    def pool_max(self, raw: list[np.ndarray]) -> np.ndarray:
+        """``max`` pooling: per-layer elementwise max over tokens of raw scores, layers averaged, softmax.
+
+        This is the score the calibration split was conformalised on (``calibration.pipeline``).
+        """
+        return _softmax(np.stack(raw).max(axis=0).mean(axis=0))  # (t, L, k) -> (k,)
+
+    def judge(self, sentence: Sentence, pooled: np.ndarray | None, tokens_scored: int, alpha: float) -> SentenceVerdict:
+        """The verdict on ``sentence`` from its pooled probabilities ``(k,)`` (``None``: no token scored)."""
+        span = {"index": sentence.index, "start": sentence.start, "end": sentence.end, "first": sentence.first,
+                "last": sentence.last, "tokens_scored": tokens_scored}
+        if pooled is None:
+            return SentenceVerdict(verdict="unscored", p_true=None, prediction_set=(), probs=None, **span)
+        row = pooled[None]  # (1, k)
+        inside = self.conformal.predict_sets(row, alpha)[0]
+        p_true = float(self.conformal.p_values(row)[0, self._true]) if self.has_p_values else None
+        members = tuple(label for label, keep in zip(self.labels, inside) if keep)
+        verdict: Verdict = ("flagged" if not inside[self._true] else
+                            "supported" if members == (TRUE_LABEL,) else "uncertain")
+        return SentenceVerdict(verdict=verdict, p_true=p_true, prediction_set=members,
+                               probs=dict(zip(self.labels, pooled.tolist())), **span)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()

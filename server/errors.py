@@ -1,0 +1,113 @@
+"""Errors the server answers with, in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+
+::
+
+    GuardError (guard.errors)
+    └── APIError            an HTTP error answer: status + OpenAI error object (4xx; 500 ``guard_error``)
+        └── UpstreamError   the upstream vLLM server failed (502/504); ``kind`` is its metric label
+
+Upstream 4xx bodies pass through with the upstream status, normalised to the same shape (vLLM
+sends an integer ``code``; OpenAI's is a string or null).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from guard.errors import AdapterError, GuardError
+
+__all__ = ["APIError", "UpstreamError", "invalid_request", "from_upstream", "error_body", "upstream_failure",
+           "guard_failure"]
+
+
+class APIError(GuardError):
+    """An error answer.
+
+    Args:
+        status: HTTP status.
+        message: names the offending value, what was expected and the fix.
+        type: OpenAI error type (``invalid_request_error``, ``server_error``, ...).
+        param: the request field at fault (``"guard.alpha"``), if any.
+        code: a machine-readable code (``"model_not_found"``), if any.
+
+    Example:
+        >>> APIError(404, "The model `x` does not exist", param="model", code="model_not_found").body()["error"]["code"]
+        'model_not_found'
+    """
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI error object."""
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+class UpstreamError(APIError):
+    """The upstream vLLM server was unreachable, failed or timed out.
+
+    Args:
+        kind: metric label from :data:`guard.metrics.UPSTREAM_ERRORS` (``timeout``, ``connection``, ...).
+    """
+
+    def __init__(self, kind: str, message: str, status: int = 502) -> None:
+        super().__init__(status, message, type="server_error", code=f"upstream_{kind}")
+        self.kind = kind
+
+
+def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    """``{"error": {...}}`` in OpenAI's shape."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None, status: int = 400) -> APIError:
+    """A 4xx ``invalid_request_error``."""
+    return APIError(status, message, "invalid_request_error", param, code)
+
+
+def from_upstream(status: int, content: bytes) -> APIError:
+    """The upstream's error answer, normalised to OpenAI's shape with the upstream status.
+
+    A 5xx becomes :class:`UpstreamError` (502, kind ``http_status``): the engine failed, not the request.
+    """
+    message, type_, param, code = f"upstream answered HTTP {status}", "invalid_request_error", None, None
+    try:
+        raw = json.loads(content)
+    except ValueError:
+        raw = None
+    err = raw.get("error") if isinstance(raw, dict) else None
+    if isinstance(err, dict):
+        message = str(err.get("message") or message)
+        type_ = str(err.get("type") or type_)
+        param = err.get("param") if isinstance(err.get("param"), str) else None
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+    elif isinstance(raw, dict) and isinstance(raw.get("detail"), str):  # FastAPI's own errors
+        message = raw["detail"]
+    if status >= 500:
+        return UpstreamError("http_status", f"the upstream vLLM server failed (HTTP {status}): {message}")
+    return APIError(status, message, type_, param, code)
+
+
+def upstream_failure(exc: httpx.HTTPError) -> UpstreamError:
+    """Translate an httpx failure talking to the upstream."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError("timeout", f"the upstream vLLM server did not answer in time ({type(exc).__name__}); "
+                             "retry, or raise upstream_timeout (GUARD_UPSTREAM_TIMEOUT) for long generations", status=504)
+    if isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.CloseError)):
+        return UpstreamError("connection", f"the upstream vLLM server is unreachable ({type(exc).__name__}: {exc}); "
+                             "check GET /healthz and the server's log")
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return UpstreamError("protocol", f"the upstream vLLM server broke the HTTP protocol ({exc}); check its log")
+    return UpstreamError("other", f"talking to the upstream vLLM server failed ({type(exc).__name__}: {exc})")
+
+
+def guard_failure(exc: AdapterError) -> APIError:
+    """The guard could not process the engine's scores (e.g. the engine runs another probe)."""
+    return APIError(500, f"the guard could not process this request's scores: {exc}", type="server_error",
+                    code="guard_error")

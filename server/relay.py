@@ -1,0 +1,194 @@
+"""Serving a guarded request: validate, forward to the upstream vLLM server, guard the answer.
+
+No web framework here: :meth:`Relay.handle` turns a request body into a :class:`JSONReply` or a
+:class:`StreamReply` (server-sent events, :mod:`server.streaming`), and ``server.app`` turns
+those into HTTP responses. Every POST to a completions endpoint is counted once in
+``guard_requests_total``: with its decision, or ``error`` when it was refused or failed (a client
+that disconnects mid-stream is not counted).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from guard.errors import AdapterError, RequestOptionError
+from guard.metrics import GuardMetrics
+from guard.verdicts import VerdictRule
+from server.errors import APIError, UpstreamError, from_upstream, guard_failure, invalid_request, upstream_failure
+from server.protocol import (
+    ENDPOINT_PATHS,
+    Endpoint,
+    GuardedRequest,
+    guarded_request,
+    hide_token_ids,
+    parse_body,
+    prompt_length,
+    set_choice_text,
+    summary_payload,
+    token_payload,
+)
+from server.score_feed import ScoreFeed
+from server.session import GuardSession
+from server.settings import ServeSettings
+from server.streaming import open_stream
+from server.tokens import TokenTexts
+
+__all__ = ["JSONReply", "StreamReply", "Relay"]
+
+
+@dataclass(frozen=True)
+class JSONReply:
+    """A JSON answer."""
+
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StreamReply:
+    """A server-sent-events answer (status 200); ``events`` yields encoded ``data:`` lines."""
+
+    events: AsyncIterator[bytes]
+
+
+class Relay:
+    """Guarded forwarding of OpenAI requests to one upstream vLLM OpenAI server.
+
+    Args:
+        settings: server settings (served model name, default mode, timeouts).
+        client: the shared HTTP client, whose ``base_url`` is the upstream.
+        rule: the probe's verdict rule.
+        feed: where the engine's scores arrive.
+        texts: splits a non-streamed answer's tokens into texts.
+        metrics: where requests are recorded.
+    """
+
+    def __init__(self, settings: ServeSettings, client: httpx.AsyncClient, rule: VerdictRule, feed: ScoreFeed,
+                 texts: TokenTexts, metrics: GuardMetrics) -> None:
+        self.settings, self.client, self.rule, self.feed = settings, client, rule, feed
+        self.texts, self.metrics = texts, metrics
+
+    async def handle(self, endpoint: Endpoint, read_body: Callable[[], Awaitable[bytes]]) -> JSONReply | StreamReply:
+        """Serve one POST; every failure becomes an OpenAI-shaped error reply."""
+        mode = self.settings.mode
+        session: GuardSession | None = None
+        streaming = False
+        self.metrics.in_flight.inc()
+        try:
+            raw = await read_body()
+            started = time.perf_counter()
+            request = guarded_request(parse_body(raw), endpoint, self.settings.served_name, self.settings.mode,
+                                      self.settings.abstain_message)
+            mode = request.options.mode
+            session = self._session(request)
+            session.busy += time.perf_counter() - started
+            if request.stream:
+                events = await open_stream(self, request, session)
+                streaming = True  # the stream closes the session and counts the request when it ends
+                return StreamReply(events)
+            return await self._complete(request, session)
+        except APIError as exc:
+            self.record_error(endpoint, mode, exc)
+            return JSONReply(exc.status, exc.body())
+        except AdapterError as exc:  # the engine's scores do not fit this server's probe
+            failure = guard_failure(exc)
+            self.record_error(endpoint, mode, failure)
+            return JSONReply(failure.status, failure.body())
+        finally:
+            if not streaming:
+                if session is not None:
+                    session.close()
+                self.metrics.in_flight.dec()
+
+    def record_error(self, endpoint: Endpoint, mode: str, exc: APIError) -> None:
+        """Count a refused or failed request (and the upstream failure, if it was one)."""
+        self.metrics.record_request(endpoint, mode, "error")
+        if isinstance(exc, UpstreamError):
+            self.metrics.record_upstream_error(exc.kind)
+
+    def _session(self, request: GuardedRequest) -> GuardSession:
+        try:
+            return GuardSession(self.rule, request.options, request.key, self.feed, self.metrics,
+                                self.settings.score_timeout, streamed=request.stream)
+        except RequestOptionError as exc:
+            raise invalid_request(str(exc), param=exc.param) from exc
+
+    async def send(self, request: GuardedRequest) -> httpx.Response:
+        """Send the request upstream (streamed body); the caller closes the response.
+
+        Raises:
+            UpstreamError: unreachable (502), timed out (504) or broke the protocol (502).
+            APIError: the upstream's own error answer (its 4xx status, OpenAI's shape).
+        """
+        built = self.client.build_request("POST", ENDPOINT_PATHS[request.endpoint], json=request.body)
+        try:
+            response = await self.client.send(built, stream=True)
+        except httpx.HTTPError as exc:
+            raise upstream_failure(exc) from exc
+        if response.status_code != 200:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError as exc:
+                raise upstream_failure(exc) from exc
+            finally:
+                await response.aclose()
+            raise from_upstream(response.status_code, content)
+        return response
+
+    async def _complete(self, request: GuardedRequest, session: GuardSession) -> JSONReply:
+        response = await self.send(request)
+        try:
+            payload = _json_object(await response.aread())
+        except httpx.HTTPError as exc:
+            raise upstream_failure(exc) from exc
+        finally:
+            await response.aclose()
+        choice = _first_choice(payload)
+        with session.timed():
+            n_prompt = prompt_length(payload, request.endpoint)
+            if n_prompt is None or not isinstance(choice.get("token_ids"), list):
+                raise UpstreamError("protocol", "the upstream answer lacks prompt_token_ids/token_ids; guard serve "
+                                    "needs a vLLM OpenAI server that honours return_token_ids")
+            session.start(n_prompt)
+            session.add_pieces(self.texts.pieces(choice["token_ids"]))
+            session.pull()
+        await session.finish()
+        with session.timed():
+            summary = session.summary()
+            if summary.decision == "abstain":
+                set_choice_text(choice, request.endpoint, False, request.options.message)
+                choice.update(finish_reason="stop", logprobs=None)
+                hide_token_ids(payload, stream=False)  # they would spell out the withheld answer
+            elif not request.wants_token_ids:
+                hide_token_ids(payload, stream=False)
+            choice["guard"] = summary_payload(summary, token_payload(session.released, self.rule.labels))
+        self.finish_request(request, session)
+        return JSONReply(200, payload)
+
+    def finish_request(self, request: GuardedRequest, session: GuardSession) -> None:
+        """Record a request that completed: its summary, the scores it missed and the guard's latency."""
+        self.metrics.record_summary(request.endpoint, session.summary())
+        if not session.scores_complete:
+            self.metrics.record_upstream_error("scores_missing")
+        self.metrics.observe_guard_latency(session.busy)
+
+
+def _json_object(content: bytes) -> dict[str, Any]:
+    try:
+        return parse_body(content)
+    except APIError as exc:
+        raise UpstreamError("protocol", f"the upstream answered 200 with a body that is not a JSON object "
+                            f"({exc.message[:120]})") from exc
+
+
+def _first_choice(payload: dict[str, Any]) -> dict[str, Any]:
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+        raise UpstreamError("protocol", f"the upstream answer has {len(choices) if isinstance(choices, list) else 'no'} "
+                            "choices; the guard expects exactly one per request")
+    return choices[0]

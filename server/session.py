@@ -1,0 +1,160 @@
+"""One guarded request on the server: its tokens and their scores fed to a :class:`StreamGuard`.
+
+Position contract (see docs/serving.md): generated token ``i`` of a request whose prompt has
+``n_prompt`` tokens sits at sequence position ``n_prompt + i``. Its score is computed when it is
+fed back into the model, one engine step after it was generated, and the very last generated
+token is never fed back, so it has no score. Scores arrive on the request's guard key in the
+:class:`ScoreFeed`; the session takes those from ``n_prompt`` on as the response streams, and
+at the end waits (on the event loop) for positions up to ``n_prompt + n_gen - 2``.
+
+Text per token: a streamed chunk's text is given to the chunk's last token, and its other tokens
+get ``""`` (vLLM sends one token per chunk except when it holds text back, e.g. for stop strings);
+a non-streamed answer's text is split per token by the tokenizer (:mod:`server.tokens`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from guard.metrics import GuardMetrics
+from guard.policy import GuardEvent, GuardOptions, StreamGuard, TokenScore
+from guard.verdicts import AbstainReason, GuardSummary, SentenceVerdict, VerdictRule
+from server.errors import UpstreamError
+from server.score_feed import ScoreFeed
+
+__all__ = ["GuardSession"]
+
+
+class GuardSession:
+    """The guard's state for one request (one choice).
+
+    Args:
+        rule: the probe's verdict rule.
+        options: the request's guard options.
+        key: the request's guard key.
+        feed: where its scores arrive.
+        metrics: where per-token probe latency is observed.
+        score_timeout: seconds :meth:`finish` waits for the last scores.
+        streamed: whether text arrives token by token (only then is probe latency observed: a
+            non-streamed answer's text arrives after all but its last scores).
+
+    Raises:
+        RequestOptionError: the options ask for an alpha the probe cannot serve.
+    """
+
+    def __init__(self, rule: VerdictRule, options: GuardOptions, key: str, feed: ScoreFeed, metrics: GuardMetrics,
+                 score_timeout: float, streamed: bool = True) -> None:
+        self.guard = StreamGuard(rule, options)
+        self.key, self.feed, self.metrics, self.score_timeout = key, feed, metrics, score_timeout
+        self.streamed = streamed
+        self.n_prompt: int | None = None
+        self.n_gen = 0
+        self.busy = 0.0  #: seconds the guard itself spent on this request (its work and its final wait)
+        self.scores_complete = True  #: false when the last scores did not arrive in time
+        self.released: list[TokenScore] = []  #: every token score released so far
+        self._next_score = 0
+        self._carry = ""  # text that came without a token id, given to the next token
+        self._text_time: dict[int, float] = {}
+        self._text: list[str] = []
+        self._scores: list[TokenScore] = []
+        self._sentences: list[SentenceVerdict] = []
+        self._abstained: AbstainReason | None = None
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        """Count the enclosed work as time the guard added."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.busy += time.perf_counter() - start
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the guard abstained: stop generating."""
+        return self.guard.stopped
+
+    def start(self, n_prompt: int) -> None:
+        """Set the prompt length (the first generated token's position); later calls are ignored."""
+        if self.n_prompt is None:
+            self.n_prompt = self._next_score = n_prompt
+
+    def add_chunk(self, token_ids: list[int], text: str) -> None:
+        """A streamed chunk: its text goes to its last token, ``""`` to the others."""
+        if not token_ids:
+            self._carry += text
+            return
+        pieces = [""] * (len(token_ids) - 1) + [text]
+        self.add_pieces(pieces)
+
+    def add_pieces(self, pieces: list[str]) -> None:
+        """The texts of the next generated tokens, one per token, in order."""
+        base = self._base()
+        now = time.perf_counter()
+        for i, piece in enumerate(pieces):
+            position = base + self.n_gen + i
+            if self.streamed:
+                self._text_time[position] = now
+            if self._carry:
+                piece, self._carry = self._carry + piece, ""
+            self._merge(self.guard.add_text(position, piece))
+        self.n_gen += len(pieces)
+
+    def pull(self) -> None:
+        """Feed the scores that have arrived since the last pull (never blocks)."""
+        if self.n_prompt is None:
+            return
+        got = self.feed.take(self.key, self._next_score)
+        now = time.perf_counter()
+        for position, row in zip(got.positions.tolist(), got.scores):
+            self._merge(self.guard.add_scores(position, row))
+            if (sent := self._text_time.pop(position, None)) is not None:
+                self.metrics.observe_probe_latency(max(0.0, now - sent))
+        if got.positions.size:
+            self._next_score = int(got.positions[-1]) + 1
+
+    async def finish(self) -> None:
+        """The response ended: wait for the last scores, feed them and decide every sentence."""
+        n_gen = self.n_gen
+        if self._carry:
+            self.add_pieces([""])  # text with no token of its own: a final, never-scored position
+        start = time.perf_counter()
+        if self.n_prompt is not None and n_gen >= 2 and not self.stopped:
+            # positions n_prompt .. n_prompt + n_gen - 2 have scores; the last token is never fed back
+            until = self.n_prompt + n_gen - 1
+            self.scores_complete = await self.feed.wait_for(self.key, until, self.score_timeout)
+        self.busy += time.perf_counter() - start
+        with self.timed():
+            self.pull()
+            self._merge(self.guard.finish())
+
+    def close(self) -> None:
+        """Forget the request's scores (and drop any that still arrive)."""
+        self.feed.close(self.key)
+
+    def drain(self) -> GuardEvent:
+        """What the guard released since the last drain."""
+        event = GuardEvent("".join(self._text), tuple(self._scores), tuple(self._sentences), self._abstained)
+        self._text, self._scores, self._sentences, self._abstained = [], [], [], None
+        return event
+
+    def summary(self) -> GuardSummary:
+        """The response-level verdict so far."""
+        return self.guard.summary()
+
+    def _base(self) -> int:
+        if self.n_prompt is None:
+            raise UpstreamError("protocol", "the upstream sent generated tokens without the prompt's token ids; guard "
+                                "serve needs a vLLM OpenAI server that honours return_token_ids (vLLM >= 0.10)")
+        return self.n_prompt
+
+    def _merge(self, event: GuardEvent) -> None:
+        if event.text:
+            self._text.append(event.text)
+        self._scores.extend(event.token_scores)
+        self.released.extend(event.token_scores)
+        self._sentences.extend(event.sentences)
+        if event.abstained is not None and self._abstained is None:
+            self._abstained = event.abstained

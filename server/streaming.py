@@ -1,0 +1,186 @@
+"""Guarded server-sent events: relay the upstream's chunks as they come, with the guard's increments.
+
+Each outgoing chunk keeps OpenAI's schema. A chunk's choice may carry ``guard``: the token scores
+released since the previous chunk (``tokens``), the sentence verdicts decided since then
+(``sentences``) and, on abstention, ``abstained``. The chunk that ends the choice is held until the
+last scores arrived (at most ``score_timeout``). A final chunk before ``data: [DONE]`` carries the
+full summary. Modes "flag" and "pass" relay the text unchanged. Mode "abstain" sends the text the
+:class:`~guard.policy.StreamGuard` releases (a sentence once it is decided), drops ``logprobs`` and
+``token_ids`` (they would reveal held text), and at the first flagged sentence sends the abstain
+message with ``finish_reason: "stop"`` and closes the upstream stream, which makes vLLM abort the
+request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from guard.errors import AdapterError
+from server.errors import APIError, UpstreamError, guard_failure, upstream_failure
+from server.protocol import (
+    GuardedRequest,
+    choice_text,
+    hide_token_ids,
+    prompt_length,
+    sentence_payload,
+    set_choice_text,
+    summary_payload,
+    token_payload,
+)
+from server.session import GuardSession
+
+if TYPE_CHECKING:
+    from server.relay import Relay
+
+__all__ = ["open_stream"]
+
+_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass
+class _Stream:
+    """What the relay remembers while one stream passes through."""
+
+    relay: Relay
+    request: GuardedRequest
+    session: GuardSession
+    ids: dict[str, Any] = field(default_factory=dict)  # id, object, created, model of the upstream's chunks
+    finished: bool = False
+    upstream_error: bool = False
+
+
+async def open_stream(relay: Relay, request: GuardedRequest, session: GuardSession) -> AsyncIterator[bytes]:
+    """Open the upstream stream and return the guarded events.
+
+    Raises:
+        APIError: before any event, when the upstream refuses the request or cannot be reached.
+    """
+    response = await relay.send(request)
+    return _events(_Stream(relay, request, session), response)
+
+
+async def _events(stream: _Stream, response: httpx.Response) -> AsyncIterator[bytes]:
+    relay, session = stream.relay, stream.session
+    try:
+        failure: APIError | None = None
+        try:
+            async with aclosing(_data(response)) as events:
+                async for data in events:
+                    chunk = _chunk(data)
+                    if "error" in chunk:  # the engine failed mid-stream; vLLM's error event, passed on
+                        stream.upstream_error = True
+                        yield _sse(chunk)
+                        break
+                    yield _sse(await _guard_chunk(stream, chunk))
+                    if session.stopped:
+                        break  # abstained: closing the upstream stream makes vLLM abort the request
+            if not (stream.finished or session.stopped or stream.upstream_error):
+                raise UpstreamError("protocol", "the upstream stream ended before the choice finished")
+        except httpx.HTTPError as exc:
+            failure = upstream_failure(exc)
+        except AdapterError as exc:
+            failure = guard_failure(exc)
+        except APIError as exc:
+            failure = exc
+        await response.aclose()  # at once: after an abstention this is what stops generation upstream
+        if failure is not None or stream.upstream_error:
+            failure = failure or UpstreamError("other", "the upstream failed mid-stream")
+            relay.record_error(stream.request.endpoint, stream.request.options.mode, failure)
+            if not stream.upstream_error:
+                yield _sse(failure.body())
+            yield _DONE
+            return
+        relay.finish_request(stream.request, session)
+        yield _sse(_summary_chunk(stream))
+        yield _DONE
+    finally:
+        await response.aclose()
+        session.close()
+        relay.metrics.in_flight.dec()
+
+
+async def _data(response: httpx.Response) -> AsyncIterator[str]:
+    """The ``data:`` payloads of an SSE response, up to ``[DONE]``."""
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            yield data
+
+
+def _chunk(data: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except ValueError as exc:
+        raise UpstreamError("protocol", f"the upstream sent a stream event that is not JSON ({exc})") from exc
+    if not isinstance(chunk, dict):
+        raise UpstreamError("protocol", f"the upstream sent a stream event that is not a JSON object: {data[:80]!r}")
+    return chunk
+
+
+async def _guard_chunk(stream: _Stream, chunk: dict[str, Any]) -> dict[str, Any]:
+    """Feed one upstream chunk to the guard and shape what the client receives."""
+    request, session = stream.request, stream.session
+    with session.timed():
+        n_prompt = prompt_length(chunk, request.endpoint)
+        if n_prompt is not None:
+            session.start(n_prompt)
+        stream.ids = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
+        choices = chunk.get("choices") or []
+        if not choices:  # the usage chunk
+            hide_token_ids(chunk, stream=True)
+            return chunk
+        choice = choices[0]
+        token_ids = choice.get("token_ids") or []
+        text = choice_text(choice, request.endpoint, stream=True)
+        if token_ids or text:
+            session.add_chunk(list(token_ids), text)
+        session.pull()
+    if choice.get("finish_reason") is not None:
+        stream.finished = True
+        await session.finish()
+    with session.timed():
+        _shape(choice, request, session)
+        if request.options.mode == "abstain" or not request.wants_token_ids:
+            hide_token_ids(chunk, stream=True)
+    return chunk
+
+
+def _shape(choice: dict[str, Any], request: GuardedRequest, session: GuardSession) -> None:
+    event = session.drain()
+    if request.options.mode == "abstain":
+        set_choice_text(choice, request.endpoint, True, event.text)
+        if "logprobs" in choice:
+            choice["logprobs"] = None
+    increment: dict[str, Any] = {}
+    if event.token_scores:
+        increment["tokens"] = token_payload(event.token_scores, session.guard.rule.labels)
+    if event.sentences:
+        increment["sentences"] = sentence_payload(event.sentences)
+    if event.abstained is not None:
+        increment["abstained"] = event.abstained.model_dump(mode="json")
+        choice["finish_reason"] = "stop"
+    if increment:
+        choice["guard"] = increment
+
+
+def _summary_chunk(stream: _Stream) -> dict[str, Any]:
+    chat = stream.request.endpoint == "chat_completions"
+    choice: dict[str, Any] = {"index": 0, "delta": {}} if chat else {"index": 0, "text": "", "logprobs": None}
+    choice["finish_reason"] = None
+    choice["guard"] = summary_payload(stream.session.summary())
+    default_object = "chat.completion.chunk" if chat else "text_completion"
+    return {"id": stream.ids.get("id", ""), "object": stream.ids.get("object", default_object),
+            "created": stream.ids.get("created", 0), "model": stream.ids.get("model", stream.request.body.get("model")),
+            "choices": [choice]}
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"

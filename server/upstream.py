@@ -1,0 +1,136 @@
+"""The upstream: vLLM's own OpenAI server as a child process, with the guard's capture switched on.
+
+Cross-process contract: the child is started with ``engine_arguments`` (capture spec in
+``additional_config``, float32, vLLM's CPU defaults) and ``GUARD_SCORE_ENDPOINT`` = a fresh
+``ipc://`` socket that this process's :class:`ScoreCollector` binds; the engine's workers push
+every step's scores there, keyed by the guard key each request carries in ``vllm_xargs``. The
+child listens on a free loopback port and serves the model under ``served_name``. It runs in its
+own process group, so a Ctrl-C reaches only ``guard serve``, which then stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from typing import IO
+
+import httpx
+
+from adapters.score_channel import ScoreCollector, new_ipc_endpoint
+from adapters.vllm.engine import engine_arguments
+from adapters.vllm.server_args import api_server_argv
+from guard.config import GuardConfig
+from guard.errors import AdapterError
+from server.score_feed import ScoreFeed
+from server.settings import ServeSettings
+
+__all__ = ["UpstreamServer"]
+
+_STOP_SECONDS = 30.0
+_STDERR = 2  # file descriptor: the child's output goes to this process's stderr, keeping stdout clean
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class UpstreamServer:
+    """Start, watch and stop vLLM's OpenAI server for ``guard serve``.
+
+    Args:
+        settings: model, engine limits, served name and start-up timeout.
+        probe: the probe artefact the engine scores with.
+        log: where the child's output goes (``None``: this process's stderr).
+
+    Example:
+        >>> with UpstreamServer(ServeSettings.build(), "probe.safetensors") as up:   # doctest: +SKIP
+        ...     up.url, up.feed
+    """
+
+    def __init__(self, settings: ServeSettings, probe: str, log: IO[str] | None = None) -> None:
+        self.settings, self.probe, self.log = settings, probe, log
+        self.url = ""
+        self.model_path = ""
+        self.feed = ScoreFeed()
+        self.collector: ScoreCollector | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the child and wait until its ``/health`` answers.
+
+        Raises:
+            AdapterError: the child exited or did not become healthy within ``startup_timeout``.
+        """
+        s = self.settings
+        endpoint = new_ipc_endpoint()
+        config = GuardConfig.build(model=s.model, probe=self.probe, enforce_eager=s.enforce_eager,
+                                   max_model_len=s.max_model_len, max_num_seqs=s.max_num_seqs, score_endpoint=endpoint)
+        kwargs, _, self.model_path = engine_arguments(config, endpoint)  # also exports GUARD_SCORE_ENDPOINT
+        port = _free_port()
+        # no per-request access log upstream: guard serve logs nothing per request
+        argv = api_server_argv(kwargs, port=port) + ["--served-model-name", s.served_name, "--disable-uvicorn-access-log"]
+        self.url = f"http://127.0.0.1:{port}"
+        self.collector = ScoreCollector(endpoint, self.feed)
+        self._process = subprocess.Popen(argv, stdout=self.log if self.log is not None else _STDERR,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.settings.startup_timeout
+        while True:
+            code = self._process.poll() if self._process else None
+            if code is not None:
+                raise AdapterError(f"the vLLM server exited with status {code} while starting; its log (stderr, or "
+                                   "the upstream log) says why. Common causes: not enough memory for the KV cache "
+                                   "(lower max_model_len or GUARD_KV_CACHE_GIB) or a probe made for another model")
+            if self.healthy():
+                return
+            if time.monotonic() > deadline:
+                raise AdapterError(f"the vLLM server did not become healthy in {self.settings.startup_timeout:.0f} s; "
+                                   "raise startup_timeout (GUARD_STARTUP_TIMEOUT) or check its log")
+            try:
+                self._process.wait(timeout=1.0)  # returns early if the child dies
+            except subprocess.TimeoutExpired:
+                continue
+
+    def healthy(self) -> bool:
+        """Whether the child's ``/health`` answers 200 now."""
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        """Stop the child (SIGTERM, then SIGKILL to its process group after 30 s) and the collector."""
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=_STOP_SECONDS)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # engine-core processes left behind, if any
+            except ProcessLookupError:  # the group is already empty: a clean shutdown
+                pass
+        if self.collector is not None:
+            self.collector.close()
+            self.collector = None
+
+    def __enter__(self) -> UpstreamServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

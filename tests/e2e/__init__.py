@@ -1,0 +1,1 @@
+"""End-to-end tier: guard serve with the real engine, driven by the official openai client."""

@@ -1,0 +1,243 @@
+"""guard serve end to end: one real server (real vLLM engine, real model) driven by the official openai client.
+
+The shipped probe's manifest stores conformal thresholds but no calibration scores, so it serves
+only its calibrated alpha. To force both outcomes with per-request alpha, this module serves the
+shipped probe's weights with a synthetic calibration: every "true" calibration score is 0, so the
+p-value of "true" is 1/20 for any sentence the probe is not certain about; alpha 0.01 then never
+flags and alpha 0.5 always does. The verdicts are checked for consistency, not for truth.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+openai = pytest.importorskip("openai")
+
+MODEL = "smollm2"
+N_CAL = 19
+CHAT = [{"role": "user", "content": "What is the capital of France? Answer in two sentences."}]
+PROMPT = "The largest planet in the solar system is"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _synthetic_probe(out: Path) -> Path:
+    from adapters.model_store import resolve_model
+    from guard.conformal import MondrianConformal
+    from guard.model_spec import ModelSpec
+    from guard.probe import ConformalCalibration, Probe
+    from guard.shipped import shipped_probe
+
+    shipped = Probe.load(shipped_probe(ModelSpec.from_folder(resolve_model("default")).fingerprint))
+    spread = [i / (N_CAL + 1) for i in range(1, N_CAL + 1)]
+    scores = {label: ([0.0] * N_CAL if label == "true" else spread) for label in shipped.labels}
+    fitted = MondrianConformal.from_scores(0.1, [scores[label] for label in shipped.labels])
+    calibration = ConformalCalibration(alpha=0.1, thresholds=dict(zip(shipped.labels, fitted.thresholds.tolist())),
+                                       n_cal={label: N_CAL for label in shipped.labels}, scores=scores)
+    manifest = shipped.manifest.model_copy(update={"conformal": calibration, "kind": "shipped-synthetic-calibration"})
+    probe = Probe(manifest, shipped.weight, shipped.bias, shipped.mean, shipped.scale, shipped.w1, shipped.b1)
+    return probe.save(out / "probe")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One `guard serve` for the module; yields its URL, its upstream's URL and its log."""
+    tmp = tmp_path_factory.mktemp("serve")
+    probe = _synthetic_probe(tmp)
+    config = tmp / "serve.yaml"
+    config.write_text(f"served_model_name: {MODEL}\nmax_model_len: 512\nmax_num_seqs: 8\nmax_request_bytes: 65536\n"
+                      "score_timeout: 10\n")
+    port = _free_port()
+    log_path = tmp / "serve.log"
+    log = open(log_path, "w")
+    argv = [sys.executable, "-m", "guard", "serve", "--eager", "--port", str(port), "--probe", str(probe),
+            "--config", str(config)]
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while "guard: serving" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "guard serve did not start in 240 s:\n" + log_path.read_text()[-3000:]
+            time.sleep(1)
+        health = httpx.get(f"{base}/healthz", timeout=10).json()
+        yield {"url": base, "upstream": health["upstream"]["url"], "log": log_path}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = None
+        log.close()
+    assert code == 0, log_path.read_text()[-3000:]
+
+
+def _client(url: str) -> Any:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def _greedy(**extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "temperature": 0, "max_tokens": 24, **extra}
+
+
+def _stream_text(chunks: list[Any], chat: bool) -> str:
+    return "".join((c.choices[0].delta.content or "") if chat else c.choices[0].text for c in chunks if c.choices)
+
+
+def _stream_guard(chunks: list[Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The token scores of every chunk, and the final chunk's summary."""
+    extras = [(c.choices[0].model_extra or {}).get("guard") for c in chunks if c.choices]
+    tokens = [t for g in extras[:-1] if g for t in g.get("tokens", [])]
+    return tokens, extras[-1]
+
+
+def _consistent(guard: dict[str, Any], alpha: float) -> None:
+    """decision is "abstain"/"flag" exactly when some decided sentence has p_true <= alpha."""
+    flagged = any(s["p_true"] is not None and s["p_true"] <= alpha for s in guard["sentences"])
+    assert flagged == any(s["verdict"] == "flagged" for s in guard["sentences"])
+    assert guard["decision"] == (guard["mode"] if flagged and guard["mode"] != "pass" else "pass")
+    assert guard["source"] == "engine" and guard["alpha"] == alpha
+
+
+def test_text_is_identical_to_the_upstream_for_chat_and_completions_streamed_or_not(served):
+    guard, direct = _client(served["url"]), _client(served["upstream"])
+    chat = guard.chat.completions.create(messages=CHAT, **_greedy())
+    plain = direct.chat.completions.create(messages=CHAT, **_greedy())
+    assert chat.choices[0].model_extra["guard"]["decision"] in ("pass", "flag")
+    ours, theirs = chat.model_dump(), plain.model_dump()
+    for answer in (ours, theirs):  # the guard field apart, the answer is vLLM's own, token ids hidden again
+        del answer["id"], answer["created"]
+        answer["choices"][0].pop("guard", None)
+    assert ours == theirs
+    streamed = list(guard.chat.completions.create(messages=CHAT, stream=True, stream_options={"include_usage": True},
+                                                  **_greedy()))
+    assert _stream_text(streamed, chat=True) == plain.choices[0].message.content
+    assert [c.usage.completion_tokens for c in streamed if not c.choices] == [plain.usage.completion_tokens]
+    completion = guard.completions.create(prompt=PROMPT, **_greedy())
+    plain = direct.completions.create(prompt=PROMPT, **_greedy())
+    assert completion.choices[0].text == plain.choices[0].text
+    streamed = list(guard.completions.create(prompt=PROMPT, stream=True, **_greedy()))
+    assert _stream_text(streamed, chat=False) == plain.choices[0].text
+
+
+def test_streamed_token_scores_and_verdicts_equal_the_unstreamed_ones_for_the_same_greedy_request(served):
+    client = _client(served["url"])
+    whole = client.chat.completions.create(messages=CHAT, **_greedy()).choices[0].model_extra["guard"]
+    tokens, summary = _stream_guard(list(client.chat.completions.create(messages=CHAT, stream=True, **_greedy())))
+    assert [t["position"] for t in tokens] == [t["position"] for t in whole["tokens"]]
+    for got, expected in zip(tokens, whole["tokens"]):
+        assert got["p"] == pytest.approx(expected["p"], abs=1e-5)
+    assert [(s["start"], s["end"], s["verdict"]) for s in summary["sentences"]] == \
+        [(s["start"], s["end"], s["verdict"]) for s in whole["sentences"]]
+    assert summary["decision"] == whole["decision"] and summary["counts"] == whole["counts"]
+    first, last = whole["tokens"][0]["position"], whole["tokens"][-1]["position"]
+    assert last - first + 1 == whole["counts"]["tokens"] - 1  # every generated token but the last has a score
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.5])
+def test_abstains_exactly_when_a_decided_sentence_has_p_true_at_most_alpha(served, alpha):
+    client = _client(served["url"])
+    options = {"guard": {"mode": "abstain", "alpha": alpha, "abstain_message": "[withheld]"}}
+    answer = client.chat.completions.create(messages=CHAT, extra_body=options, **_greedy())
+    guard = answer.choices[0].model_extra["guard"]
+    _consistent(guard, alpha)
+    assert guard["decision"] == ("pass" if alpha == 0.01 else "abstain")  # forced by the synthetic calibration
+    if guard["decision"] == "abstain":
+        assert answer.choices[0].message.content == "[withheld]"
+        assert guard["abstained"]["sentence"] == 0 and guard["abstained"]["p_true"] <= alpha
+    chunks = list(client.chat.completions.create(messages=CHAT, stream=True, extra_body=options, **_greedy()))
+    _, summary = _stream_guard(chunks)
+    _consistent(summary, alpha)
+    text = _stream_text(chunks, chat=True)
+    if summary["decision"] == "abstain":
+        assert text == "[withheld]" and [c.choices[0].finish_reason for c in chunks].count("stop") == 1
+    else:
+        assert text == client.chat.completions.create(messages=CHAT, **_greedy()).choices[0].message.content
+    flagged = client.chat.completions.create(messages=CHAT, extra_body={"guard": {"mode": "flag", "alpha": alpha}},
+                                             **_greedy())
+    _consistent(flagged.choices[0].model_extra["guard"], alpha)
+
+
+def _counts(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_count_a_known_sequence_of_requests(served):
+    url, client = served["url"], _client(served["url"])
+    before = _counts(url)
+    client.completions.create(prompt=PROMPT, extra_body={"guard": {"mode": "pass"}}, **_greedy())
+    list(client.completions.create(prompt=PROMPT, stream=True, extra_body={"guard": {"mode": "pass"}}, **_greedy()))
+    client.chat.completions.create(messages=CHAT, extra_body={"guard": {"mode": "abstain", "alpha": 0.5}}, **_greedy())
+    httpx.post(f"{url}/v1/chat/completions", content=b"{oops", timeout=10)
+    after = _counts(url)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("guard_requests_total", endpoint="completions", mode="pass", decision="pass") == 2
+    assert delta("guard_requests_total", endpoint="chat_completions", mode="abstain", decision="abstain") == 1
+    assert delta("guard_requests_total", endpoint="chat_completions", mode="flag", decision="error") == 1
+    assert delta("guard_abstentions_total", reason="sentence") == 1
+    assert delta("guard_latency_seconds_count") == 3
+    assert delta("guard_tokens_scored_total") > 0 and delta("guard_sentences_scored_total") >= 3
+    assert after[("guard_requests_in_flight", ())] == 0
+
+
+@pytest.mark.parametrize(("body", "status", "param"), [
+    (b'{"model": "smollm2", "messages": [', 400, None),
+    (json.dumps({"model": MODEL, "prompt": PROMPT, "max_tokens": "ten"}).encode(), 400, None),
+    (json.dumps({"model": "gpt-4o", "prompt": PROMPT}).encode(), 404, "model"),
+    (json.dumps({"model": MODEL, "prompt": PROMPT, "guard": {"alpha": 1.5}}).encode(), 400, "guard.alpha"),
+    (json.dumps({"model": MODEL, "prompt": PROMPT, "guard": {"mode": "steer"}}).encode(), 400, "guard.mode"),
+    (json.dumps({"model": MODEL, "prompt": "word " * 600, "max_tokens": 4}).encode(), 400, None),
+    (json.dumps({"model": MODEL, "prompt": "x" * 70_000}).encode(), 413, None),
+])
+def test_bad_requests_get_openai_shaped_4xx_errors(served, body, status, param):
+    answer = httpx.post(f"{served['url']}/v1/completions", content=body, headers={"content-type": "application/json"},
+                        timeout=30)
+    assert answer.status_code == status
+    error = answer.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if param is not None:
+        assert error["param"] == param
+    if status == 404:
+        assert error["code"] == "model_not_found"
+
+
+def test_the_openai_client_raises_its_own_errors_for_guard_refusals(served):
+    client = _client(served["url"])
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(prompt=PROMPT, n=2, **_greedy())
+    assert info.value.body["param"] == "n"
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(**{**_greedy(), "model": "nope"}, prompt=PROMPT)
+
+
+def test_healthz_names_the_upstream_and_the_score_channel(served):
+    health = httpx.get(f"{served['url']}/healthz", timeout=10)
+    body = health.json()
+    assert health.status_code == 200 and body["upstream"]["healthy"] and body["model"] == MODEL
+    assert body["scores"]["endpoint"].startswith("ipc://") and body["scores"]["malformed_batches"] == 0
+    assert httpx.get(f"{served['upstream']}/health", timeout=10).status_code == 200

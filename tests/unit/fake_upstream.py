@@ -1,0 +1,193 @@
+"""A small in-process stand-in for vLLM's OpenAI server and its engine's score channel.
+
+It speaks the parts of vLLM's OpenAI API that guard serve relies on (``return_token_ids``,
+``vllm_xargs``, chat and completion chunks, vLLM's error bodies) through an ``httpx.MockTransport``
+and publishes synthetic scores into a :class:`ScoreFeed` the way the engine does: the prompt's
+positions first, then each generated token's score one step later (when the next token is
+generated), never the last token's. A non-streamed answer's last score arrives just after the
+answer, so the server has to wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+from guard.conformal import MondrianConformal
+from guard.probe import ConformalCalibration, Probe, ProbeManifest
+from guard.scores import ScoreSegment
+from server.score_feed import ScoreFeed
+
+MODEL = "test-model"
+LABELS = ("true", "false", "neither")
+CAL = (np.arange(1, 20) / 20).tolist()  # calibration nonconformity scores of each class: 0.05 .. 0.95
+# probabilities clear of the calibration scores, so float32 rounding cannot move a p-value
+GOOD = (0.92, 0.04, 0.04)  # p_true = 19/20; p_false = p_neither = 1/20: supported
+BAD = (0.03, 0.92, 0.05)  # p_true = 1/20: flagged at alpha 0.1
+EOS = 0
+#: what a prompt position scores: strongly "false", so a server that took prompt scores for text would flag
+PROMPT_PROBS = (0.01, 0.98, 0.01)
+
+
+def make_probe(with_scores: bool = True) -> Probe:
+    """A calibrated true/false/neither probe over one layer (tensors unused: scores are synthetic)."""
+    conformal = MondrianConformal.from_scores(0.1, [CAL] * 3)
+    calibration = ConformalCalibration(
+        alpha=0.1, thresholds=dict(zip(LABELS, conformal.thresholds.tolist())), n_cal={label: len(CAL) for label in LABELS},
+        scores={label: CAL for label in LABELS} if with_scores else None)
+    manifest = ProbeManifest(kind="test-probe", labels=LABELS, layers=(0,), hidden_size=4, num_layers=2,
+                             model_fingerprint="test", conformal=calibration)
+    zeros = np.zeros((1, 4), np.float32)
+    return Probe(manifest, np.zeros((1, 3, 4), np.float32), np.zeros((1, 3), np.float32), zeros, zeros + 1)
+
+
+@dataclass
+class Script:
+    """What the fake model answers to one prompt: token texts and each token's class probabilities."""
+
+    tokens: list[tuple[str, tuple[float, float, float]]]
+    n_prompt: int = 7
+    fail_mid_stream: bool = False  #: send vLLM's error event after two tokens
+
+    @property
+    def text(self) -> str:
+        return "".join(t for t, _ in self.tokens)
+
+
+@dataclass
+class FakeUpstream:
+    """The fake server: ``scripts`` maps a prompt (or the last chat message) to its answer."""
+
+    feed: ScoreFeed
+    scripts: dict[str, Script]
+    vocab: dict[int, str] = field(default_factory=lambda: {EOS: ""})
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    chunks_sent: dict[str, int] = field(default_factory=dict)  #: guard key -> chunks produced
+    closed_early: set[str] = field(default_factory=set)  #: guard keys whose stream the client closed
+    down: bool = False
+
+    def token_id(self, text: str) -> int:
+        for tid, known in self.vocab.items():
+            if known == text and tid != EOS:
+                return tid
+        tid = len(self.vocab) + 100
+        self.vocab[tid] = text
+        return tid
+
+    def pieces(self, token_ids: list[int]) -> list[str]:
+        """The :class:`server.tokens.TokenTexts` of this fake model."""
+        return [self.vocab[t] for t in token_ids]
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self._handle)
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+        body = json.loads(request.content)
+        self.requests.append(body)
+        chat = request.url.path == "/v1/chat/completions"
+        prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+        if prompt == "CRASH":
+            return httpx.Response(500, json={"error": {"message": "engine died", "type": "InternalServerError",
+                                                       "param": None, "code": 500}})
+        if prompt == "SLOW":
+            raise httpx.ReadTimeout("timed out", request=request)
+        if prompt not in self.scripts:
+            return httpx.Response(400, json={"error": {"message": "This model's maximum context length is 32 tokens",
+                                                       "type": "BadRequestError", "param": None, "code": 400}})
+        script, key = self.scripts[prompt], body["vllm_xargs"]["guard_key"]
+        self._publish(key, 0, [PROMPT_PROBS] * script.n_prompt)
+        if body.get("stream"):
+            return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                                  stream=_AsyncBody(self._stream(chat, script, key)))
+        return self._complete(chat, script, key)
+
+    def _publish(self, key: str, start: int, probs: list[tuple[float, ...]]) -> None:
+        scores = np.log(np.array(probs, np.float32))[:, None, :]  # (n, 1 layer, 3): softmax gives probs back
+        self.feed.publish([ScoreSegment(key, start, scores)])
+
+    def _ids(self, script: Script) -> list[int]:
+        return [self.token_id(t) for t, _ in script.tokens] + [EOS]
+
+    def _complete(self, chat: bool, script: Script, key: str) -> httpx.Response:
+        ids = self._ids(script)
+        probs = [p for _, p in script.tokens]
+        self._publish(key, script.n_prompt, probs[:-1])
+        # the last content token's score comes with the next engine step: after the answer
+        asyncio.get_running_loop().call_soon(self._publish, key, script.n_prompt + len(probs) - 1, probs[-1:])
+        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "stop", "token_ids": ids}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": script.text}
+            top = {"object": "chat.completion", "prompt_token_ids": list(range(script.n_prompt))}
+        else:
+            choice["text"] = script.text
+            choice["prompt_token_ids"] = list(range(script.n_prompt))
+            top = {"object": "text_completion"}
+        usage = {"prompt_tokens": script.n_prompt, "completion_tokens": len(ids), "total_tokens": script.n_prompt + len(ids)}
+        return httpx.Response(200, json={"id": "cmpl-1", "created": 1, "model": MODEL, **top, "choices": [choice],
+                                         "usage": usage})
+
+    async def _stream(self, chat: bool, script: Script, key: str):
+        ids = self._ids(script)
+        probs = [p for _, p in script.tokens]
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        head = {"id": "cmpl-2", "object": obj, "created": 1, "model": MODEL}
+        sent = 0
+        try:
+            if chat:
+                yield _event({**head, "prompt_token_ids": list(range(script.n_prompt)),
+                              "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                           "logprobs": None, "finish_reason": None}]})
+            for i, tid in enumerate(ids):
+                if i == 2 and script.fail_mid_stream:
+                    yield _event({"error": {"message": "engine died", "type": "InternalServerError", "param": None,
+                                            "code": 500}})
+                    yield b"data: [DONE]\n\n"
+                    return
+                if i > 0:  # generating token i feeds token i - 1 back: its score goes out now
+                    self._publish(key, script.n_prompt + i - 1, [probs[i - 1]])
+                text = self.vocab[tid]
+                last = i == len(ids) - 1
+                choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "stop" if last else None,
+                                          "token_ids": [tid]}
+                if chat:
+                    choice["delta"] = {"content": text}
+                    yield _event({**head, "choices": [choice]})
+                else:
+                    choice["text"] = text
+                    if i == 0:
+                        choice["prompt_token_ids"] = list(range(script.n_prompt))
+                    yield _event({**head, "choices": [choice]})
+                sent += 1
+                self.chunks_sent[key] = sent
+                await asyncio.sleep(0)  # let other requests' streams interleave
+            yield b"data: [DONE]\n\n"
+        finally:
+            if sent < len(ids):
+                self.closed_early.add(key)
+
+
+class _AsyncBody(httpx.AsyncByteStream):
+    def __init__(self, gen: Any) -> None:
+        self._gen = gen
+
+    async def __aiter__(self):
+        async for part in self._gen:
+            yield part
+
+    async def aclose(self) -> None:
+        await self._gen.aclose()
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
