@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
     serve.add_argument("--config", default=None, help="YAML settings file (see server/settings.py)")
     serve.add_argument("--mode", default=None, help="default guard mode: flag (default), abstain or pass")
+    serve.add_argument("--gate", default=None, help="pre-generation gate (default: the gate shipped with the probe)")
+    serve.add_argument("--no-gate", action="store_true", help="serve without a pre-generation gate")
     serve.add_argument("--eager", action="store_true", help="run the engine without torch.compile")
     return parser
 
@@ -232,9 +234,12 @@ def _serve(args: argparse.Namespace) -> int:
     from server import ServeSettings, run
 
     settings = ServeSettings.build(config=args.config, model=args.model, probe=args.probe, host=args.host,
-                                   port=args.port, mode=args.mode, enforce_eager=args.eager or None)
+                                   port=args.port, mode=args.mode, enforce_eager=args.eager or None, gate=args.gate,
+                                   use_gate=False if args.no_gate else None)
     if settings.probe is None:
         settings = settings.model_copy(update={"probe": _default_probe(settings.model)})
+    if settings.use_gate and settings.gate is None:
+        settings = settings.model_copy(update={"gate": _default_gate(settings.model, settings.probe)})
     try:
         run(settings)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the upstream has been stopped

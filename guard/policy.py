@@ -61,6 +61,7 @@ _EXPECTED = {
     "alpha": "a number strictly between 0 and 1, or null for the probe's calibrated alpha",
     "abstain_message": f"a non-empty string of at most {_MAX_MESSAGE} characters, or null for the default",
     "gate": "true or false",
+    "gate_alpha": "a number strictly between 0 and 1, or null for the gate's calibrated alpha",
 }
 
 
@@ -73,6 +74,8 @@ class GuardOptions(BaseModel):
         alpha: the tolerated flag rate among true sentences; ``None`` uses the probe's calibrated alpha.
         abstain_message: replaces :data:`DEFAULT_ABSTAIN_MESSAGE`.
         gate: consult the pre-generation gate when one is loaded.
+        gate_alpha: the gate's tolerated error rate among answered questions; ``None`` uses the gate's
+            calibrated alpha.
 
     Example:
         >>> GuardOptions(mode="abstain", alpha=0.05).message
@@ -85,6 +88,7 @@ class GuardOptions(BaseModel):
     alpha: float | None = Field(default=None, gt=0.0, lt=1.0)
     abstain_message: str | None = Field(default=None, min_length=1, max_length=_MAX_MESSAGE)
     gate: bool = True
+    gate_alpha: float | None = Field(default=None, gt=0.0, lt=1.0)
 
     @property
     def message(self) -> str:

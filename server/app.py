@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from guard.gating import GateRule
 from guard.metrics import GuardMetrics
 from guard.probe import Probe
 from guard.verdicts import VerdictRule
@@ -46,7 +47,7 @@ class _State:
 
 def create_app(settings: ServeSettings, upstream_url: str, feed: ScoreFeed, probe: Probe, texts: TokenTexts, *,
                metrics: GuardMetrics | None = None, client: httpx.AsyncClient | None = None,
-               collector: Any = None) -> FastAPI:
+               collector: Any = None, gate: GateRule | None = None) -> FastAPI:
     """Build the guarded OpenAI-compatible app.
 
     Args:
@@ -59,6 +60,7 @@ def create_app(settings: ServeSettings, upstream_url: str, feed: ScoreFeed, prob
         client: HTTP client for the upstream (tests pass one with a mock transport); the app closes
             only a client it created.
         collector: the :class:`adapters.score_channel.ScoreCollector`, reported by ``/healthz``.
+        gate: the pre-generation gate whose columns follow the probe's in the engine's score rows.
 
     Raises:
         ArtifactError: the probe has no conformal calibration or no "true" label.
@@ -72,7 +74,7 @@ def create_app(settings: ServeSettings, upstream_url: str, feed: ScoreFeed, prob
         client = httpx.AsyncClient(base_url=upstream_url, limits=httpx.Limits(max_connections=None),
                                    timeout=httpx.Timeout(settings.upstream_timeout, connect=10.0))
     metrics = metrics or GuardMetrics()
-    relay = Relay(settings, client, rule, feed, texts, metrics)
+    relay = Relay(settings, client, rule, feed, texts, metrics, gate)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from guard.errors import RequestOptionError
+from guard.gating import GateDecision
 from guard.policy import GuardOptions, TokenScore, parse_guard_options
 from guard.request_options import HIDDEN_FIELD, KEY_FIELD
 from guard.verdicts import GuardSummary, Mode, SentenceVerdict
@@ -202,9 +203,12 @@ def sentence_payload(verdicts: tuple[SentenceVerdict, ...] | list[SentenceVerdic
     return [v.model_dump(mode="json") for v in verdicts]
 
 
-def summary_payload(summary: GuardSummary, tokens: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """A choice's ``guard`` field: the summary, ``source`` and (non-streamed answers) every token score."""
-    payload = {**summary.model_dump(mode="json"), "source": SOURCE}
+def summary_payload(summary: GuardSummary, tokens: list[dict[str, Any]] | None = None,
+                    gate: GateDecision | None = None) -> dict[str, Any]:
+    """A choice's ``guard`` field: the summary, ``source``, the pre-generation gate's decision (``null``
+    when no gate ran) and (non-streamed answers) every token score."""
+    payload = {**summary.model_dump(mode="json"), "source": SOURCE,
+               "gate": None if gate is None else gate.model_dump(mode="json")}
     if tokens is not None:
         payload["tokens"] = tokens
     return payload

@@ -18,6 +18,7 @@ import httpx
 
 from guard.errors import AdapterError, RequestOptionError
 from guard.metrics import GuardMetrics
+from guard.gating import GateRule
 from guard.verdicts import VerdictRule
 from server.errors import APIError, UpstreamError, from_upstream, guard_failure, invalid_request, upstream_failure
 from server.protocol import (
@@ -69,9 +70,9 @@ class Relay:
     """
 
     def __init__(self, settings: ServeSettings, client: httpx.AsyncClient, rule: VerdictRule, feed: ScoreFeed,
-                 texts: TokenTexts, metrics: GuardMetrics) -> None:
+                 texts: TokenTexts, metrics: GuardMetrics, gate: GateRule | None = None) -> None:
         self.settings, self.client, self.rule, self.feed = settings, client, rule, feed
-        self.texts, self.metrics = texts, metrics
+        self.texts, self.metrics, self.gate = texts, metrics, gate
 
     async def handle(self, endpoint: Endpoint, read_body: Callable[[], Awaitable[bytes]]) -> JSONReply | StreamReply:
         """Serve one POST; every failure becomes an OpenAI-shaped error reply."""
@@ -114,7 +115,7 @@ class Relay:
     def _session(self, request: GuardedRequest) -> GuardSession:
         try:
             return GuardSession(self.rule, request.options, request.key, self.feed, self.metrics,
-                                self.settings.score_timeout, streamed=request.stream)
+                                self.settings.score_timeout, streamed=request.stream, gate=self.gate)
         except RequestOptionError as exc:
             raise invalid_request(str(exc), param=exc.param) from exc
 
@@ -155,6 +156,8 @@ class Relay:
                 raise UpstreamError("protocol", "the upstream answer lacks prompt_token_ids/token_ids; guard serve "
                                     "needs a vLLM OpenAI server that honours return_token_ids")
             session.start(n_prompt)
+        await session.check_gate()
+        with session.timed():
             session.add_pieces(self.texts.pieces(choice["token_ids"]))
             session.pull()
         await session.finish()
@@ -166,7 +169,8 @@ class Relay:
                 hide_token_ids(payload, stream=False)  # they would spell out the withheld answer
             elif not request.wants_token_ids:
                 hide_token_ids(payload, stream=False)
-            choice["guard"] = summary_payload(summary, token_payload(session.released, self.rule.labels))
+            choice["guard"] = summary_payload(summary, token_payload(session.released, self.rule.labels),
+                                              gate=session.gate_decision)
         self.finish_request(request, session)
         return JSONReply(200, payload)
 

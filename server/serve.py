@@ -16,6 +16,8 @@ from types import FrameType
 import uvicorn
 
 from guard.errors import ConfigError
+from guard.gating import GateRule
+from guard.heads import check_gate
 from guard.probe import Probe
 from guard.verdicts import VerdictRule
 from server.app import create_app
@@ -70,13 +72,18 @@ def run(settings: ServeSettings) -> None:
                           "ships one")
     probe = Probe.load(settings.probe)
     VerdictRule.from_probe(probe)  # refuse an uncalibrated probe before the engine's slow start
+    gate = None
+    if settings.use_gate and settings.gate is not None:
+        gate_probe = Probe.load(settings.gate)
+        check_gate(probe, gate_probe)
+        gate = GateRule(gate_probe, offset=len(probe.labels))
     _check_port(settings.host, settings.port)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM unwinds like Ctrl-C, through the finally below
     upstream = UpstreamServer(settings, settings.probe)
     try:
         upstream.start()
         texts = HFTokenTexts(upstream.model_path)
-        app = create_app(settings, upstream.url, upstream.feed, probe, texts, collector=upstream.collector)
+        app = create_app(settings, upstream.url, upstream.feed, probe, texts, collector=upstream.collector, gate=gate)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
         _Server(config, upstream, settings.served_name).run()  # re-raises SIGINT/SIGTERM after a graceful stop
     finally:

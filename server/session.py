@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from guard.gating import GateDecision, GateRule
 from guard.metrics import GuardMetrics
 from guard.policy import GuardEvent, GuardOptions, StreamGuard, TokenScore
 from guard.verdicts import AbstainReason, GuardSummary, SentenceVerdict, VerdictRule
@@ -39,14 +40,20 @@ class GuardSession:
         score_timeout: seconds :meth:`finish` waits for the last scores.
         streamed: whether text arrives token by token (only then is probe latency observed: a
             non-streamed answer's text arrives after all but its last scores).
+        gate: the pre-generation gate whose columns follow the probe's in every score row (``None``:
+            rows hold the probe's columns only).
 
     Raises:
         RequestOptionError: the options ask for an alpha the probe cannot serve.
     """
 
     def __init__(self, rule: VerdictRule, options: GuardOptions, key: str, feed: ScoreFeed, metrics: GuardMetrics,
-                 score_timeout: float, streamed: bool = True) -> None:
+                 score_timeout: float, streamed: bool = True, gate: GateRule | None = None) -> None:
         self.guard = StreamGuard(rule, options)
+        self.options = options
+        self.gate = gate if options.gate and options.mode != "pass" else None
+        self.gate_decision: GateDecision | None = None
+        self._k = len(rule.labels)  # the probe's columns of a (possibly gate-fused) score row
         self.key, self.feed, self.metrics, self.score_timeout = key, feed, metrics, score_timeout
         self.streamed = streamed
         self.n_prompt: int | None = None
@@ -81,6 +88,30 @@ class GuardSession:
         if self.n_prompt is None:
             self.n_prompt = self._next_score = n_prompt
 
+    async def check_gate(self) -> None:
+        """Before any text: wait for the prompt's last-token row and let the gate decide (once).
+
+        The row comes from the prefill step, which also produced the first token, so the wait is
+        normally nil. If it does not arrive within the score timeout the gate stays undecided
+        (reported as ``gate: null``) and the answer proceeds.
+        """
+        if self.gate is None or self.gate_decision is not None or self.n_prompt is None or self.n_prompt < 1:
+            return
+        start = time.perf_counter()
+        arrived = await self.feed.wait_for(self.key, self.n_prompt, self.score_timeout)
+        self.busy += time.perf_counter() - start
+        with self.timed():
+            got = self.feed.take(self.key, self.n_prompt - 1)
+            if not arrived or not got.positions.size or int(got.positions[0]) != self.n_prompt - 1:
+                self.gate = None
+                return
+            self.gate_decision = self.gate.decide(got.scores[0], self.options.gate_alpha)
+            if not self.gate_decision.answer:
+                d = self.gate_decision
+                self._merge(self.guard.gate_abstain(
+                    f"the pre-generation gate gives p(correct)={d.p_correct:.3f} < certified threshold {d.threshold} "
+                    f"at gate alpha {d.alpha}"))
+
     def add_chunk(self, token_ids: list[int], text: str) -> None:
         """A streamed chunk: its text goes to its last token, ``""`` to the others."""
         if not token_ids:
@@ -109,7 +140,7 @@ class GuardSession:
         got = self.feed.take(self.key, self._next_score)
         now = time.perf_counter()
         for position, row in zip(got.positions.tolist(), got.scores):
-            self._merge(self.guard.add_scores(position, row))
+            self._merge(self.guard.add_scores(position, row[:, : self._k]))
             if (sent := self._text_time.pop(position, None)) is not None:
                 self.metrics.observe_probe_latency(max(0.0, now - sent))
         if got.positions.size:

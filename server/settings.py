@@ -33,6 +33,8 @@ class ServeSettings(BaseSettings):
         model: ``"default"`` (embedded SmolLM2-135M-Instruct), an HF folder, or a hub id.
         served_model_name: the name clients send as ``model`` (default: ``model``).
         probe: probe artefact; ``None`` uses the probe shipped for the model.
+        gate: pre-generation gate calibrated with the probe; ``None`` uses the gate shipped with a shipped probe.
+        use_gate: load a gate at all (requests opt out with ``guard.gate: false``).
         mode: guard mode of requests that do not set ``guard.mode``.
         abstain_message: text of an abstention when a request sets none (``None``: the guard's default).
         max_request_bytes: larger request bodies get 413.
@@ -54,6 +56,8 @@ class ServeSettings(BaseSettings):
     model: str = Field(default="default", min_length=1)
     served_model_name: str | None = Field(default=None, min_length=1)
     probe: str | None = Field(default=None, min_length=1)
+    gate: str | None = Field(default=None, min_length=1)
+    use_gate: bool = True
     mode: Mode = "flag"
     abstain_message: str | None = Field(default=None, min_length=1, max_length=2000)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)

@@ -132,6 +132,8 @@ async def _guard_chunk(stream: _Stream, chunk: dict[str, Any]) -> dict[str, Any]
         n_prompt = prompt_length(chunk, request.endpoint)
         if n_prompt is not None:
             session.start(n_prompt)
+    await session.check_gate()  # before any text leaves: the gate may abstain on the question alone
+    with session.timed():
         stream.ids = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
         choices = chunk.get("choices") or []
         if not choices:  # the usage chunk
@@ -155,7 +157,7 @@ async def _guard_chunk(stream: _Stream, chunk: dict[str, Any]) -> dict[str, Any]
 
 def _shape(choice: dict[str, Any], request: GuardedRequest, session: GuardSession) -> None:
     event = session.drain()
-    if request.options.mode == "abstain":
+    if request.options.mode == "abstain" or event.abstained is not None:  # a gate abstains in any mode but pass
         set_choice_text(choice, request.endpoint, True, event.text)
         if "logprobs" in choice:
             choice["logprobs"] = None
@@ -167,6 +169,7 @@ def _shape(choice: dict[str, Any], request: GuardedRequest, session: GuardSessio
     if event.abstained is not None:
         increment["abstained"] = event.abstained.model_dump(mode="json")
         choice["finish_reason"] = "stop"
+        hide_token_ids(choice, stream=True)
     if increment:
         choice["guard"] = increment
 
@@ -175,7 +178,7 @@ def _summary_chunk(stream: _Stream) -> dict[str, Any]:
     chat = stream.request.endpoint == "chat_completions"
     choice: dict[str, Any] = {"index": 0, "delta": {}} if chat else {"index": 0, "text": "", "logprobs": None}
     choice["finish_reason"] = None
-    choice["guard"] = summary_payload(stream.session.summary())
+    choice["guard"] = summary_payload(stream.session.summary(), gate=stream.session.gate_decision)
     default_object = "chat.completion.chunk" if chat else "text_completion"
     return {"id": stream.ids.get("id", ""), "object": stream.ids.get("object", default_object),
             "created": stream.ids.get("created", 0), "model": stream.ids.get("model", stream.request.body.get("model")),

@@ -57,6 +57,16 @@ def _synthetic_probe(out: Path) -> Path:
     return probe.save(out / "probe")
 
 
+def _shipped_gate() -> Path:
+    from adapters.model_store import resolve_model
+    from guard.model_spec import ModelSpec
+    from guard.shipped import shipped_probe
+
+    gate = shipped_probe(ModelSpec.from_folder(resolve_model("default")).fingerprint, gate=True)
+    assert gate is not None, "no pre-generation gate ships for the embedded default model"
+    return gate
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One `guard serve` for the module; yields its URL, its upstream's URL and its log."""
@@ -69,7 +79,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     log_path = tmp / "serve.log"
     log = open(log_path, "w")
     argv = [sys.executable, "-m", "guard", "serve", "--eager", "--port", str(port), "--probe", str(probe),
-            "--config", str(config)]
+            "--config", str(config), "--gate", str(_shipped_gate())]
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -241,3 +251,25 @@ def test_healthz_names_the_upstream_and_the_score_channel(served):
     assert health.status_code == 200 and body["upstream"]["healthy"] and body["model"] == MODEL
     assert body["scores"]["endpoint"].startswith("ipc://") and body["scores"]["malformed_batches"] == 0
     assert httpx.get(f"{served['upstream']}/health", timeout=10).status_code == 200
+
+
+def test_the_shipped_gate_decides_on_the_question_alone_and_abstains_exactly_below_its_threshold(served):
+    client = openai.OpenAI(base_url=served["url"] + "/v1", api_key="unused")
+    for question in ("What is the capital of France?", "What is 37 plus 48?", "What is the capital of Fiji?"):
+        messages = [{"role": "user", "content": question}]
+        # alpha 0.35: the gate's stored calibration certifies a threshold there (0.3 certifies none)
+        answer = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=24, temperature=0,
+                                                extra_body={"guard": {"mode": "flag", "gate_alpha": 0.35}})
+        guard = answer.choices[0].model_extra["guard"]
+        gate = guard["gate"]
+        assert gate["certified"] is True and gate["alpha"] == 0.35 and 0.0 < gate["p_correct"] < 1.0
+        assert gate["answer"] is (gate["p_correct"] >= gate["threshold"])
+        assert (guard["decision"] == "abstain") is (not gate["answer"])
+        if not gate["answer"]:
+            from guard.policy import DEFAULT_ABSTAIN_MESSAGE
+
+            assert answer.choices[0].message.content == DEFAULT_ABSTAIN_MESSAGE
+            assert guard["abstained"]["kind"] == "gate"
+        # the default gate alpha (0.3) certifies nothing on 177 calibration answers: the gate reports, never abstains
+        default = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, temperature=0)
+        assert default.choices[0].model_extra["guard"]["gate"]["certified"] is False

@@ -34,6 +34,19 @@ EOS = 0
 PROMPT_PROBS = (0.01, 0.98, 0.01)
 
 
+def make_gate(threshold_at_03: bool = True) -> Probe:
+    """A calibrated pre-generation gate over one layer: its stored split certifies 0.15 at alpha 0.3."""
+    from guard.selective import SelectiveCalibration
+
+    confidences = [0.9] * 100 + [0.1] * 100  # the confident half always right, the rest always wrong
+    selective = SelectiveCalibration.fit(np.array(confidences), np.array([True] * 100 + [False] * 100),
+                                         alpha=0.3, delta=0.1, label="correct")
+    manifest = ProbeManifest(kind="pre-generation-gate", labels=("incorrect", "correct"), layers=(0,), hidden_size=4,
+                             num_layers=2, model_fingerprint="test", selective=selective)
+    zeros = np.zeros((1, 4), np.float32)
+    return Probe(manifest, np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), np.float32), zeros, zeros + 1)
+
+
 def make_probe(with_scores: bool = True) -> Probe:
     """A calibrated true/false/neither probe over one layer (tensors unused: scores are synthetic)."""
     conformal = MondrianConformal.from_scores(0.1, [CAL] * 3)
@@ -70,6 +83,9 @@ class FakeUpstream:
     chunks_sent: dict[str, int] = field(default_factory=dict)  #: guard key -> chunks produced
     closed_early: set[str] = field(default_factory=set)  #: guard keys whose stream the client closed
     down: bool = False
+    #: prompt -> the pre-generation gate's (p_incorrect, p_correct), appended as two columns to every score row
+    gate: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _gate_of: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def token_id(self, text: str) -> int:
         for tid, known in self.vocab.items():
@@ -106,6 +122,8 @@ class FakeUpstream:
             return httpx.Response(400, json={"error": {"message": "This model's maximum context length is 32 tokens",
                                                        "type": "BadRequestError", "param": None, "code": 400}})
         script, key = self.scripts[prompt], body["vllm_xargs"]["guard_key"]
+        if prompt in self.gate:
+            self._gate_of[key] = self.gate[prompt]
         self._publish(key, 0, [PROMPT_PROBS] * script.n_prompt)
         if body.get("stream"):
             return httpx.Response(200, headers={"content-type": "text/event-stream"},
@@ -113,7 +131,9 @@ class FakeUpstream:
         return self._complete(chat, script, key)
 
     def _publish(self, key: str, start: int, probs: list[tuple[float, ...]]) -> None:
-        scores = np.log(np.array(probs, np.float32))[:, None, :]  # (n, 1 layer, 3): softmax gives probs back
+        if key in self._gate_of:  # a gate fused into the probe's matmul: its columns follow the probe's
+            probs = [(*p, *self._gate_of[key]) for p in probs]
+        scores = np.log(np.array(probs, np.float32))[:, None, :]  # (n, 1 layer, 3 [+ 2]): softmax per head
         self.feed.publish([ScoreSegment(key, start, scores)])
 
     def _ids(self, script: Script) -> list[int]:

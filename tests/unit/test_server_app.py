@@ -318,3 +318,50 @@ def test_the_official_openai_client_reads_the_guard_field_unchanged():
         assert chunks[-1].choices[0].model_extra["guard"]["decision"] == "pass"
 
     _serve(run)
+
+
+def _serve_gated(run: Any) -> None:
+    from guard.gating import GateRule
+    from tests.unit.fake_upstream import make_gate
+
+    feed = ScoreFeed()
+    scripts = {"known": SCRIPTS["clean"], "unknown": SCRIPTS["clean"]}
+    fake = FakeUpstream(feed, scripts, gate={"known": (0.1, 0.9), "unknown": (0.95, 0.05)})
+    upstream = httpx.AsyncClient(transport=fake.transport(), base_url="http://upstream")
+    app = create_app(ServeSettings.build(served_model_name=MODEL), "http://upstream", feed, make_probe(), fake,
+                     client=upstream, gate=GateRule(make_gate(), offset=len(LABELS)))
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://guard") as client:
+            await run(client, fake)
+        await upstream.aclose()
+
+    asyncio.run(main())
+
+
+def test_the_gate_abstains_before_any_text_when_the_question_is_below_its_certified_threshold():
+    async def run(client, fake):
+        known = (await client.post("/v1/chat/completions", json=_chat("known"))).json()["choices"][0]
+        assert known["message"]["content"] == SCRIPTS["clean"].text
+        assert known["guard"]["gate"] == {"p_correct": pytest.approx(0.9), "alpha": 0.3, "threshold": 0.15,
+                                          "certified": True, "answer": True}
+        assert known["guard"]["decision"] == "pass"
+        unknown = (await client.post("/v1/chat/completions", json=_chat("unknown"))).json()["choices"][0]
+        assert unknown["message"]["content"] == DEFAULT_ABSTAIN_MESSAGE  # flag mode: the gate still abstains
+        assert unknown["guard"]["decision"] == "abstain" and unknown["guard"]["abstained"]["kind"] == "gate"
+        assert unknown["guard"]["gate"]["answer"] is False
+        # streamed: not one token of the answer goes out before the gate decided
+        body = (await client.post("/v1/chat/completions", json=_chat("unknown", stream=True))).text
+        chunks = [c for c in _events(body) if c != "[DONE]"]
+        assert _streamed_text(chunks) == DEFAULT_ABSTAIN_MESSAGE
+        assert chunks[-1]["choices"][0]["guard"]["decision"] == "abstain"
+        # the request opts out, or asks for an alpha the stored calibration cannot certify: no gate decision
+        opted_out = (await client.post("/v1/chat/completions", json=_chat("unknown", guard={"gate": False}))).json()
+        assert opted_out["choices"][0]["message"]["content"] == SCRIPTS["clean"].text
+        assert opted_out["choices"][0]["guard"]["gate"] is None
+        strict = (await client.post("/v1/chat/completions", json=_chat("unknown", guard={"gate_alpha": 0.001}))).json()
+        gate = strict["choices"][0]["guard"]["gate"]
+        assert (gate["certified"], gate["answer"], gate["threshold"]) == (False, True, None)
+        assert strict["choices"][0]["message"]["content"] == SCRIPTS["clean"].text
+
+    _serve_gated(run)

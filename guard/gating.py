@@ -1,0 +1,80 @@
+"""The pre-generation gate at serving time: answer, or abstain before the answer is shown.
+
+The gate's columns ride along with the probe's in every score row (:mod:`guard.heads`); the row of
+the prompt's last token holds its verdict on the question. :class:`GateRule` turns that row into
+``p(correct)`` and compares it with the Learn-then-Test threshold certified at the request's
+``alpha`` (recomputed from the calibration split the artefact stores, once per alpha). Where the
+stored calibration certifies no threshold at that ``alpha``, the gate does not decide: it reports
+``certified = False`` and lets the answer through (it never abstains without a certificate, and it
+never claims one it does not have).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from guard.errors import ArtifactError
+from guard.probe import Probe
+
+__all__ = ["GateDecision", "GateRule"]
+
+
+class GateDecision(BaseModel):
+    """What the gate said about one question."""
+
+    model_config = ConfigDict(frozen=True)
+
+    p_correct: float
+    alpha: float
+    #: certified threshold at ``alpha`` (``None``: nothing certified there)
+    threshold: float | None
+    certified: bool
+    answer: bool
+
+
+class GateRule:
+    """Decides from a fused score row ``(L, k_probe + 2)`` (or the gate's own ``(L, 2)`` columns).
+
+    Args:
+        gate: the gate artefact (labels ``("incorrect", "correct")`` with a selective calibration).
+        offset: index of the gate's first column in a fused row (the probe's label count).
+
+    Raises:
+        ArtifactError: the artefact is not a calibrated gate.
+    """
+
+    def __init__(self, gate: Probe, offset: int) -> None:
+        selective = gate.manifest.selective
+        if selective is None or "correct" not in gate.labels:
+            raise ArtifactError(f"{gate.manifest.kind!r} is not a calibrated pre-generation gate (it needs a 'correct' "
+                                "label and a selective calibration); run guard calibrate")
+        self.gate, self.offset, self.selective = gate, offset, selective
+        self._correct = offset + list(gate.labels).index("correct")
+        self._thresholds: dict[float, float] = {}
+
+    @property
+    def alpha(self) -> float:
+        """The alpha the gate was calibrated at (the default of requests that set none)."""
+        return self.selective.alpha
+
+    def threshold(self, alpha: float | None = None) -> float:
+        """Certified threshold at ``alpha`` (``inf`` when none); cached per alpha."""
+        alpha = self.alpha if alpha is None else alpha
+        if alpha not in self._thresholds:
+            if len(self._thresholds) > 64:
+                self._thresholds.clear()
+            self._thresholds[alpha] = self.selective.threshold_at(alpha)
+        return self._thresholds[alpha]
+
+    def decide(self, row: np.ndarray, alpha: float | None = None) -> GateDecision:
+        """The gate's decision for the prompt's last-token score row."""
+        cols = np.asarray(row, np.float64)[:, self.offset : self.offset + len(self.gate.labels)]
+        p = float(self.gate.probabilities(cols[None])[0, self._correct - self.offset])
+        lam = self.threshold(alpha)
+        certified = math.isfinite(lam)
+        return GateDecision(p_correct=round(p, 6), alpha=self.alpha if alpha is None else alpha,
+                            threshold=lam if certified else None, certified=certified,
+                            answer=not certified or p >= lam)
