@@ -56,6 +56,9 @@ ENV_VARS: dict[str, str] = {
     "GUARD_MAX_MODEL_LEN": "guard serve: engine max_model_len",
     # Engine batch size (concurrent sequences).
     "GUARD_MAX_NUM_SEQS": "guard serve: engine max_num_seqs",
+    # `guard proxy` reads the same settings as `guard serve` (its engine is the local reader), plus:
+    # Base URL of the foreign OpenAI-compatible API, as an OpenAI SDK's base_url (http:// or https://).
+    "GUARD_UPSTREAM": "guard proxy: base URL of the foreign OpenAI-compatible API",
 }
 
 

@@ -35,7 +35,8 @@ MODES = ("pass", "flag", "abstain")
 #: ``gate``: the pre-generation gate; ``sentence``: a flagged sentence; ``upstream_error``: the engine
 #: failed and the guard fails closed; ``guard_error``: the guard itself failed and fails closed
 ABSTAIN_REASONS = ("gate", "sentence", "upstream_error", "guard_error")
-UPSTREAM_ERRORS = ("timeout", "connection", "http_status", "protocol", "scores_missing", "other")
+#: ``reader``: guard proxy's local reader engine failed (the other kinds name the upstream's failures)
+UPSTREAM_ERRORS = ("timeout", "connection", "http_status", "protocol", "scores_missing", "reader", "other")
 #: seconds: 50 µs to 5 s, dense below a millisecond where the guard's own overhead lives
 LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: p-values live in (0, 1]; dense where flags happen (small alphas)
@@ -134,6 +135,10 @@ class GuardMetrics:
     def record_summary(self, endpoint: str, summary: GuardSummary) -> None:
         """Record a finished choice: its request, abstention, sentences and scored tokens."""
         self.record_request(endpoint, summary.mode, summary.decision)
+        self.record_choice(summary)
+
+    def record_choice(self, summary: GuardSummary) -> None:
+        """Record one choice's abstention, sentences and scored tokens (not its request: a request may have several)."""
         if summary.abstained is not None:
             self.record_abstention(summary.abstained.kind)
         for verdict in summary.sentences:

@@ -4,7 +4,9 @@
 
     GuardError (guard.errors)
     └── APIError            an HTTP error answer: status + OpenAI error object (4xx; 500 ``guard_error``)
-        └── UpstreamError   the upstream vLLM server failed (502/504); ``kind`` is its metric label
+        └── UpstreamError   the upstream (vLLM server, or guard proxy's foreign API) failed (502/504);
+            │               ``kind`` is its metric label
+            └── ReaderError guard proxy's local reader engine failed (502, kind ``reader``)
 
 Upstream 4xx bodies pass through with the upstream status, normalised to the same shape (vLLM
 sends an integer ``code``; OpenAI's is a string or null).
@@ -19,7 +21,7 @@ import httpx
 
 from guard.errors import AdapterError, GuardError
 
-__all__ = ["APIError", "UpstreamError", "invalid_request", "from_upstream", "error_body", "upstream_failure",
+__all__ = ["APIError", "UpstreamError", "ReaderError", "invalid_request", "from_upstream", "error_body", "upstream_failure",
            "guard_failure"]
 
 
@@ -60,6 +62,19 @@ class UpstreamError(APIError):
         self.kind = kind
 
 
+class ReaderError(UpstreamError):
+    """guard proxy's reader (its own vLLM server, which reads the foreign answer) failed: always 502.
+
+    Example:
+        >>> ReaderError("the reader is unreachable").body()["error"]["code"]
+        'reader_failed'
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("reader", message, status=502)
+        self.code = "reader_failed"
+
+
 def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
     """``{"error": {...}}`` in OpenAI's shape."""
@@ -71,10 +86,11 @@ def invalid_request(message: str, param: str | None = None, code: str | None = N
     return APIError(status, message, "invalid_request_error", param, code)
 
 
-def from_upstream(status: int, content: bytes) -> APIError:
+def from_upstream(status: int, content: bytes, who: str = "the upstream vLLM server") -> APIError:
     """The upstream's error answer, normalised to OpenAI's shape with the upstream status.
 
     A 5xx becomes :class:`UpstreamError` (502, kind ``http_status``): the engine failed, not the request.
+    ``who`` names the upstream in that message.
     """
     message, type_, param, code = f"upstream answered HTTP {status}", "invalid_request_error", None, None
     try:
@@ -90,21 +106,21 @@ def from_upstream(status: int, content: bytes) -> APIError:
     elif isinstance(raw, dict) and isinstance(raw.get("detail"), str):  # FastAPI's own errors
         message = raw["detail"]
     if status >= 500:
-        return UpstreamError("http_status", f"the upstream vLLM server failed (HTTP {status}): {message}")
+        return UpstreamError("http_status", f"{who} failed (HTTP {status}): {message}")
     return APIError(status, message, type_, param, code)
 
 
-def upstream_failure(exc: httpx.HTTPError) -> UpstreamError:
-    """Translate an httpx failure talking to the upstream."""
+def upstream_failure(exc: httpx.HTTPError, who: str = "the upstream vLLM server") -> UpstreamError:
+    """Translate an httpx failure talking to the upstream (``who`` names it in the message)."""
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamError("timeout", f"the upstream vLLM server did not answer in time ({type(exc).__name__}); "
+        return UpstreamError("timeout", f"{who} did not answer in time ({type(exc).__name__}); "
                              "retry, or raise upstream_timeout (GUARD_UPSTREAM_TIMEOUT) for long generations", status=504)
     if isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.CloseError)):
-        return UpstreamError("connection", f"the upstream vLLM server is unreachable ({type(exc).__name__}: {exc}); "
+        return UpstreamError("connection", f"{who} is unreachable ({type(exc).__name__}: {exc}); "
                              "check GET /healthz and the server's log")
     if isinstance(exc, httpx.RemoteProtocolError):
-        return UpstreamError("protocol", f"the upstream vLLM server broke the HTTP protocol ({exc}); check its log")
-    return UpstreamError("other", f"talking to the upstream vLLM server failed ({type(exc).__name__}: {exc})")
+        return UpstreamError("protocol", f"{who} broke the HTTP protocol ({exc}); check its log")
+    return UpstreamError("other", f"talking to {who} failed ({type(exc).__name__}: {exc})")
 
 
 def guard_failure(exc: AdapterError) -> APIError:

@@ -23,7 +23,7 @@ from guard.request_options import HIDDEN_FIELD, KEY_FIELD
 from guard.verdicts import GuardSummary, Mode, SentenceVerdict
 from server.errors import APIError, invalid_request
 
-__all__ = ["Endpoint", "ENDPOINT_PATHS", "GuardedRequest", "parse_body", "guarded_request", "prompt_length",
+__all__ = ["Endpoint", "ENDPOINT_PATHS", "GuardedRequest", "parse_body", "guarded_request", "guard_options", "prompt_length",
            "choice_text", "set_choice_text", "hide_token_ids", "token_payload", "sentence_payload",
            "summary_payload"]
 
@@ -86,7 +86,7 @@ def guarded_request(body: dict[str, Any], endpoint: Endpoint, served_name: str, 
             several prompts, ``echo``, reserved ``vllm_xargs`` keys); 404 ``model_not_found``.
     """
     body = dict(body)
-    options = _options(body.pop("guard", None), default_mode, abstain_message)
+    options = guard_options(body.pop("guard", None), default_mode, abstain_message)
     _check_model(body.get("model"), served_name)
     _check_single_sequence(body, endpoint)
     xargs = body.get("vllm_xargs")
@@ -104,7 +104,12 @@ def guarded_request(body: dict[str, Any], endpoint: Endpoint, served_name: str, 
     return GuardedRequest(endpoint, body, options, key, body.get("stream") is True, wants)
 
 
-def _options(raw: object, default_mode: Mode, abstain_message: str | None) -> GuardOptions:
+def guard_options(raw: object, default_mode: Mode, abstain_message: str | None) -> GuardOptions:
+    """A request's ``guard`` object with the server's defaults filled in.
+
+    Raises:
+        APIError: 400 naming the bad field (``param``: e.g. ``guard.alpha``).
+    """
     if isinstance(raw, dict):
         defaults: dict[str, Any] = {"mode": default_mode}
         if abstain_message is not None:
@@ -204,10 +209,10 @@ def sentence_payload(verdicts: tuple[SentenceVerdict, ...] | list[SentenceVerdic
 
 
 def summary_payload(summary: GuardSummary, tokens: list[dict[str, Any]] | None = None,
-                    gate: GateDecision | None = None) -> dict[str, Any]:
-    """A choice's ``guard`` field: the summary, ``source``, the pre-generation gate's decision (``null``
-    when no gate ran) and (non-streamed answers) every token score."""
-    payload = {**summary.model_dump(mode="json"), "source": SOURCE,
+                    gate: GateDecision | None = None, source: str = SOURCE) -> dict[str, Any]:
+    """A choice's ``guard`` field: the summary, ``source`` (``engine``; guard proxy's ``reader``), the
+    pre-generation gate's decision (``null`` when no gate ran) and (non-streamed answers) every token score."""
+    payload = {**summary.model_dump(mode="json"), "source": source,
                "gate": None if gate is None else gate.model_dump(mode="json")}
     if tokens is not None:
         payload["tokens"] = tokens

@@ -4,16 +4,18 @@ Precedence, lowest first: defaults -> the YAML file named by ``config`` (``--con
 ``GUARD_CONFIG``) -> ``GUARD_*`` environment variables -> command-line flags. Every setting ``x``
 has the YAML key ``x`` and the variable ``GUARD_X`` (declared in :mod:`guard.env`, which is the
 only place the environment is read). A bad value is refused with its name, where it came from,
-what was expected and how to fix it.
+what was expected and how to fix it. :class:`ProxySettings` (``guard proxy``) adds the foreign
+``upstream`` and follows the same rules.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -21,7 +23,7 @@ from guard import env
 from guard.errors import ConfigError
 from guard.verdicts import Mode
 
-__all__ = ["ServeSettings"]
+__all__ = ["ServeSettings", "ProxySettings"]
 
 
 class ServeSettings(BaseSettings):
@@ -49,6 +51,7 @@ class ServeSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid")
+    command: ClassVar[str] = "guard serve"
 
     config: Path | None = None
     host: str = Field(default="127.0.0.1", min_length=1)
@@ -92,7 +95,51 @@ class ServeSettings(BaseSettings):
         try:
             return cls(**given)
         except ValidationError as exc:
-            raise ConfigError(_explain(exc, given)) from exc
+            raise ConfigError(_explain(cls, exc, given)) from exc
+
+
+class ProxySettings(ServeSettings):
+    """Settings of ``guard proxy``: those of :class:`ServeSettings`, whose engine is the local *reader*
+    (``model``, ``probe``, engine limits), plus the foreign API.
+
+    Attributes:
+        upstream: base URL of the foreign OpenAI-compatible API as an OpenAI SDK's ``base_url``
+            (``https://api.example.com/v1``; a URL without a path gets ``/v1``); http or https, no
+            credentials, query or fragment. ``upstream_timeout`` applies to it (and to the reader).
+        use_gate: always false: the pre-generation gate predicts whether the *reader* would answer
+            correctly, which says nothing about another model's answer.
+
+    Example:
+        >>> ProxySettings.build(upstream="http://127.0.0.1:9000").upstream
+        'http://127.0.0.1:9000/v1'
+    """
+
+    command: ClassVar[str] = "guard proxy"
+
+    upstream: str = Field(min_length=1)
+    use_gate: bool = False
+
+    @field_validator("upstream")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// base URL such as https://api.example.com/v1")
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("credentials in the URL are refused (GET /healthz shows the URL); clients send their "
+                             "key in the Authorization header, which guard proxy passes on")
+        if parts.query or parts.fragment:
+            raise ValueError("expected a base URL without query or fragment")
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") or "/v1", "", ""))
+
+    @field_validator("use_gate")
+    @classmethod
+    def _no_gate(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("guard proxy has no pre-generation gate (it predicts whether the reader would answer, "
+                             "not the upstream); set use_gate to false or leave it out")
+        return value
 
 
 def _env_name(field: str) -> str:
@@ -145,24 +192,40 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def _source(field: str, given: dict[str, Any]) -> str:
+def _source(cls: type[ServeSettings], field: str, given: dict[str, Any]) -> str:
     """Where the winning value of ``field`` came from (same precedence as the sources)."""
     if field in given:
         return f"--{field.replace('_', '-')}"
-    if field != "config" and field in ServeSettings.model_fields and env.read(_env_name(field)) is not None:
+    if field != "config" and field in cls.model_fields and env.read(_env_name(field)) is not None:
         return _env_name(field)
     return f"config file {str(given.get('config') or env.read('GUARD_CONFIG'))!r}"
 
 
-def _explain(exc: ValidationError, given: dict[str, Any]) -> str:
+def _shown(value: Any) -> Any:
+    """A value as an error message may show it: a URL's credentials are masked (never print a key)."""
+    if isinstance(value, str) and "://" in value and "@" in value:
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            return "<a URL that cannot be shown>"
+        if parts.username is not None or parts.password is not None:
+            host = parts.netloc.rpartition("@")[2]
+            return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    return value
+
+
+def _explain(cls: type[ServeSettings], exc: ValidationError, given: dict[str, Any]) -> str:
     problems = []
     for err in exc.errors():
         field = str(err["loc"][0]) if err["loc"] else "?"
-        source = _source(field, given)
+        source = _source(cls, field, given)
         if err["type"] == "extra_forbidden":
-            problems.append(f"{field!r} (from {source}) is not a setting of guard serve: expected one of "
-                            f"{', '.join(ServeSettings.model_fields)}; remove or rename it")
+            problems.append(f"{field!r} (from {source}) is not a setting of {cls.command}: expected one of "
+                            f"{', '.join(cls.model_fields)}; remove or rename it")
+        elif err["type"] == "missing":
+            problems.append(f"{field} is required: pass --{field.replace('_', '-')}, set {_env_name(field)} or "
+                            f"the config file's {field!r} key")
         else:
-            problems.append(f"{field}={err.get('input')!r} (from {source}) is invalid: {err['msg'].lower()}; "
+            problems.append(f"{field}={_shown(err.get('input'))!r} (from {source}) is invalid: {err['msg'].lower()}; "
                             f"fix {source}")
-    return "invalid guard serve settings: " + "; ".join(problems)
+    return f"invalid {cls.command} settings: " + "; ".join(problems)

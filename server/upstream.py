@@ -46,14 +46,17 @@ class UpstreamServer:
         settings: model, engine limits, served name and start-up timeout.
         probe: the probe artefact the engine scores with.
         log: where the child's output goes (``None``: this process's stderr).
+        prefix_caching: override ``GUARD_PREFIX_CACHING`` (guard proxy's reader needs every prompt
+            token scored, so it passes ``False``).
 
     Example:
         >>> with UpstreamServer(ServeSettings.build(), "probe.safetensors") as up:   # doctest: +SKIP
         ...     up.url, up.feed
     """
 
-    def __init__(self, settings: ServeSettings, probe: str, log: IO[str] | None = None) -> None:
-        self.settings, self.probe, self.log = settings, probe, log
+    def __init__(self, settings: ServeSettings, probe: str, log: IO[str] | None = None,
+                 prefix_caching: bool | None = None) -> None:
+        self.settings, self.probe, self.log, self.prefix_caching = settings, probe, log, prefix_caching
         self.url = ""
         self.model_path = ""
         self.feed = ScoreFeed()
@@ -70,7 +73,8 @@ class UpstreamServer:
         endpoint = new_ipc_endpoint()
         gate = s.gate if s.use_gate else None
         config = GuardConfig.build(model=s.model, probe=self.probe, gate=gate, enforce_eager=s.enforce_eager,
-                                   max_model_len=s.max_model_len, max_num_seqs=s.max_num_seqs, score_endpoint=endpoint)
+                                   max_model_len=s.max_model_len, max_num_seqs=s.max_num_seqs, score_endpoint=endpoint,
+                                   prefix_caching=self.prefix_caching)
         kwargs, _, self.model_path = engine_arguments(config, endpoint)  # also exports GUARD_SCORE_ENDPOINT
         port = _free_port()
         # no per-request access log upstream: guard serve logs nothing per request

@@ -63,3 +63,29 @@ def test_invalid_alpha_is_refused(alpha):
         MondrianConformal(alpha)
 
 
+
+
+@pytest.mark.parametrize("decimals", [0, 1, 2])
+def test_mondrian_coverage_holds_over_200_splits_when_probabilities_tie_heavily(decimals):
+    # coarse probabilities make many calibration and test scores exactly equal: ties must count as
+    # conforming (score <= threshold), never silently drop the true label
+    alpha, per_class = 0.2, []
+    for seed in range(200):
+        probs, labels = _synthetic(np.random.default_rng(seed), 600)
+        probs = np.round(probs, decimals)
+        cp = MondrianConformal(alpha).fit(probs[:300], labels[:300])
+        hit = cp.predict_sets(probs[300:])[np.arange(300), labels[300:]]
+        per_class.append([hit[labels[300:] == c].mean() for c in range(3)])
+    assert np.all(np.mean(per_class, axis=0) >= 1 - alpha - 0.01)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), decimals=st.integers(1, 2))
+def test_a_point_tied_with_the_threshold_setting_calibration_point_is_in_the_set(seed, decimals):
+    probs, labels = _synthetic(np.random.default_rng(seed), 300)
+    probs = np.round(probs, decimals)
+    cp = MondrianConformal(0.2).fit(probs, labels)
+    for c in np.unique(labels):
+        at_threshold = np.flatnonzero((labels == c) & (1 - probs[:, c] == cp.thresholds[c]))
+        if at_threshold.size:
+            assert cp.predict_sets(probs[at_threshold[:1]])[0, c]

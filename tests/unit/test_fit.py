@@ -50,3 +50,15 @@ def test_fitting_with_one_class_names_the_problem():
 def test_one_vs_rest_rejects_an_unknown_family_by_name():
     with pytest.raises(ConfigError, match="'svm'"):
         fit_one_vs_rest(np.ones((4, 2)), np.array([0, 1, 0, 1]), 2, family="svm")
+
+
+def test_logistic_fit_matches_scikit_learn_on_standardised_features():
+    # our Newton solver is the dependency-free stand-in for sklearn's LogisticRegression (L2, unpenalised
+    # intercept): same objective, so the same optimum
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 12)) * rng.uniform(0.5, 3.0, 12) + rng.uniform(-2, 2, 12)
+    y = (x @ rng.standard_normal(12) + rng.normal(0, 2, 300)) > 0
+    w, b, mean, scale = fit_logistic(x, y, l2=3.0)
+    ref = sklearn.LogisticRegression(C=1 / 3.0, tol=1e-10, max_iter=10_000).fit((x - mean) / scale, y)
+    assert np.allclose(w, ref.coef_[0], atol=1e-5) and abs(b - ref.intercept_[0]) < 1e-5
