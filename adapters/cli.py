@@ -9,6 +9,7 @@ Subcommands::
     guard calibrate --out DIR      train + conformally calibrate a true/false/neither probe, with a report
     guard evaluate --probe P --statements FILE   probe quality on a labelled file, scored in the engine
     guard serve                    OpenAI-compatible server with verdicts in a `guard` field (docs/serving.md)
+    guard proxy --upstream URL     the same API in front of a foreign OpenAI-compatible API; a local reader judges
 """
 
 from __future__ import annotations
@@ -95,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--gate", default=None, help="pre-generation gate (default: the gate shipped with the probe)")
     serve.add_argument("--no-gate", action="store_true", help="serve without a pre-generation gate")
     serve.add_argument("--eager", action="store_true", help="run the engine without torch.compile")
+    proxy = sub.add_parser("proxy", help="guard fields in front of any OpenAI-compatible API, read by a local model")
+    proxy.add_argument("--upstream", default=None, help="the foreign API's base URL, e.g. https://api.example.com/v1")
+    proxy.add_argument("--model", default=None, help="reader model: 'default', an HF folder or a hub id")
+    proxy.add_argument("--probe", default=None, help="probe artefact (default: the probe shipped for the reader)")
+    proxy.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    proxy.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
+    proxy.add_argument("--config", default=None, help="YAML settings file (see server/settings.py)")
+    proxy.add_argument("--mode", default=None, help="default guard mode: flag (default), abstain or pass")
+    proxy.add_argument("--eager", action="store_true", help="run the reader engine without torch.compile")
+    proxy.add_argument("--upstream-timeout", type=float, default=None, help="seconds per read from the upstream")
     return parser
 
 
@@ -247,6 +258,21 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _proxy(args: argparse.Namespace) -> int:
+    from server import ProxySettings, run_proxy
+
+    settings = ProxySettings.build(config=args.config, upstream=args.upstream, model=args.model, probe=args.probe,
+                                   host=args.host, port=args.port, mode=args.mode, enforce_eager=args.eager or None,
+                                   upstream_timeout=args.upstream_timeout)
+    if settings.probe is None:
+        settings = settings.model_copy(update={"probe": _default_probe(settings.model)})
+    try:
+        run_proxy(settings)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the reader has been stopped
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (2 for guard errors, with the message on stderr)."""
     args = build_parser().parse_args(argv)
@@ -266,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             return _serve(args)
+        if args.command == "proxy":
+            return _proxy(args)
         if args.command in ("calibrate", "evaluate", "evaluate-qa"):
             return _calibration_job(args)
         return _generate(args) if args.command == "generate" else _selftest(args)

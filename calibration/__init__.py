@@ -4,5 +4,6 @@ The first piece is the clearly labelled stand-in probe used before a calibrated 
 """
 
 from calibration.stand_in import build_stand_in_probe
+from calibration.steering import build_steering_vector, mean_difference
 
-__all__ = ["build_stand_in_probe"]
+__all__ = ["build_stand_in_probe", "build_steering_vector", "mean_difference"]

@@ -42,6 +42,7 @@ from guard.request_options import RequestOptions, parse_request_options
 from guard.selective import SelectiveCalibration, selective_threshold
 from guard.scores import ScoreSegment, ScoreSink, ScoreSource, ScoreStore, TokenScores
 from guard.sentences import Sentence, SentenceSplitter
+from guard.steering import SteeringManifest, SteeringVector
 from guard.verdicts import AbstainReason, GuardSummary, SentenceVerdict, VerdictCounts, VerdictRule
 
 __version__ = "0.1.0"
@@ -79,6 +80,8 @@ __all__ = [
     "Sentence",
     "SentenceSplitter",
     "SentenceVerdict",
+    "SteeringManifest",
+    "SteeringVector",
     "StreamGuard",
     "selective_threshold",
     "TokenScore",

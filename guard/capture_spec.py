@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from guard.errors import ConfigError
 
 __all__ = ["HOOKS_VERSION", "ADDITIONAL_CONFIG_KEY", "CaptureSpec", "check_endpoint"]
 
 #: Bump whenever the hook body or where it is installed changes (invalidates compiled graphs).
-HOOKS_VERSION = 1
+HOOKS_VERSION = 2  # 2: steering hooks (guard::steer_layer) before the capture hooks
 ADDITIONAL_CONFIG_KEY = "guard"
 
 
@@ -33,6 +33,10 @@ class CaptureSpec(BaseModel):
         probe: path of the probe artefact scored in the worker, or ``None`` to capture only.
         gate: path of a pre-generation gate scored with the probe (its columns follow the probe's).
         hidden: allocate buffers so requests may ask for raw hidden rows.
+        steering: path of a steering-vector artefact requests may steer with, or ``None``.
+        steering_layers: the artefact's layers (kept here so they version the compiled graph); any
+            decoder layers, independent of ``layers``. At a layer in both, the steering addition
+            happens first and the capture reads the steered residual stream.
         hooks_version: part of the compile-cache key; see :data:`HOOKS_VERSION`.
     """
 
@@ -42,6 +46,8 @@ class CaptureSpec(BaseModel):
     probe: str | None = None
     gate: str | None = None
     hidden: bool = False
+    steering: str | None = None
+    steering_layers: tuple[int, ...] = ()
     hooks_version: int = HOOKS_VERSION
 
     @field_validator("layers")
@@ -50,6 +56,20 @@ class CaptureSpec(BaseModel):
         if len(set(v)) != len(v) or any(x < 0 for x in v):
             raise ValueError(f"layers {list(v)} must be distinct non-negative decoder layer indices")
         return v
+
+    @field_validator("steering_layers")
+    @classmethod
+    def _distinct_steering_layers(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(v)) != len(v) or any(x < 0 for x in v):
+            raise ValueError(f"steering_layers {list(v)} must be distinct non-negative decoder layer indices")
+        return v
+
+    @model_validator(mode="after")
+    def _steering_has_layers(self) -> CaptureSpec:
+        if (self.steering is None) != (not self.steering_layers):
+            raise ValueError(f"steering={self.steering!r} and steering_layers={list(self.steering_layers)} disagree: "
+                             "give both (the artefact's layers) or neither")
+        return self
 
     def to_additional_config(self) -> dict[str, Any]:
         """The ``additional_config`` entry for vLLM's engine arguments."""

@@ -22,6 +22,7 @@ class GuardConfig(BaseModel):
         model: ``"default"`` (embedded SmolLM2-135M-Instruct), an HF folder, or a hub id.
         probe: probe artefact scored in the engine; ``None`` captures ``layers`` without scoring.
         gate: pre-generation gate scored with the probe (same layers; see ``guard calibrate``).
+        steering: steering-vector artefact; requests then steer with ``guard_steer`` (see guard.steering).
         layers: decoder layers to capture when no probe is given (a probe brings its own).
         capture_hidden: let requests ask for raw hidden rows (calibration).
         enforce_eager: run without torch.compile (the capture works in both modes).
@@ -37,6 +38,7 @@ class GuardConfig(BaseModel):
     model: str = "default"
     probe: str | None = None
     gate: str | None = None
+    steering: str | None = None
     layers: tuple[int, ...] = DEFAULT_LAYERS
     capture_hidden: bool = False
     enforce_eager: bool = False
@@ -63,6 +65,7 @@ class GuardConfig(BaseModel):
         """
         values: dict[str, Any] = {}
         for field, var in (("model", "GUARD_MODEL"), ("probe", "GUARD_PROBE"), ("gate", "GUARD_GATE"),
+                           ("steering", "GUARD_STEERING"),
                            ("score_endpoint", "GUARD_SCORE_ENDPOINT")):
             if (raw := env.read(var)) is not None:
                 values[field] = raw

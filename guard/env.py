@@ -19,6 +19,8 @@ ENV_VARS: dict[str, str] = {
     # Path of the probe artefact (.safetensors with its .json manifest).
     "GUARD_PROBE": "probe artefact path",
     "GUARD_GATE": "pre-generation gate artefact path (scored with the probe)",
+    # A steering-vector artefact; requests steer with extra_args guard_steer / guard_steer_from.
+    "GUARD_STEERING": "steering-vector artefact path",
     "GUARD_USE_GATE": "guard serve: load a pre-generation gate (1, default) or not (0)",
     # Comma-separated decoder layers to capture when no probe is given.
     "GUARD_LAYERS": "comma-separated decoder layer indices to capture",

@@ -22,7 +22,7 @@ from server.errors import invalid_request
 from server.protocol import Endpoint, guard_options
 from server.reader_prompt import ReaderPrompts
 
-__all__ = ["FORWARDED_HEADERS", "ProxyRequest", "proxy_request"]
+__all__ = ["FORWARDED_HEADERS", "ProxyRequest", "proxy_request", "choice_index"]
 
 #: client headers passed on to the upstream (lower case): credentials and OpenAI's account scoping
 FORWARDED_HEADERS = ("authorization", "openai-organization", "openai-project")
@@ -88,6 +88,12 @@ def proxy_request(body: dict[str, Any], endpoint: Endpoint, headers: Mapping[str
     n = n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1
     forwarded = {name: value for name, value in headers.items() if name.lower() in FORWARDED_HEADERS}
     return ProxyRequest(endpoint, body, forwarded, options, body.get("stream") is True, prefixes, n)
+
+
+def choice_index(choice: dict[str, Any], default: int) -> int:
+    """A choice's ``index`` (``default``, its place in the list, when it has none)."""
+    index = choice.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else default
 
 
 def _reader_messages(messages: object) -> list[dict[str, str]]:

@@ -10,8 +10,7 @@ that disconnects mid-stream is not counted).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -20,7 +19,8 @@ from guard.errors import AdapterError, RequestOptionError
 from guard.metrics import GuardMetrics
 from guard.gating import GateRule
 from guard.verdicts import VerdictRule
-from server.errors import APIError, UpstreamError, from_upstream, guard_failure, invalid_request, upstream_failure
+from server.errors import APIError, UpstreamError, invalid_request
+from server.forwarding import Forwarder, JSONReply, StreamReply
 from server.protocol import (
     ENDPOINT_PATHS,
     Endpoint,
@@ -39,25 +39,10 @@ from server.settings import ServeSettings
 from server.streaming import open_stream
 from server.tokens import TokenTexts
 
-__all__ = ["JSONReply", "StreamReply", "Relay"]
+__all__ = ["Relay"]
 
 
-@dataclass(frozen=True)
-class JSONReply:
-    """A JSON answer."""
-
-    status: int
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StreamReply:
-    """A server-sent-events answer (status 200); ``events`` yields encoded ``data:`` lines."""
-
-    events: AsyncIterator[bytes]
-
-
-class Relay:
+class Relay(Forwarder):
     """Guarded forwarding of OpenAI requests to one upstream vLLM OpenAI server.
 
     Args:
@@ -73,6 +58,7 @@ class Relay:
                  texts: TokenTexts, metrics: GuardMetrics, gate: GateRule | None = None) -> None:
         self.settings, self.client, self.rule, self.feed = settings, client, rule, feed
         self.texts, self.metrics, self.gate = texts, metrics, gate
+        self.who = "the upstream vLLM server"
 
     async def handle(self, endpoint: Endpoint, read_body: Callable[[], Awaitable[bytes]]) -> JSONReply | StreamReply:
         """Serve one POST; every failure becomes an OpenAI-shaped error reply."""
@@ -93,24 +79,13 @@ class Relay:
                 streaming = True  # the stream closes the session and counts the request when it ends
                 return StreamReply(events)
             return await self._complete(request, session)
-        except APIError as exc:
-            self.record_error(endpoint, mode, exc)
-            return JSONReply(exc.status, exc.body())
-        except AdapterError as exc:  # the engine's scores do not fit this server's probe
-            failure = guard_failure(exc)
-            self.record_error(endpoint, mode, failure)
-            return JSONReply(failure.status, failure.body())
+        except (APIError, AdapterError) as exc:  # AdapterError: the engine's scores do not fit this server's probe
+            return self.error_reply(endpoint, mode, exc)
         finally:
             if not streaming:
                 if session is not None:
                     session.close()
                 self.metrics.in_flight.dec()
-
-    def record_error(self, endpoint: Endpoint, mode: str, exc: APIError) -> None:
-        """Count a refused or failed request (and the upstream failure, if it was one)."""
-        self.metrics.record_request(endpoint, mode, "error")
-        if isinstance(exc, UpstreamError):
-            self.metrics.record_upstream_error(exc.kind)
 
     def _session(self, request: GuardedRequest) -> GuardSession:
         try:
@@ -126,29 +101,10 @@ class Relay:
             UpstreamError: unreachable (502), timed out (504) or broke the protocol (502).
             APIError: the upstream's own error answer (its 4xx status, OpenAI's shape).
         """
-        built = self.client.build_request("POST", ENDPOINT_PATHS[request.endpoint], json=request.body)
-        try:
-            response = await self.client.send(built, stream=True)
-        except httpx.HTTPError as exc:
-            raise upstream_failure(exc) from exc
-        if response.status_code != 200:
-            try:
-                content = await response.aread()
-            except httpx.HTTPError as exc:
-                raise upstream_failure(exc) from exc
-            finally:
-                await response.aclose()
-            raise from_upstream(response.status_code, content)
-        return response
+        return await self.post(self.client, ENDPOINT_PATHS[request.endpoint], request.body)
 
     async def _complete(self, request: GuardedRequest, session: GuardSession) -> JSONReply:
-        response = await self.send(request)
-        try:
-            payload = _json_object(await response.aread())
-        except httpx.HTTPError as exc:
-            raise upstream_failure(exc) from exc
-        finally:
-            await response.aclose()
+        payload = _json_object(await self.read(await self.send(request)))
         choice = _first_choice(payload)
         with session.timed():
             n_prompt = prompt_length(payload, request.endpoint)

@@ -1,9 +1,10 @@
-"""``guard serve``: start the guarded upstream, serve the app with uvicorn, stop everything on exit.
+"""``guard serve`` and ``guard proxy``: start the guarded engine, serve the app with uvicorn, stop on exit.
 
 Lifecycle: load and check the probe (before the engine's slow start) -> start vLLM's OpenAI server
 with the capture on and the score collector bound -> load the tokenizer -> serve until SIGINT or
-SIGTERM -> stop the upstream (always, also when start-up fails or is interrupted). The URL is
-printed to stderr once the server accepts connections.
+SIGTERM -> stop the engine (always, also when start-up fails or is interrupted). The URL is
+printed to stderr once the server accepts connections. ``guard proxy`` starts the same engine as
+its private reader (loopback only, prefix caching off) and serves :mod:`server.proxy_app`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
 from guard.errors import ConfigError
 from guard.gating import GateRule
@@ -21,26 +24,27 @@ from guard.heads import check_gate
 from guard.probe import Probe
 from guard.verdicts import VerdictRule
 from server.app import create_app
-from server.settings import ServeSettings
+from server.proxy_app import create_proxy_app
+from server.reader_prompt import HFReaderPrompts
+from server.settings import ProxySettings, ServeSettings
 from server.tokens import HFTokenTexts
 from server.upstream import UpstreamServer
 
-__all__ = ["run"]
+__all__ = ["run", "run_proxy"]
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, announcing its URL once it accepts connections."""
+    """uvicorn's server, announcing its URL once it accepts connections (``announce(url)`` says what)."""
 
-    def __init__(self, config: uvicorn.Config, upstream: UpstreamServer, served: str) -> None:
+    def __init__(self, config: uvicorn.Config, announce: Callable[[str], str]) -> None:
         super().__init__(config)
-        self.upstream, self.served = upstream, served
+        self.announce = announce
 
     async def startup(self, sockets: list | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            c = self.config
-            print(f"guard: serving {self.served!r} at http://{c.host}:{c.port}/v1 (OpenAI API; GET /healthz, "
-                  f"/metrics); upstream vLLM at {self.upstream.url}", file=sys.stderr, flush=True)
+            print(f"guard: {self.announce(f'http://{self.config.host}:{self.config.port}/v1')}", file=sys.stderr,
+                  flush=True)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -67,25 +71,72 @@ def run(settings: ServeSettings) -> None:
         ArtifactError: the probe cannot be loaded or has no conformal calibration with a "true" label.
         AdapterError: the upstream did not start.
     """
-    if settings.probe is None:
-        raise ConfigError("guard serve needs a probe: pass --probe PATH (or GUARD_PROBE), or serve a model that "
-                          "ships one")
-    probe = Probe.load(settings.probe)
-    VerdictRule.from_probe(probe)  # refuse an uncalibrated probe before the engine's slow start
+    probe = _calibrated_probe(settings.probe, "guard serve needs a probe: pass --probe PATH (or GUARD_PROBE), or "
+                                              "serve a model that ships one")
     gate = None
     if settings.use_gate and settings.gate is not None:
         gate_probe = Probe.load(settings.gate)
         check_gate(probe, gate_probe)
         gate = GateRule(gate_probe, offset=len(probe.labels))
+
+    def app(upstream: UpstreamServer) -> FastAPI:
+        texts = HFTokenTexts(upstream.model_path)
+        return create_app(settings, upstream.url, upstream.feed, probe, texts, collector=upstream.collector, gate=gate)
+
+    _serve(settings, lambda: UpstreamServer(settings, settings.probe), app,
+           lambda url, upstream: f"serving {settings.served_name!r} at {url} (OpenAI API; GET /healthz, /metrics); "
+                                 f"upstream vLLM at {upstream.url}")
+
+
+def run_proxy(settings: ProxySettings) -> None:
+    """Serve guard proxy until interrupted; the reader engine is stopped on every exit path.
+
+    Args:
+        settings: with ``probe`` set (the CLI fills in the reader model's shipped probe).
+
+    Raises:
+        ConfigError: no probe was given.
+        ArtifactError: the probe cannot be loaded or has no conformal calibration with a "true" label.
+        AdapterError: the reader did not start.
+    """
+    probe = _calibrated_probe(settings.probe, "guard proxy needs a probe for its reader: pass --probe PATH (or "
+                                              "GUARD_PROBE), or read with a model that ships one")
+
+    def app(reader: UpstreamServer) -> FastAPI:
+        prompts = HFReaderPrompts(HFTokenTexts(reader.model_path))
+        return create_proxy_app(settings, reader.url, reader.feed, probe, prompts, collector=reader.collector)
+
+    _serve(settings, lambda: UpstreamServer(settings, settings.probe, prefix_caching=False),  # every prompt token scored
+           app, lambda url, reader: f"proxying {settings.upstream} at {url} (OpenAI API; GET /healthz, /metrics); "
+                                    f"reader {settings.served_name!r} on vLLM at {reader.url}")
+
+
+def _calibrated_probe(path: str | None, missing: str) -> Probe:
+    """The probe at ``path``, refused (before the engine's slow start) when it cannot give verdicts."""
+    if path is None:
+        raise ConfigError(missing)
+    probe = Probe.load(path)
+    VerdictRule.from_probe(probe)
+    return probe
+
+
+def _serve(settings: ServeSettings, engine: Callable[[], UpstreamServer], app: Callable[[UpstreamServer], FastAPI],
+           announce: Callable[[str, UpstreamServer], str]) -> None:
+    """Start the engine, serve ``app(engine)`` until SIGINT or SIGTERM, stop the engine on every exit path.
+
+    Args:
+        engine: makes the (not yet started) engine.
+        app: the app over the started engine.
+        announce: what to print once the server accepts connections at its URL.
+    """
     _check_port(settings.host, settings.port)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM unwinds like Ctrl-C, through the finally below
-    upstream = UpstreamServer(settings, settings.probe)
+    upstream = engine()
     try:
         upstream.start()
-        texts = HFTokenTexts(upstream.model_path)
-        app = create_app(settings, upstream.url, upstream.feed, probe, texts, collector=upstream.collector, gate=gate)
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
-        _Server(config, upstream, settings.served_name).run()  # re-raises SIGINT/SIGTERM after a graceful stop
+        config = uvicorn.Config(app(upstream), host=settings.host, port=settings.port, log_level="warning",
+                                access_log=False)
+        _Server(config, lambda url: announce(url, upstream)).run()  # re-raises SIGINT/SIGTERM after a graceful stop
     finally:
         upstream.stop()
         signal.signal(signal.SIGTERM, previous)

@@ -13,7 +13,6 @@ request.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -21,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from guard.errors import AdapterError
-from server.errors import APIError, UpstreamError, guard_failure, upstream_failure
+from server.errors import UpstreamError
 from server.protocol import (
     GuardedRequest,
     choice_text,
@@ -34,13 +32,12 @@ from server.protocol import (
     token_payload,
 )
 from server.session import GuardSession
+from server.sse import EventSource, PassedOnError, chunk_head, chunk_ids, encode, guarded_events, parse_chunk
 
 if TYPE_CHECKING:
     from server.relay import Relay
 
 __all__ = ["open_stream"]
-
-_DONE = b"data: [DONE]\n\n"
 
 
 @dataclass
@@ -52,7 +49,6 @@ class _Stream:
     session: GuardSession
     ids: dict[str, Any] = field(default_factory=dict)  # id, object, created, model of the upstream's chunks
     finished: bool = False
-    upstream_error: bool = False
 
 
 async def open_stream(relay: Relay, request: GuardedRequest, session: GuardSession) -> AsyncIterator[bytes]:
@@ -62,67 +58,27 @@ async def open_stream(relay: Relay, request: GuardedRequest, session: GuardSessi
         APIError: before any event, when the upstream refuses the request or cannot be reached.
     """
     response = await relay.send(request)
-    return _events(_Stream(relay, request, session), response)
+    return guarded_events(_guarded(_Stream(relay, request, session), response), response, relay, request.endpoint,
+                          request.options.mode, session.close)
 
 
-async def _events(stream: _Stream, response: httpx.Response) -> AsyncIterator[bytes]:
+async def _guarded(stream: _Stream, response: httpx.Response) -> AsyncIterator[bytes]:
+    """The upstream's chunks with the guard's increments, then the summary chunk."""
     relay, session = stream.relay, stream.session
-    try:
-        failure: APIError | None = None
-        try:
-            async with aclosing(_data(response)) as events:
-                async for data in events:
-                    chunk = _chunk(data)
-                    if "error" in chunk:  # the engine failed mid-stream; vLLM's error event, passed on
-                        stream.upstream_error = True
-                        yield _sse(chunk)
-                        break
-                    yield _sse(await _guard_chunk(stream, chunk))
-                    if session.stopped:
-                        break  # abstained: closing the upstream stream makes vLLM abort the request
-            if not (stream.finished or session.stopped or stream.upstream_error):
-                raise UpstreamError("protocol", "the upstream stream ended before the choice finished")
-        except httpx.HTTPError as exc:
-            failure = upstream_failure(exc)
-        except AdapterError as exc:
-            failure = guard_failure(exc)
-        except APIError as exc:
-            failure = exc
-        await response.aclose()  # at once: after an abstention this is what stops generation upstream
-        if failure is not None or stream.upstream_error:
-            failure = failure or UpstreamError("other", "the upstream failed mid-stream")
-            relay.record_error(stream.request.endpoint, stream.request.options.mode, failure)
-            if not stream.upstream_error:
-                yield _sse(failure.body())
-            yield _DONE
-            return
-        relay.finish_request(stream.request, session)
-        yield _sse(_summary_chunk(stream))
-        yield _DONE
-    finally:
-        await response.aclose()
-        session.close()
-        relay.metrics.in_flight.dec()
-
-
-async def _data(response: httpx.Response) -> AsyncIterator[str]:
-    """The ``data:`` payloads of an SSE response, up to ``[DONE]``."""
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            data = line[5:].strip()
-            if data == "[DONE]":
-                return
-            yield data
-
-
-def _chunk(data: str) -> dict[str, Any]:
-    try:
-        chunk = json.loads(data)
-    except ValueError as exc:
-        raise UpstreamError("protocol", f"the upstream sent a stream event that is not JSON ({exc})") from exc
-    if not isinstance(chunk, dict):
-        raise UpstreamError("protocol", f"the upstream sent a stream event that is not a JSON object: {data[:80]!r}")
-    return chunk
+    async with aclosing(EventSource(response).payloads()) as payloads:
+        async for data in payloads:
+            chunk = parse_chunk(data, relay.who)
+            if "error" in chunk:  # the engine failed mid-stream; vLLM's error event, passed on
+                yield encode(chunk)
+                raise PassedOnError(relay.who)
+            yield encode(await _guard_chunk(stream, chunk))
+            if session.stopped:
+                break  # abstained: closing the upstream stream makes vLLM abort the request
+    if not (stream.finished or session.stopped):
+        raise UpstreamError("protocol", "the upstream stream ended before the choice finished")
+    await response.aclose()  # at once: after an abstention this is what stops generation upstream
+    relay.finish_request(stream.request, session)
+    yield encode(_summary_chunk(stream))
 
 
 async def _guard_chunk(stream: _Stream, chunk: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +90,7 @@ async def _guard_chunk(stream: _Stream, chunk: dict[str, Any]) -> dict[str, Any]
             session.start(n_prompt)
     await session.check_gate()  # before any text leaves: the gate may abstain on the question alone
     with session.timed():
-        stream.ids = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
+        stream.ids = chunk_ids(chunk)
         choices = chunk.get("choices") or []
         if not choices:  # the usage chunk
             hide_token_ids(chunk, stream=True)
@@ -175,15 +131,9 @@ def _shape(choice: dict[str, Any], request: GuardedRequest, session: GuardSessio
 
 
 def _summary_chunk(stream: _Stream) -> dict[str, Any]:
-    chat = stream.request.endpoint == "chat_completions"
+    request = stream.request
+    chat = request.endpoint == "chat_completions"
     choice: dict[str, Any] = {"index": 0, "delta": {}} if chat else {"index": 0, "text": "", "logprobs": None}
     choice["finish_reason"] = None
     choice["guard"] = summary_payload(stream.session.summary(), gate=stream.session.gate_decision)
-    default_object = "chat.completion.chunk" if chat else "text_completion"
-    return {"id": stream.ids.get("id", ""), "object": stream.ids.get("object", default_object),
-            "created": stream.ids.get("created", 0), "model": stream.ids.get("model", stream.request.body.get("model")),
-            "choices": [choice]}
-
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    return {**chunk_head(stream.ids, request.endpoint, request.body.get("model")), "choices": [choice]}

@@ -10,6 +10,8 @@ Per engine step (all on the worker's host thread):
    planned rows and one ``addmm`` with the folded probe into a preallocated buffer (an MLP head:
    ``addmm`` into a hidden-unit buffer, in-place ``relu``, ``addmm`` into the scores). No host
    syncs, no logging, no per-token Python.
+   Steered layers (see :mod:`adapters.vllm.steering`) first add ``alpha * v`` to the rows of
+   requests that steer, so a layer both steered and captured is scored after the addition.
 3. ``after``: copy the step's scores (and requested hidden rows) to the host once and publish
    them, keyed by guard key and token position.
 
@@ -28,6 +30,7 @@ import torch
 
 from adapters.score_channel import open_sink
 from adapters.vllm import internals
+from adapters.vllm.steering import SteerState, install_steering
 from guard import env
 from guard.capture_spec import CaptureSpec, check_endpoint
 from guard.errors import AdapterError, ConfigError
@@ -71,8 +74,10 @@ class _Plan:
 class CaptureState:
     """Worker-resident capture: device copies of the probe, buffers, and the current step's plan."""
 
-    def __init__(self, runner: Any, spec: CaptureSpec, probe: Probe | None, sink: Any, gate: Probe | None = None) -> None:
+    def __init__(self, runner: Any, spec: CaptureSpec, probe: Probe | None, sink: Any, gate: Probe | None = None,
+                 steer: SteerState | None = None) -> None:
         self.runner = runner
+        self.steer = steer
         self.spec = spec
         self.sink = sink
         self.publish = internals.publishes_scores()
@@ -122,10 +127,21 @@ class CaptureState:
                 self.bad_options += 1  # validated at the edge; never crash the engine here
                 opts = None
             if opts is not None and opts.hidden and self.hidden is None:
-                opts = RequestOptions(key=opts.key, hidden=False)
+                opts = opts.model_copy(update={"hidden": False})
                 self.bad_options += 1
+            if opts is not None and opts.steer is not None:
+                opts = self._resolve_steering(req_id, opts)
             self._options[req_id] = opts
         return self._options[req_id]
+
+    def _resolve_steering(self, req_id: str, opts: RequestOptions) -> RequestOptions:
+        """Drop steering on an engine without a steering vector; default ``steer_from`` to the prompt length."""
+        if self.steer is None:
+            self.bad_options += 1
+            return opts.model_copy(update={"steer": None, "steer_from": None})
+        if opts.steer_from is None:
+            return opts.model_copy(update={"steer_from": internals.request_prompt_len(self.runner, req_id)})
+        return opts
 
     def before_forward(self) -> None:
         """Plan this step's capture from the runner's batch layout."""
@@ -133,7 +149,7 @@ class CaptureState:
         if len(self._options) > 4 * len(req_ids) + 256:
             live = internals.live_request_ids(self.runner)
             self._options = {r: o for r, o in self._options.items() if r in live}
-        segments, spans, hidden_spans = [], [], []
+        segments, spans, hidden_spans, steer_spans = [], [], [], []
         row = hrow = 0
         for i, req_id in enumerate(req_ids):
             opts = self._request_options(req_id)
@@ -142,12 +158,16 @@ class CaptureState:
             start, count = int(qsl[i]), int(qsl[i + 1] - qsl[i])
             if count <= 0:
                 continue
+            if opts.steer is not None and (skip := max(opts.steer_from - int(computed[i]), 0)) < count:
+                steer_spans.append((start + skip, count - skip, opts.steer))
             segments.append((opts.key, int(computed[i]), row, count, hrow if opts.hidden else -1))
             spans.append((start, count))
             if opts.hidden:
                 hidden_spans.append((row, count))
                 hrow += count
             row += count
+        if self.steer is not None:
+            self.steer.plan(steer_spans)
         if not segments:
             self.plan = None
             return
@@ -191,6 +211,8 @@ class CaptureState:
     def after_forward(self) -> None:
         """Move the step's scores to the host once and publish them."""
         plan, self.plan = self.plan, None
+        if self.steer is not None:
+            self.steer.clear()
         if plan is None or not self.publish:
             return
         scores = self.scores[:, : plan.n_rows].transpose(0, 1).contiguous().cpu().numpy()  # (n, L, k)
@@ -234,7 +256,12 @@ def install(runner: Any, spec: CaptureSpec) -> CaptureState:
         gate = Probe.load(spec.gate)
         gate.check_model(model_spec, model_id)
         check_gate(probe, gate)
-    state = CaptureState(runner, spec, probe, open_sink(endpoint), gate)
+    steer = None
+    if spec.steering is not None:
+        # registered first: at a layer both steered and captured, the capture reads the steered stream
+        steer = install_steering(spec.steering, spec.steering_layers, layers, model_spec, model_id,
+                                 internals.runner_device(runner))
+    state = CaptureState(runner, spec, probe, open_sink(endpoint), gate, steer)
     for slot, index in enumerate(spec.layers):
         layers[index].register_forward_hook(_make_hook(slot))
     internals.wrap_model_forward(runner, state.before_forward, state.after_forward)
@@ -265,4 +292,7 @@ def worker_status(worker: Any) -> dict[str, Any]:
         "dropped_batches": getattr(state.sink, "dropped_batches", 0),
         "compilation_mode": internals.compilation_mode(runner),
         "publishes": state.publish,
+        "steering_layers": list(state.spec.steering_layers),
+        "steer_fired": [] if state.steer is None else list(state.steer.fired),
+        "steps_steered": 0 if state.steer is None else state.steer.steps_steered,
     }

@@ -28,6 +28,7 @@ from guard.heads import check_gate, split_columns
 from guard.probe import Probe
 from guard.request_options import RequestOptions
 from guard.scores import TokenScores
+from guard.steering import SteeringVector
 
 __all__ = ["GuardedCompletion", "GuardedLLM", "engine_arguments"]
 
@@ -51,7 +52,9 @@ def engine_arguments(config: GuardConfig, endpoint: str) -> tuple[dict[str, Any]
     layers = Probe.load(config.probe).layers if config.probe else config.layers
     if config.gate and not config.probe:
         raise ConfigError("a pre-generation gate needs the answer probe it was calibrated with; set probe as well")
-    spec = CaptureSpec(layers=layers, probe=config.probe, gate=config.gate, hidden=config.capture_hidden)
+    steering_layers = SteeringVector.load(config.steering).layers if config.steering else ()
+    spec = CaptureSpec(layers=layers, probe=config.probe, gate=config.gate, hidden=config.capture_hidden,
+                       steering=config.steering, steering_layers=steering_layers)
     kwargs = {
         "model": model,
         "dtype": "float32",
@@ -125,7 +128,8 @@ class GuardedLLM:
             self.selftest()
 
     def generate(self, prompts: Sequence[str | list[int]], params: Any = None, *, guard: bool | Sequence[bool] = True,
-                 hidden: bool = False, timeout: float = 30.0) -> list[GuardedCompletion]:
+                 hidden: bool = False, timeout: float = 30.0, steer: float | Sequence[float | None] | None = None,
+                 steer_from: int | None = None) -> list[GuardedCompletion]:
         """Generate for each prompt (text or token ids) in one batch.
 
         Args:
@@ -134,6 +138,9 @@ class GuardedLLM:
             guard: opt every request in (``True``), out (``False``), or per prompt (a sequence).
             hidden: also deliver raw residual-stream rows (needs ``capture_hidden``).
             timeout: seconds to wait for the last scores after a request finished.
+            steer: steering strength ``alpha`` for every guarded request, or one per prompt (``None``: no
+                steering); needs an engine started with ``steering``.
+            steer_from: first steered token position (default: each prompt's length).
 
         Returns:
             One :class:`GuardedCompletion` per prompt, in order; ``scores`` is ``None`` when not guarded.
@@ -144,13 +151,20 @@ class GuardedLLM:
         base = params or SamplingParams(max_tokens=32, temperature=0.0)
         inputs, per_request, keys = [], [], []
         flags = [guard] * len(prompts) if isinstance(guard, bool) else list(guard)
-        if len(flags) != len(prompts):
-            raise ConfigError(f"guard has {len(flags)} flags for {len(prompts)} prompts; pass one per prompt or a bool")
-        for prompt, guarded in zip(prompts, flags):
+        alphas = list(steer) if isinstance(steer, Sequence) else [steer] * len(prompts)
+        if len(flags) != len(prompts) or len(alphas) != len(prompts):
+            raise ConfigError(f"guard has {len(flags)} flags and steer {len(alphas)} values for {len(prompts)} "
+                              "prompts; pass one per prompt or a single value")
+        for prompt, guarded, alpha in zip(prompts, flags, alphas):
             sp = base.clone()
             key = uuid.uuid4().hex if guarded else None
+            if alpha is not None and not guarded:
+                raise ConfigError(f"steer={alpha} was given for a prompt with guard=False; steering is part of the "
+                                  "guard opt-in, so guard that prompt or pass steer=None for it")
             if key is not None:
-                sp.extra_args = {**(sp.extra_args or {}), **RequestOptions(key=key, hidden=hidden).to_extra_args()}
+                opts = RequestOptions(key=key, hidden=hidden, steer=alpha,
+                                      steer_from=None if alpha is None else steer_from)
+                sp.extra_args = {**(sp.extra_args or {}), **opts.to_extra_args()}
             inputs.append(TokensPrompt(prompt_token_ids=list(prompt)) if not isinstance(prompt, str) else prompt)
             per_request.append(sp)
             keys.append(key)
@@ -196,9 +210,10 @@ class GuardedLLM:
                 "guard's capture is not installed in the vLLM worker: the plugin did not run. Install guard into "
                 "the engine's environment (pip install -e .) and make sure VLLM_PLUGINS, if set, includes 'guard'"
             )
-        if not all(all(f > 0 for f in s["fired"]) for s in status):
+        if not all(all(f > 0 for f in s["fired"] + s["steer_fired"]) for s in status):
             raise SelfTestError(
-                f"guard's layer hooks never fired (calls per layer: {status[0]['fired']}, compilation mode "
+                f"guard's layer hooks never fired (calls per layer: {status[0]['fired']}, steering layers: "
+                f"{status[0]['steer_fired']}, compilation mode "
                 f"{status[0]['compilation_mode']}); a stale compiled graph without hooks may have been loaded: "
                 "clear ~/.cache/vllm/torch_compile_cache or run with enforce_eager"
             )

@@ -27,6 +27,7 @@ __all__ = [
     "decoder_layers",
     "step_layout",
     "request_extra_args",
+    "request_prompt_len",
     "live_request_ids",
     "wrap_model_forward",
     "additional_config",
@@ -169,6 +170,11 @@ def request_extra_args(runner: Any, req_id: str) -> dict[str, Any] | None:
     state = runner.requests.get(req_id)
     params = getattr(state, "sampling_params", None)
     return getattr(params, "extra_args", None)
+
+
+def request_prompt_len(runner: Any, req_id: str) -> int:
+    """Prompt length of a live request (the position of its first generated token)."""
+    return int(runner.requests[req_id].num_prompt_tokens)
 
 
 def live_request_ids(runner: Any) -> set[str]:

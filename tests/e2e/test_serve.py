@@ -10,11 +10,6 @@ flags and alpha 0.5 always does. The verdicts are checked for consistency, not f
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.launch import free_port, running_guard
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -31,12 +28,6 @@ MODEL = "smollm2"
 N_CAL = 19
 CHAT = [{"role": "user", "content": "What is the capital of France? Answer in two sentences."}]
 PROMPT = "The largest planet in the solar system is"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _synthetic_probe(out: Path) -> Path:
@@ -75,30 +66,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     config = tmp / "serve.yaml"
     config.write_text(f"served_model_name: {MODEL}\nmax_model_len: 512\nmax_num_seqs: 8\nmax_request_bytes: 65536\n"
                       "score_timeout: 10\n")
-    port = _free_port()
-    log_path = tmp / "serve.log"
-    log = open(log_path, "w")
-    argv = [sys.executable, "-m", "guard", "serve", "--eager", "--port", str(port), "--probe", str(probe),
-            "--config", str(config), "--gate", str(_shipped_gate())]
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while "guard: serving" not in log_path.read_text():
-            assert process.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, "guard serve did not start in 240 s:\n" + log_path.read_text()[-3000:]
-            time.sleep(1)
+    port = free_port()
+    args = ["serve", "--eager", "--port", str(port), "--probe", str(probe), "--config", str(config),
+            "--gate", str(_shipped_gate())]
+    with running_guard(args, tmp / "serve.log", "serving"):
+        base = f"http://127.0.0.1:{port}"
         health = httpx.get(f"{base}/healthz", timeout=10).json()
-        yield {"url": base, "upstream": health["upstream"]["url"], "log": log_path}
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            code = None
-        log.close()
-    assert code == 0, log_path.read_text()[-3000:]
+        yield {"url": base, "upstream": health["upstream"]["url"], "log": tmp / "serve.log"}
 
 
 def _client(url: str) -> Any:

@@ -20,8 +20,8 @@ import numpy as np
 
 from guard.conformal import MondrianConformal
 from guard.probe import ConformalCalibration, Probe, ProbeManifest
-from guard.scores import ScoreSegment
 from server.score_feed import ScoreFeed
+from tests.unit.fake_engine import FakeEngine, publish_probs, sse_event
 
 MODEL = "test-model"
 LABELS = ("true", "false", "neither")
@@ -73,7 +73,7 @@ class Script:
 
 
 @dataclass
-class FakeUpstream:
+class FakeUpstream(FakeEngine):
     """The fake server: ``scripts`` maps a prompt (or the last chat message) to its answer."""
 
     feed: ScoreFeed
@@ -99,14 +99,7 @@ class FakeUpstream:
         """The :class:`server.tokens.TokenTexts` of this fake model."""
         return [self.vocab[t] for t in token_ids]
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self._handle)
-
-    async def _handle(self, request: httpx.Request) -> httpx.Response:
-        if self.down:
-            raise httpx.ConnectError("connection refused", request=request)
-        if request.url.path == "/health":
-            return httpx.Response(200)
+    async def _answer(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/models":
             return httpx.Response(200, json={"object": "list", "data": [{"id": MODEL, "object": "model"}]})
         body = json.loads(request.content)
@@ -133,8 +126,7 @@ class FakeUpstream:
     def _publish(self, key: str, start: int, probs: list[tuple[float, ...]]) -> None:
         if key in self._gate_of:  # a gate fused into the probe's matmul: its columns follow the probe's
             probs = [(*p, *self._gate_of[key]) for p in probs]
-        scores = np.log(np.array(probs, np.float32))[:, None, :]  # (n, 1 layer, 3 [+ 2]): softmax per head
-        self.feed.publish([ScoreSegment(key, start, scores)])
+        publish_probs(self.feed, key, start, probs)
 
     def _ids(self, script: Script) -> list[int]:
         return [self.token_id(t) for t, _ in script.tokens] + [EOS]
@@ -165,12 +157,12 @@ class FakeUpstream:
         sent = 0
         try:
             if chat:
-                yield _event({**head, "prompt_token_ids": list(range(script.n_prompt)),
+                yield sse_event({**head, "prompt_token_ids": list(range(script.n_prompt)),
                               "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                            "logprobs": None, "finish_reason": None}]})
             for i, tid in enumerate(ids):
                 if i == 2 and script.fail_mid_stream:
-                    yield _event({"error": {"message": "engine died", "type": "InternalServerError", "param": None,
+                    yield sse_event({"error": {"message": "engine died", "type": "InternalServerError", "param": None,
                                             "code": 500}})
                     yield b"data: [DONE]\n\n"
                     return
@@ -182,12 +174,12 @@ class FakeUpstream:
                                           "token_ids": [tid]}
                 if chat:
                     choice["delta"] = {"content": text}
-                    yield _event({**head, "choices": [choice]})
+                    yield sse_event({**head, "choices": [choice]})
                 else:
                     choice["text"] = text
                     if i == 0:
                         choice["prompt_token_ids"] = list(range(script.n_prompt))
-                    yield _event({**head, "choices": [choice]})
+                    yield sse_event({**head, "choices": [choice]})
                 sent += 1
                 self.chunks_sent[key] = sent
                 await asyncio.sleep(0)  # let other requests' streams interleave
@@ -208,6 +200,3 @@ class _AsyncBody(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         await self._gen.aclose()
 
-
-def _event(payload: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(payload)}\n\n".encode()

@@ -50,10 +50,10 @@ def test_p_values_are_valid_and_nearly_uniform_for_each_class_over_200_splits():
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), fitted=st.floats(0.02, 0.6), other=st.floats(0.02, 0.6))
 def test_p_value_sets_equal_the_threshold_rule_at_the_fitted_alpha(seed, fitted, other):
-    probs, labels = _synthetic(np.random.default_rng(seed), 400)
-    by_threshold = MondrianConformal(fitted).fit(probs[:200], labels[:200])
-    by_count = MondrianConformal(other).fit(probs[:200], labels[:200])  # asked at `fitted`: the p-value path
-    test = probs[200:]
+    probs, labels = _synthetic(np.random.default_rng(seed), 800)  # >= 49 per class even for alpha 0.02
+    by_threshold = MondrianConformal(fitted).fit(probs[:600], labels[:600])
+    by_count = MondrianConformal(other).fit(probs[:600], labels[:600])  # asked at `fitted`: the p-value path
+    test = probs[600:]
     assert np.array_equal(by_count.predict_sets(test, fitted), by_threshold.predict_sets(test))
     p = by_count.p_values(test)
     clear = np.abs(p - fitted) > 1e-9  # exact ties are decided in integers, not floats

@@ -1,0 +1,166 @@
+"""Steering-vector artefacts: one direction per decoder layer, added to the residual stream.
+
+A steering vector holds ``vectors (L, H)`` float32 for the decoder ``layers`` it steers. A request
+that steers with strength ``alpha`` gets ``alpha * vectors[l]`` added to the residual stream after
+decoder layer ``layers[l]`` (HF ``hidden_states[layers[l] + 1]``) at the token positions it chose;
+:meth:`SteeringVector.apply` is the numpy reference of that addition.
+
+On disk a steering vector is ``NAME.safetensors`` (tensors) beside ``NAME.json`` (the manifest),
+like a probe. The manifest names the model it was made for, and :meth:`SteeringVector.check_model`
+refuses a vector made for another model. The device copy and the hook live in ``adapters.vllm``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from guard.errors import ArtifactError
+from guard.model_spec import ModelSpec
+from guard.tensorfile import load_tensors, save_tensors
+
+__all__ = ["STEERING_SCHEMA_VERSION", "SteeringManifest", "SteeringVector"]
+
+STEERING_SCHEMA_VERSION = 1
+
+
+class SteeringManifest(BaseModel):
+    """The JSON manifest stored beside a steering vector's tensors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = STEERING_SCHEMA_VERSION
+    kind: str = Field(description="how the directions were made, e.g. 'mean-difference'")
+    layers: tuple[int, ...] = Field(min_length=1)
+    hidden_size: int
+    num_layers: int
+    model_fingerprint: str
+    model_id: str = ""
+    description: str = ""
+    #: Euclidean norm of each layer's vector, in ``layers`` order (a record of the scale alpha multiplies)
+    norms: tuple[float, ...] = ()
+
+
+class SteeringVector:
+    """A frozen set of steering directions, one per steered decoder layer.
+
+    Args:
+        manifest: the manifest; ``norms`` is recomputed from ``vectors``.
+        vectors: ``(L, H)`` directions for ``manifest.layers``.
+
+    Raises:
+        ArtifactError: the vectors' shape disagrees with the manifest, or they hold NaN/infinity.
+
+    Example:
+        >>> spec = ModelSpec(model_type="llama", hidden_size=4, num_layers=2, fingerprint="x")
+        >>> sv = SteeringVector.from_vectors(np.ones((1, 4), np.float32), (1,), spec, kind="demo")
+        >>> sv.apply(np.zeros((2, 1, 4), np.float32), alpha=0.5)[0, 0].tolist()
+        [0.5, 0.5, 0.5, 0.5]
+    """
+
+    def __init__(self, manifest: SteeringManifest, vectors: np.ndarray) -> None:
+        expected = (len(manifest.layers), manifest.hidden_size)
+        if tuple(np.shape(vectors)) != expected:
+            raise ArtifactError(
+                f"steering tensor 'vectors' has shape {tuple(np.shape(vectors))} but the manifest "
+                f"(layers={list(manifest.layers)}, hidden_size={manifest.hidden_size}) implies {expected}; "
+                "rebuild the steering vector for this model"
+            )
+        if not np.all(np.isfinite(vectors)):
+            raise ArtifactError("steering tensor 'vectors' holds NaN or infinity; rebuild the steering vector")
+        if len(set(manifest.layers)) != len(manifest.layers) or any(x < 0 for x in manifest.layers):
+            raise ArtifactError(f"steering layers {list(manifest.layers)} must be distinct non-negative indices")
+        self.vectors = np.asarray(vectors, np.float32)
+        norms = tuple(float(n) for n in np.linalg.norm(self.vectors.astype(np.float64), axis=-1))
+        self.manifest = manifest.model_copy(update={"norms": norms})
+
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray, layers: tuple[int, ...], spec: ModelSpec, kind: str,
+                     model_id: str = "", description: str = "") -> SteeringVector:
+        """Wrap ``(L, H)`` directions for ``layers`` of the model described by ``spec``."""
+        manifest = SteeringManifest(kind=kind, layers=tuple(layers), hidden_size=spec.hidden_size,
+                                    num_layers=spec.num_layers, model_fingerprint=spec.fingerprint,
+                                    model_id=model_id, description=description)
+        return cls(manifest, vectors)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Decoder layer indices the vector steers."""
+        return self.manifest.layers
+
+    def apply(self, hidden: np.ndarray, alpha: float) -> np.ndarray:
+        """Numpy reference: residual-stream rows ``(n, L, H)`` at the steered layers plus ``alpha * vectors``."""
+        hidden = np.asarray(hidden)
+        if hidden.ndim != 3 or hidden.shape[1:] != self.vectors.shape:
+            n_l, h = self.vectors.shape
+            raise ArtifactError(f"steering expects rows of shape (n, {n_l}, {h}), got {hidden.shape}")
+        return hidden + np.float32(alpha) * self.vectors
+
+    def check_model(self, spec: ModelSpec, model_id: str = "") -> None:
+        """Refuse a steering vector that was not made for ``spec``.
+
+        Raises:
+            ArtifactError: hidden size, layer count, layer range or config fingerprint disagree.
+        """
+        m = self.manifest
+        fix = f"rebuild the steering vector from activations of model {model_id or '<model>'}"
+        if m.hidden_size != spec.hidden_size:
+            raise ArtifactError(f"steering vector expects hidden_size={m.hidden_size} but model {model_id!r} has "
+                                f"{spec.hidden_size}; {fix}")
+        if m.num_layers != spec.num_layers:
+            raise ArtifactError(f"steering vector expects {m.num_layers} layers but model {model_id!r} has "
+                                f"{spec.num_layers}; {fix}")
+        bad = [layer for layer in m.layers if not 0 <= layer < spec.num_layers]
+        if bad:
+            raise ArtifactError(f"steering vector steers layers {bad}, outside 0..{spec.num_layers - 1} of model "
+                                f"{model_id!r}; {fix}")
+        if m.model_fingerprint != spec.fingerprint:
+            raise ArtifactError(
+                f"steering vector was made for a model with config fingerprint {m.model_fingerprint} but model "
+                f"{model_id!r} has {spec.fingerprint}; {fix}"
+            )
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``PATH.safetensors`` and ``PATH.json``; returns the tensor file's path."""
+        base = Path(path).with_suffix("")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        save_tensors(base.with_suffix(".safetensors"), {"vectors": self.vectors}, {"format": "guard-steering"})
+        base.with_suffix(".json").write_text(self.manifest.model_dump_json(indent=2) + "\n")
+        return base.with_suffix(".safetensors")
+
+    @classmethod
+    def load(cls, path: str | Path) -> SteeringVector:
+        """Load ``PATH.safetensors`` + ``PATH.json`` (either name may be given).
+
+        Raises:
+            ArtifactError: a file is missing or corrupt, the manifest is invalid or of another schema,
+                or the vectors' shape disagrees with it (names both shapes).
+        """
+        base = Path(path).with_suffix("")
+        manifest_path = base.with_suffix(".json")
+        try:
+            raw = json.loads(manifest_path.read_text())
+        except OSError as exc:
+            raise ArtifactError(f"steering manifest {str(manifest_path)!r} is missing ({exc.strerror}); save the "
+                                "steering vector with its .json") from exc
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"steering manifest {str(manifest_path)!r} is not valid JSON ({exc}); "
+                                "rebuild it") from exc
+        version = raw.get("schema_version") if isinstance(raw, dict) else None
+        if version != STEERING_SCHEMA_VERSION:
+            raise ArtifactError(
+                f"steering manifest {str(manifest_path)!r} has schema_version={version!r}; this guard reads "
+                f"version {STEERING_SCHEMA_VERSION}; rebuild the steering vector with this guard version"
+            )
+        try:
+            manifest = SteeringManifest.model_validate(raw)
+        except ValidationError as exc:
+            raise ArtifactError(f"steering manifest {str(manifest_path)!r} is invalid: {exc}") from exc
+        tensors, _ = load_tensors(base.with_suffix(".safetensors"))
+        if "vectors" not in tensors:
+            raise ArtifactError(f"steering file {str(base.with_suffix('.safetensors'))!r} lacks tensor 'vectors'; "
+                                "rebuild it")
+        return cls(manifest, tensors["vectors"])

@@ -1,0 +1,163 @@
+"""guard proxy's server-sent events: relay (or hold) the foreign stream, read the answers when it ends.
+
+Modes "flag" and "pass": every upstream event's ``data`` is relayed as it arrives, byte for byte
+(comments and other SSE fields are dropped). When the upstream's stream ends (``[DONE]``), each
+choice's whole answer is read and one extra chunk carries every read choice's full ``guard``
+summary (``delta: {}`` or ``text: ""``, ``finish_reason: null``), then ``data: [DONE]``.
+
+Mode "abstain": nothing is sent while the upstream streams. When it ends, the answers are read;
+the held events are then sent unchanged, except that a choice whose reading abstains loses its
+events and gets one chunk with the abstain message (``finish_reason: "stop"``) instead. Chunks
+without choices (the usage chunk) follow, then the summary chunk and ``[DONE]``. So a client
+never sees text the reader has not judged.
+
+Choices that carry ``guard`` themselves (the upstream is a guarded engine) are relayed and not read.
+Failures after the first event are sent as one error event, then ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from server.errors import UpstreamError
+from server.protocol import choice_text
+from server.proxy_protocol import ProxyRequest, choice_index
+from server.reader import Reading
+from server.sse import (
+    EventSource,
+    PassedOnError,
+    chunk_head,
+    chunk_ids,
+    encode,
+    encode_data,
+    guarded_events,
+    parse_chunk,
+)
+
+if TYPE_CHECKING:
+    from server.proxy import ProxyRelay
+
+__all__ = ["open_proxy_stream"]
+
+
+@dataclass
+class _Stream:
+    """What the proxy remembers while one stream passes through."""
+
+    relay: ProxyRelay
+    request: ProxyRequest
+    busy: float  #: seconds the guard added so far
+    ids: dict[str, Any] = field(default_factory=dict)  # id, object, created, model of the upstream's chunks
+    texts: dict[int, list[str]] = field(default_factory=dict)  # choice index -> text pieces
+    guarded: dict[int, Any] = field(default_factory=dict)  # choice index -> the upstream's own guard field
+    unfinished: set[int] = field(default_factory=set)
+    held: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # abstain mode: (data, chunk)
+    done: bool = False
+
+
+async def open_proxy_stream(relay: ProxyRelay, request: ProxyRequest, busy: float) -> AsyncIterator[bytes]:
+    """Open the upstream's stream and return the guarded events.
+
+    Raises:
+        APIError: before any event, when the upstream refuses the request or cannot be reached.
+    """
+    response = await relay.send(request)
+    return guarded_events(_guarded(_Stream(relay, request, busy), response), response, relay, request.endpoint,
+                          request.options.mode)
+
+
+async def _guarded(stream: _Stream, response: httpx.Response) -> AsyncIterator[bytes]:
+    """The relayed events (none in abstain mode, which holds them), then those that follow the reading."""
+    hold, who = stream.request.options.mode == "abstain", stream.relay.who
+    source = EventSource(response)
+    async with aclosing(source.payloads()) as payloads:
+        async for data in payloads:
+            chunk = parse_chunk(data, who)
+            if "error" in chunk:  # the upstream failed mid-stream: its own error event, passed on
+                yield encode_data(data)
+                raise PassedOnError(who)
+            _track(stream, chunk)
+            if hold:
+                stream.held.append((data, chunk))
+            else:
+                yield encode_data(data)
+    stream.done = source.done
+    await response.aclose()
+    for event in await _finish(stream):
+        yield event
+
+
+def _track(stream: _Stream, chunk: dict[str, Any]) -> None:
+    stream.ids = chunk_ids(chunk) or stream.ids
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list):
+        raise UpstreamError("protocol", f"{stream.relay.who} sent a chunk whose choices are not a list")
+    for i, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            raise UpstreamError("protocol", f"{stream.relay.who} sent a chunk with a choice that is not an object")
+        index = choice_index(choice, i)
+        if "guard" in choice:
+            stream.guarded[index] = choice["guard"]
+        text = choice_text(choice, stream.request.endpoint, stream=True)
+        stream.texts.setdefault(index, []).append(text if isinstance(text, str) else "")  # only text is read
+        if choice.get("finish_reason") is None:
+            stream.unfinished.add(index)
+        else:
+            stream.unfinished.discard(index)
+
+
+async def _finish(stream: _Stream) -> list[bytes]:
+    """Read the answers; the events that follow the relayed ones (before ``[DONE]``)."""
+    if not stream.done and stream.unfinished:
+        raise UpstreamError("protocol", f"{stream.relay.who}'s stream ended before its choices finished")
+    started = time.perf_counter()
+    answers = {i: "".join(parts) for i, parts in stream.texts.items() if i not in stream.guarded}
+    readings = await stream.relay.read_all(stream.request, answers)
+    events = _release(stream, readings) if stream.request.options.mode == "abstain" else []
+    if readings:
+        events.append(encode(_summary_chunk(stream, readings)))
+    stream.relay.finish_request(stream.request, list(readings.values()), list(stream.guarded.values()),
+                                stream.busy + time.perf_counter() - started)
+    return events
+
+
+def _release(stream: _Stream, readings: dict[int, Reading]) -> list[bytes]:
+    """Abstain mode: the held events, with abstaining choices' events replaced by the abstain message."""
+    withheld = {i for i, r in readings.items() if r.summary.decision == "abstain"}
+    events, trailing = [], []
+    for data, chunk in stream.held:
+        choices = chunk.get("choices") or []
+        if not choices:
+            trailing.append(encode_data(data))
+        elif not withheld:
+            events.append(encode_data(data))
+        elif kept := [c for i, c in enumerate(choices) if choice_index(c, i) not in withheld]:
+            events.append(encode({**chunk, "choices": kept}))
+    for index in sorted(withheld):
+        events.append(encode(_chunk_with(stream, index, stream.request.options.message, "stop")))
+    return events + trailing
+
+
+def _chunk_with(stream: _Stream, index: int, text: str, finish_reason: str | None,
+                guard: dict[str, Any] | None = None) -> dict[str, Any]:
+    chat = stream.request.endpoint == "chat_completions"
+    if chat:
+        delta = {"role": "assistant", "content": text} if text else {}
+        choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None}
+    else:
+        choice = {"index": index, "text": text, "logprobs": None}
+    choice["finish_reason"] = finish_reason
+    if guard is not None:
+        choice["guard"] = guard
+    return {**chunk_head(stream.ids, stream.request.endpoint, stream.request.body.get("model")), "choices": [choice]}
+
+
+def _summary_chunk(stream: _Stream, readings: dict[int, Reading]) -> dict[str, Any]:
+    chunks = [_chunk_with(stream, i, "", None, stream.relay.guard_field(readings[i])) for i in sorted(readings)]
+    return {**chunks[0], "choices": [c["choices"][0] for c in chunks]}

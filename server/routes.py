@@ -1,0 +1,167 @@
+"""The route wiring guard serve's app (:mod:`server.app`) and guard proxy's (:mod:`server.proxy_app`) share.
+
+:func:`build_app` makes either FastAPI app: docs off, ``POST /v1/chat/completions`` and ``POST
+/v1/completions`` answered by the app's relay, the app's own routes, ``GET /metrics``, framework
+errors in OpenAI's shape, the clients it created closed on shutdown. The rest are the pieces of the
+GET routes both apps answer alike: ``/v1/models`` passed through from the upstream
+(:func:`forward_models`) and the parts of ``/healthz`` (:func:`engine_health`,
+:func:`scores_health`, :func:`probe_health`). Each app keeps
+its state on ``app.state.guard``; ``settings`` and ``metrics`` there are what both rely on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from guard.metrics import GuardMetrics
+from guard.probe import Probe
+from server.errors import APIError, error_body, from_upstream, upstream_failure
+from server.forwarding import JSONReply, StreamReply
+from server.protocol import ENDPOINT_PATHS, Endpoint
+from server.score_feed import ScoreFeed
+
+__all__ = ["Answer", "build_app", "engine_health", "error_response", "forward_models", "http_client", "probe_health",
+           "read_body", "scores_health"]
+
+_shared = APIRouter()
+#: replies to a completions POST: ``answer(request, endpoint, read_body)``
+Answer = Callable[[Request, Endpoint, Callable[[], Awaitable[bytes]]], Awaitable[JSONReply | StreamReply]]
+
+
+def http_client(given: httpx.AsyncClient | None, base_url: str, timeout: float,
+                    owned: list[httpx.AsyncClient]) -> httpx.AsyncClient:
+    """``given``, or else a new client for ``base_url``, added to ``owned`` (the clients the app closes).
+
+    The new client has no connection limit and waits ``timeout`` seconds for an answer, 10 to connect.
+    """
+    if given is not None:
+        return given
+    client = httpx.AsyncClient(base_url=base_url, limits=httpx.Limits(max_connections=None),
+                               timeout=httpx.Timeout(timeout, connect=10.0))
+    owned.append(client)
+    return client
+
+
+def build_app(title: str, state: Any, answer: Answer, router: APIRouter, owned: list[httpx.AsyncClient]) -> FastAPI:
+    """A FastAPI app serving the completions POSTs, ``router`` and ``GET /metrics``.
+
+    Args:
+        title: the app's title.
+        state: kept on ``app.state.guard``; has ``settings`` (``max_request_bytes``) and ``metrics``.
+        answer: ``answer(request, endpoint, read_body)`` replies to a completions POST (the relay's ``handle``).
+        router: the app's own routes.
+        owned: the clients the app created, closed when it shuts down.
+
+    Example:
+        >>> app = build_app("guard", state, lambda r, e, read: relay.handle(e, read), router, [])  # doctest: +SKIP
+    """
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        for client in owned:
+            await client.aclose()
+
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.guard = state
+    for endpoint, path in ENDPOINT_PATHS.items():
+        app.add_api_route(path, _completions_route(endpoint, answer), methods=["POST"])
+    app.include_router(router)
+    app.include_router(_shared)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    return app
+
+
+def _completions_route(endpoint: Endpoint, answer: Answer) -> Callable[[Request], Awaitable[Response]]:
+    async def route(request: Request) -> Response:
+        limit = request.app.state.guard.settings.max_request_bytes
+        reply = await answer(request, endpoint, lambda: read_body(request, limit))
+        if isinstance(reply, JSONReply):
+            return JSONResponse(reply.body, reply.status)
+        return StreamingResponse(reply.events, media_type="text/event-stream")
+
+    route.__doc__ = f"The guarded {endpoint.replace('_', ' ')} (OpenAI's API plus the ``guard`` extension)."
+    return route
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body.
+
+    Raises:
+        APIError: 413 ``request_too_large``: it declares or sends more than ``limit`` bytes.
+    """
+    too_large = APIError(413, f"the request body is larger than {limit} bytes; send a shorter request or raise "
+                              "max_request_bytes (GUARD_MAX_REQUEST_BYTES)", code="request_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise too_large
+        parts.append(part)
+    return b"".join(parts)
+
+
+async def forward_models(client: httpx.AsyncClient, path: str, who: str, metrics: GuardMetrics,
+                         headers: Mapping[str, str] | None = None) -> Response:
+    """The upstream's model list (``GET path``), or its failure in OpenAI's shape (a transport failure counted)."""
+    try:
+        answer = await client.get(path, headers=headers)
+    except httpx.HTTPError as exc:
+        failure = upstream_failure(exc, who)
+        metrics.record_upstream_error(failure.kind)
+        return error_response(failure)
+    if answer.status_code != 200:
+        return error_response(from_upstream(answer.status_code, answer.content, who))
+    return Response(answer.content, media_type="application/json")
+
+
+async def engine_health(client: httpx.AsyncClient, name: str) -> tuple[bool, str]:
+    """Whether a vLLM server (the ``name``: upstream or reader) answers ``GET /health``, and a detail."""
+    try:
+        healthy = (await client.get("/health", timeout=5.0)).status_code == 200
+    except httpx.HTTPError as exc:
+        return False, f"unreachable ({type(exc).__name__})"
+    return healthy, "ok" if healthy else f"the {name}'s /health is failing"
+
+
+def scores_health(collector: Any, feed: ScoreFeed) -> dict[str, Any]:
+    """``/healthz``'s ``scores``: the score channel's endpoint and counters."""
+    return {"endpoint": getattr(collector, "endpoint", None),
+            "malformed_batches": getattr(collector, "malformed_batches", 0),
+            "open_keys": feed.open_keys, "dropped_keys": feed.dropped_keys, "late_segments": feed.late_segments}
+
+
+def probe_health(probe: Probe) -> dict[str, Any]:
+    """``/healthz``'s ``probe``: its kind, labels and calibration."""
+    conformal = probe.manifest.conformal
+    return {"kind": probe.manifest.kind, "labels": list(probe.labels), "alpha": conformal.alpha if conformal else None,
+            "any_alpha": bool(conformal and conformal.scores is not None)}
+
+
+def error_response(exc: APIError) -> JSONResponse:
+    """An error answer in OpenAI's shape."""
+    return JSONResponse(exc.body(), exc.status)
+
+
+@_shared.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """The guard's metrics in Prometheus text format."""
+    return Response(generate_latest(request.app.state.guard.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    """Framework errors (unknown route, wrong method) in OpenAI's shape."""
+    status = getattr(exc, "status_code", 500)
+    detail = getattr(exc, "detail", "error")
+    code = "not_found" if status == 404 else None
+    return JSONResponse(error_body(f"{detail}", "invalid_request_error", None, code), status)

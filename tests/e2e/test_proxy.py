@@ -1,0 +1,121 @@
+"""guard proxy end to end: one real `guard proxy` (real reader engine, real model, shipped probe) in front
+of a small foreign OpenAI-compatible API on loopback, driven by the official openai client.
+
+The foreign API answers "What is the capital of France?" truthfully ("... Paris.") under model
+``truthful`` and falsely ("... Berlin.") under model ``liar``. The shipped probe, reading with the
+default model, gives the true answer's sentence a far higher p(true) than the false one's (about
+0.999 against 0.29 for chat, 0.9999 against 0.11 for completions, on CPU), so the test asserts
+that ordering, and for abstention uses alpha 0.5, far from both sentences' p-values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.fake_openai import CHAT_ANSWERS, COMPLETION_ANSWERS, FakeOpenAI
+from tests.e2e.launch import free_port, running_guard
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+openai = pytest.importorskip("openai")
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+PROMPT = "The capital of France is"
+KEY = "sk-proxy-test-0123456789"
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The fake foreign API and one `guard proxy` in front of it; yields the proxy's URL and the fake."""
+    tmp = tmp_path_factory.mktemp("proxy")
+    config = tmp / "proxy.yaml"
+    config.write_text("max_model_len: 512\nmax_num_seqs: 8\nscore_timeout: 10\n")
+    log_path = tmp / "proxy.log"
+    with FakeOpenAI() as fake:
+        port = free_port()
+        args = ["proxy", "--eager", "--upstream", fake.url, "--port", str(port), "--config", str(config),
+                "--upstream-timeout", "60"]
+        with running_guard(args, log_path, "proxying"):
+            yield {"url": f"http://127.0.0.1:{port}", "fake": fake, "log": log_path}
+    assert KEY not in log_path.read_text()  # the client's key is never logged
+
+
+def _client(url: str) -> Any:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+def _p_true(guard: dict[str, Any]) -> float:
+    (sentence,) = guard["sentences"]
+    return sentence["probs"]["true"]
+
+
+def _checked(guard: dict[str, Any]) -> dict[str, Any]:
+    assert guard["source"] == "reader" and guard["reader_model"] == "default"
+    assert guard["sentences"] and all(s["verdict"] in ("supported", "uncertain", "flagged") for s in guard["sentences"])
+    assert guard["counts"]["tokens_scored"] == guard["counts"]["tokens"] > 0  # the reader scores every answer token
+    return guard
+
+
+def test_chat_answers_keep_the_upstreams_text_and_the_true_one_reads_truer(proxied):
+    client = _client(proxied["url"])
+    guards = {}
+    for model, text in CHAT_ANSWERS.items():
+        answer = client.chat.completions.create(model=model, messages=QUESTION)
+        assert answer.choices[0].message.content == text
+        guards[model] = _checked(answer.choices[0].model_extra["guard"])
+    assert _p_true(guards["truthful"]) > _p_true(guards["liar"])
+    sent = proxied["fake"].seen[-1]
+    assert sent["authorization"] == f"Bearer {KEY}"  # passed on unchanged
+    assert sent["body"] == {"model": "liar", "messages": QUESTION}  # nothing added for a foreign API
+
+
+def test_streamed_answers_are_relayed_unchanged_and_end_with_the_same_summary(proxied):
+    client = _client(proxied["url"])
+    for model, text in CHAT_ANSWERS.items():
+        whole = client.chat.completions.create(model=model, messages=QUESTION).choices[0].model_extra["guard"]
+        chunks = list(client.chat.completions.create(model=model, messages=QUESTION, stream=True,
+                                                     extra_body={"guard": {"mode": "flag"}}))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1]) == text
+        summary = chunks[-1].choices[0].model_extra["guard"]
+        assert [(s["start"], s["end"], s["verdict"]) for s in summary["sentences"]] == \
+            [(s["start"], s["end"], s["verdict"]) for s in whole["sentences"]]
+        assert _p_true(summary) == pytest.approx(_p_true(whole), abs=1e-5)
+    assert "guard" not in proxied["fake"].seen[-1]["body"]
+
+
+def test_completions_are_read_as_prompt_plus_answer_and_the_true_one_reads_truer(proxied):
+    client = _client(proxied["url"])
+    guards = {}
+    for model, text in COMPLETION_ANSWERS.items():
+        answer = client.completions.create(model=model, prompt=PROMPT)
+        assert answer.choices[0].text == text
+        guards[model] = _checked(answer.choices[0].model_extra["guard"])
+    assert _p_true(guards["truthful"]) > _p_true(guards["liar"])
+
+
+def test_abstain_mode_withholds_the_false_answer_and_keeps_the_true_one(proxied):
+    client = _client(proxied["url"])
+    options = {"guard": {"mode": "abstain", "alpha": 0.5, "abstain_message": "[withheld]"}}
+    for model, text in CHAT_ANSWERS.items():
+        answer = client.chat.completions.create(model=model, messages=QUESTION, extra_body=options)
+        guard = answer.choices[0].model_extra["guard"]
+        flagged = any(s["p_true"] <= 0.5 for s in guard["sentences"])
+        assert guard["decision"] == ("abstain" if flagged else "pass")
+        assert answer.choices[0].message.content == ("[withheld]" if flagged else text)
+        assert flagged is (model == "liar")
+        chunks = list(client.chat.completions.create(model=model, messages=QUESTION, stream=True, extra_body=options))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1]) == ("[withheld]" if flagged else text)
+
+
+def test_healthz_reports_upstream_and_reader_and_models_come_from_the_upstream(proxied):
+    health = httpx.get(f"{proxied['url']}/healthz", timeout=10)
+    body = health.json()
+    assert health.status_code == 200 and body["upstream"]["url"] == proxied["fake"].url
+    assert body["upstream"]["healthy"] and body["reader"]["healthy"]
+    assert body["reader"]["url"].startswith("http://127.0.0.1:") and body["scores"]["malformed_batches"] == 0
+    models = _client(proxied["url"]).models.list()
+    assert sorted(m.id for m in models.data) == sorted(CHAT_ANSWERS)
