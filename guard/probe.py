@@ -15,15 +15,15 @@ reference every device implementation is tested against.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from guard.conformal import MondrianConformal
 from guard.errors import ArtifactError, ConfigError
+from guard.manifest import check_model_fit, read_manifest
 from guard.mlp_head import mlp_hidden, mlp_hidden_units
 from guard.model_spec import ModelSpec
 from guard.selective import SelectiveCalibration
@@ -276,20 +276,8 @@ class Probe:
         Raises:
             ArtifactError: hidden size, layer count, layer range or config fingerprint disagree.
         """
-        m = self.manifest
-        fix = f"run `guard calibrate --model {model_id or '<model>'}` to build a probe for this model"
-        if m.hidden_size != spec.hidden_size:
-            raise ArtifactError(f"probe expects hidden_size={m.hidden_size} but model {model_id!r} has {spec.hidden_size}; {fix}")
-        if m.num_layers != spec.num_layers:
-            raise ArtifactError(f"probe expects {m.num_layers} layers but model {model_id!r} has {spec.num_layers}; {fix}")
-        bad = [layer for layer in m.layers if not 0 <= layer < spec.num_layers]
-        if bad:
-            raise ArtifactError(f"probe reads layers {bad}, outside 0..{spec.num_layers - 1} of model {model_id!r}; {fix}")
-        if m.model_fingerprint != spec.fingerprint:
-            raise ArtifactError(
-                f"probe was made for a model with config fingerprint {m.model_fingerprint} but model "
-                f"{model_id!r} has {spec.fingerprint}; {fix}"
-            )
+        check_model_fit(self.manifest, spec, model_id, "probe", "reads",
+                        f"run `guard calibrate --model {model_id or '<model>'}` to build a probe for this model")
 
     def save(self, path: str | Path) -> Path:
         """Write ``PATH.safetensors`` and ``PATH.json``; returns the tensor file's path."""
@@ -310,23 +298,8 @@ class Probe:
             ArtifactError: a file is missing or corrupt, or the manifest is invalid or of another schema.
         """
         base = Path(path).with_suffix("")
-        manifest_path = base.with_suffix(".json")
-        try:
-            raw = json.loads(manifest_path.read_text())
-        except OSError as exc:
-            raise ArtifactError(f"probe manifest {str(manifest_path)!r} is missing ({exc.strerror}); export the probe with its .json") from exc
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"probe manifest {str(manifest_path)!r} is not valid JSON ({exc}); re-export the probe") from exc
-        version = raw.get("schema_version") if isinstance(raw, dict) else None
-        if version != PROBE_SCHEMA_VERSION:
-            raise ArtifactError(
-                f"probe manifest {str(manifest_path)!r} has schema_version={version!r}; this guard reads "
-                f"version {PROBE_SCHEMA_VERSION}; re-export the probe with this guard version"
-            )
-        try:
-            manifest = ProbeManifest.model_validate(raw)
-        except ValidationError as exc:
-            raise ArtifactError(f"probe manifest {str(manifest_path)!r} is invalid: {exc}") from exc
+        manifest = read_manifest(base.with_suffix(".json"), "probe", PROBE_SCHEMA_VERSION, ProbeManifest,
+                                 "re-export the probe")
         tensors, _ = load_tensors(base.with_suffix(".safetensors"))
         required = {"weight", "bias", "mean", "scale"} | ({"w1", "b1"} if manifest.head == "mlp" else set())
         missing = required - tensors.keys()

@@ -12,13 +12,13 @@ refuses a vector made for another model. The device copy and the hook live in ``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from guard.errors import ArtifactError
+from guard.manifest import check_model_fit, read_manifest
 from guard.model_spec import ModelSpec
 from guard.tensorfile import load_tensors, save_tensors
 
@@ -105,23 +105,8 @@ class SteeringVector:
         Raises:
             ArtifactError: hidden size, layer count, layer range or config fingerprint disagree.
         """
-        m = self.manifest
-        fix = f"rebuild the steering vector from activations of model {model_id or '<model>'}"
-        if m.hidden_size != spec.hidden_size:
-            raise ArtifactError(f"steering vector expects hidden_size={m.hidden_size} but model {model_id!r} has "
-                                f"{spec.hidden_size}; {fix}")
-        if m.num_layers != spec.num_layers:
-            raise ArtifactError(f"steering vector expects {m.num_layers} layers but model {model_id!r} has "
-                                f"{spec.num_layers}; {fix}")
-        bad = [layer for layer in m.layers if not 0 <= layer < spec.num_layers]
-        if bad:
-            raise ArtifactError(f"steering vector steers layers {bad}, outside 0..{spec.num_layers - 1} of model "
-                                f"{model_id!r}; {fix}")
-        if m.model_fingerprint != spec.fingerprint:
-            raise ArtifactError(
-                f"steering vector was made for a model with config fingerprint {m.model_fingerprint} but model "
-                f"{model_id!r} has {spec.fingerprint}; {fix}"
-            )
+        check_model_fit(self.manifest, spec, model_id, "steering vector", "steers",
+                        f"rebuild the steering vector from activations of model {model_id or '<model>'}")
 
     def save(self, path: str | Path) -> Path:
         """Write ``PATH.safetensors`` and ``PATH.json``; returns the tensor file's path."""
@@ -140,25 +125,8 @@ class SteeringVector:
                 or the vectors' shape disagrees with it (names both shapes).
         """
         base = Path(path).with_suffix("")
-        manifest_path = base.with_suffix(".json")
-        try:
-            raw = json.loads(manifest_path.read_text())
-        except OSError as exc:
-            raise ArtifactError(f"steering manifest {str(manifest_path)!r} is missing ({exc.strerror}); save the "
-                                "steering vector with its .json") from exc
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"steering manifest {str(manifest_path)!r} is not valid JSON ({exc}); "
-                                "rebuild it") from exc
-        version = raw.get("schema_version") if isinstance(raw, dict) else None
-        if version != STEERING_SCHEMA_VERSION:
-            raise ArtifactError(
-                f"steering manifest {str(manifest_path)!r} has schema_version={version!r}; this guard reads "
-                f"version {STEERING_SCHEMA_VERSION}; rebuild the steering vector with this guard version"
-            )
-        try:
-            manifest = SteeringManifest.model_validate(raw)
-        except ValidationError as exc:
-            raise ArtifactError(f"steering manifest {str(manifest_path)!r} is invalid: {exc}") from exc
+        manifest = read_manifest(base.with_suffix(".json"), "steering", STEERING_SCHEMA_VERSION, SteeringManifest,
+                                 "rebuild the steering vector")
         tensors, _ = load_tensors(base.with_suffix(".safetensors"))
         if "vectors" not in tensors:
             raise ArtifactError(f"steering file {str(base.with_suffix('.safetensors'))!r} lacks tensor 'vectors'; "
