@@ -25,7 +25,6 @@ Progress goes to stderr, a one-paragraph summary to stdout, the full record to `
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -33,12 +32,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.machine import machine
+from benchmarks.record import save_record
 
 __all__ = ["GOAL_RATIO", "main", "run", "sample_statements", "summary_text"]
 
@@ -298,10 +297,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python -m benchmarks.collection " + " ".join(sys.argv[1:] if argv is None else argv),
               "machine": _machine(), "load_average_1m": {"start": load_start[0], "end": os.getloadavg()[0]},
               "mode": mode, "seed": args.seed, "startup_s": startup, **result}
-    print(summary_text(record))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    save_record(args.out, record, summary_text(record))
     return 0
 
 

@@ -51,6 +51,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks.guard_server import guard_serve
 from benchmarks.machine import machine
 from benchmarks.proxy_report import summarise, summary_text
+from benchmarks.record import save_record
 from guard.request_options import KEY_FIELD
 
 __all__ = ["GOAL_REQUEST_MS", "GOAL_CHUNK_MS", "PATHS", "MODES", "main", "run", "summary_text", "workload"]
@@ -304,10 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "why": "guard serve adds both upstream; with them the engine captures and "
                                                "scores direct requests too, so the paths differ by the proxy alone"},
               **result}
-    print(summary_text(record))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    save_record(args.out, record, summary_text(record), indent=1)
     return 0
 
 

@@ -7,17 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.synthetic import noisy_softmax
 from guard.conformal import MondrianConformal, min_calibration_size
 from guard.errors import ConfigError
-
-
-def _synthetic(rng: np.random.Generator, n: int, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy softmax probabilities with true labels (an imperfect classifier)."""
-    labels = rng.integers(0, k, n)
-    logits = rng.normal(0, 1.0, (n, k))
-    logits[np.arange(n), labels] += 1.2
-    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    return probs, labels
 
 
 def test_mondrian_sets_cover_each_class_at_least_one_minus_alpha_over_200_splits():
@@ -25,7 +17,7 @@ def test_mondrian_sets_cover_each_class_at_least_one_minus_alpha_over_200_splits
     per_class = np.zeros((200, k))
     for seed in range(200):
         rng = np.random.default_rng(seed)
-        probs, labels = _synthetic(rng, 600, k)
+        probs, labels = noisy_softmax(rng, 600, k)
         cp = MondrianConformal(alpha).fit(probs[:300], labels[:300])
         sets = cp.predict_sets(probs[300:])
         hit = sets[np.arange(300), labels[300:]]
@@ -40,14 +32,14 @@ def test_mondrian_sets_cover_each_class_at_least_one_minus_alpha_over_200_splits
 @given(seed=st.integers(0, 1000), a1=st.floats(0.05, 0.5), a2=st.floats(0.05, 0.5))
 def test_prediction_sets_shrink_as_alpha_grows(seed, a1, a2):
     lo, hi = sorted((a1, a2))
-    probs, labels = _synthetic(np.random.default_rng(seed), 400)
+    probs, labels = noisy_softmax(np.random.default_rng(seed), 400)
     small = MondrianConformal(hi).fit(probs, labels).predict_sets(probs)
     large = MondrianConformal(lo).fit(probs, labels).predict_sets(probs)
     assert np.all(large | ~small)  # small ⊆ large
 
 
 def test_too_small_calibration_set_names_the_minimum():
-    probs, labels = _synthetic(np.random.default_rng(0), 10, 2)
+    probs, labels = noisy_softmax(np.random.default_rng(0), 10, 2)
     with pytest.raises(ConfigError, match=f"needs at least {min_calibration_size(0.05)} per class"):
         MondrianConformal(0.05).fit(probs, labels)
 
@@ -71,7 +63,7 @@ def test_mondrian_coverage_holds_over_200_splits_when_probabilities_tie_heavily(
     # conforming (score <= threshold), never silently drop the true label
     alpha, per_class = 0.2, []
     for seed in range(200):
-        probs, labels = _synthetic(np.random.default_rng(seed), 600)
+        probs, labels = noisy_softmax(np.random.default_rng(seed), 600)
         probs = np.round(probs, decimals)
         cp = MondrianConformal(alpha).fit(probs[:300], labels[:300])
         hit = cp.predict_sets(probs[300:])[np.arange(300), labels[300:]]
@@ -82,7 +74,7 @@ def test_mondrian_coverage_holds_over_200_splits_when_probabilities_tie_heavily(
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), decimals=st.integers(1, 2))
 def test_a_point_tied_with_the_threshold_setting_calibration_point_is_in_the_set(seed, decimals):
-    probs, labels = _synthetic(np.random.default_rng(seed), 300)
+    probs, labels = noisy_softmax(np.random.default_rng(seed), 300)
     probs = np.round(probs, decimals)
     cp = MondrianConformal(0.2).fit(probs, labels)
     for c in np.unique(labels):

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.synthetic import noisy_softmax
 from guard.conformal import MondrianConformal
 from guard.errors import ArtifactError, ConfigError
 from guard.probe import ConformalCalibration, Probe, ProbeManifest
@@ -16,21 +17,12 @@ from guard.probe import ConformalCalibration, Probe, ProbeManifest
 LABELS = ("true", "false", "neither")
 
 
-def _synthetic(rng: np.random.Generator, n: int, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy softmax probabilities with true labels (an imperfect classifier)."""
-    labels = rng.integers(0, k, n)
-    logits = rng.normal(0, 1.0, (n, k))
-    logits[np.arange(n), labels] += 1.2
-    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    return probs, labels
-
-
 def test_p_values_are_valid_and_nearly_uniform_for_each_class_over_200_splits():
     alphas, k = np.array([0.05, 0.1, 0.2, 0.3, 0.5]), 3
     below = np.zeros((200, k, alphas.size))  # P(p_y <= alpha | y = c) per split
     covered = np.zeros((200, k, alphas.size))  # P(y in set at alpha | y = c) per split
     for seed in range(200):
-        probs, labels = _synthetic(np.random.default_rng(seed), 600, k)
+        probs, labels = noisy_softmax(np.random.default_rng(seed), 600, k)
         cp = MondrianConformal(0.1).fit(probs[:300], labels[:300])
         test, y = probs[300:], labels[300:]
         p_true_label = cp.p_values(test)[np.arange(300), y]
@@ -50,7 +42,7 @@ def test_p_values_are_valid_and_nearly_uniform_for_each_class_over_200_splits():
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), fitted=st.floats(0.02, 0.6), other=st.floats(0.02, 0.6))
 def test_p_value_sets_equal_the_threshold_rule_at_the_fitted_alpha(seed, fitted, other):
-    probs, labels = _synthetic(np.random.default_rng(seed), 800)  # >= 49 per class even for alpha 0.02
+    probs, labels = noisy_softmax(np.random.default_rng(seed), 800)  # >= 49 per class even for alpha 0.02
     by_threshold = MondrianConformal(fitted).fit(probs[:600], labels[:600])
     by_count = MondrianConformal(other).fit(probs[:600], labels[:600])  # asked at `fitted`: the p-value path
     test = probs[600:]
@@ -64,7 +56,7 @@ def test_p_value_sets_equal_the_threshold_rule_at_the_fitted_alpha(seed, fitted,
 @given(seed=st.integers(0, 10_000), a1=st.floats(0.001, 0.999), a2=st.floats(0.001, 0.999))
 def test_sets_shrink_monotonically_as_the_requested_alpha_grows(seed, a1, a2):
     lo, hi = sorted((a1, a2))
-    probs, labels = _synthetic(np.random.default_rng(seed), 300)
+    probs, labels = noisy_softmax(np.random.default_rng(seed), 300)
     cp = MondrianConformal(0.1).fit(probs[:150], labels[:150])
     small, large = cp.predict_sets(probs[150:], hi), cp.predict_sets(probs[150:], lo)
     assert np.all(large | ~small)  # small ⊆ large
@@ -73,7 +65,7 @@ def test_sets_shrink_monotonically_as_the_requested_alpha_grows(seed, a1, a2):
 
 
 def test_stored_scores_rebuild_the_fitted_thresholds_to_six_decimals():
-    probs, labels = _synthetic(np.random.default_rng(1), 300)
+    probs, labels = noisy_softmax(np.random.default_rng(1), 300)
     cp = MondrianConformal(0.1).fit(probs, labels)
     rebuilt = MondrianConformal.from_scores(0.1, cp.calibration_scores())
     np.testing.assert_allclose(rebuilt.thresholds, cp.thresholds, atol=5e-7)
@@ -95,7 +87,7 @@ def test_unsorted_stored_scores_are_refused():
 
 
 def _calibrated_probe(with_scores: bool, seed: int = 0) -> tuple[Probe, np.ndarray]:
-    probs, labels = _synthetic(np.random.default_rng(seed), 400)
+    probs, labels = noisy_softmax(np.random.default_rng(seed), 400)
     cp = MondrianConformal(0.1).fit(probs[:200], labels[:200])
     conformal = ConformalCalibration(  # built exactly as calibration/pipeline.py builds it
         alpha=0.1, thresholds=dict(zip(LABELS, cp.thresholds.tolist())), n_cal=dict(zip(LABELS, cp.counts.tolist())),
