@@ -71,11 +71,12 @@ def cross_fitted_confidence(prompt_rows: np.ndarray, correct: np.ndarray, folds:
     if len(correct) < folds:
         raise ConfigError(f"cross-fitting over {folds} folds needs at least {folds} answers; got {len(correct)}")
     order = np.random.default_rng(seed).permutation(len(correct))
+    rows = np.asarray(prompt_rows, np.float64)  # converted once, not per fold
     out = np.zeros(len(correct))
     for part in np.array_split(order, folds):
         train = np.setdiff1d(order, part)
-        rows, y = _check(prompt_rows, correct, train, np.shape(prompt_rows)[1])
-        out[part] = _p_correct(_fit_layers(rows[train], y[train], l2), rows[part])
+        _check(rows, correct, train, rows.shape[1])
+        out[part] = _p_correct(_fit_layers(rows[train], correct[train], l2), rows[part])
     return out
 
 
