@@ -18,7 +18,8 @@ Contract (what a guarded response promises):
   ``unscored`` and is never flagged.
 * **Decision.** ``pass`` when nothing is flagged or the mode is "pass"; ``flag`` in mode "flag"
   with at least one flagged sentence (the text is unchanged); ``abstain`` in mode "abstain" with a
-  flagged sentence, or when the pre-generation gate said so (modes "flag" and "abstain").
+  flagged sentence, or when the pre-generation gate said so (modes "flag" and "abstain"); ``steer``
+  in mode "steer" once the guard asked for steering (a flagged sentence, or the gate).
 
 Streaming (one :class:`StreamGuard` per choice, used by streaming and non-streaming paths alike):
 the score of generated token ``p`` arrives only when ``p`` is fed back (the next engine step) and
@@ -27,138 +28,41 @@ decided once it is closed and all its tokens are scored, or at :meth:`StreamGuar
 "flag" and "pass" text is emitted as it arrives. In mode "abstain" text is held until its sentence
 is decided and emitted only if it is not flagged; at the first flagged sentence the guard emits the
 abstain message and stops: sentences already emitted stay, and nothing unverified is ever sent.
+
+Mode "steer" holds text like "abstain", per token: once a sentence is decided, the text of every
+token before the next sentence's first token is emitted. At the first flagged sentence the guard
+stops and asks for steering (``GuardEvent.steer``); the caller starts a steered generation, calls
+:meth:`StreamGuard.resume` and feeds it. ``continue``: the tokens before the flagged sentence's
+first token are kept (the text emitted, plus whitespace) and the steered tokens follow them, from
+that position on; the flagged sentence is never sent. ``regenerate``: nothing is emitted until the
+whole answer is decided; at a flagged sentence it is discarded and a fresh, steered answer follows
+from the first generated position. The gate, in mode "steer", asks for steering from the first
+token. After :meth:`resume` the guard works as in mode "flag": a choice is steered at most once.
 """
 
 from __future__ import annotations
 
-import json
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guard.errors import AdapterError, RequestOptionError
+from guard.options import DEFAULT_ABSTAIN_MESSAGE, GuardOptions, parse_guard_options
 from guard.sentences import Sentence, SentenceSplitter
 from guard.verdicts import (
     AbstainReason,
-    Decision,
+    GuardEvent,
     GuardSummary,
-    Mode,
     SentenceVerdict,
+    SteerPoint,
+    TokenScore,
     VerdictCounts,
     VerdictRule,
+    response_decision,
 )
 
 __all__ = ["DEFAULT_ABSTAIN_MESSAGE", "GuardOptions", "parse_guard_options", "response_decision", "TokenScore",
            "GuardEvent", "StreamGuard"]
-
-#: what a choice says instead of an unverified answer when no ``abstain_message`` is given
-DEFAULT_ABSTAIN_MESSAGE = "I'm not confident enough to answer that reliably."
-_MAX_MESSAGE = 2000
-_EXPECTED = {
-    "mode": "one of 'pass', 'flag', 'abstain'",
-    "alpha": "a number strictly between 0 and 1, or null for the probe's calibrated alpha",
-    "abstain_message": f"a non-empty string of at most {_MAX_MESSAGE} characters, or null for the default",
-    "gate": "true or false",
-    "gate_alpha": "a number strictly between 0 and 1, or null for the gate's calibrated alpha",
-}
-
-
-class GuardOptions(BaseModel):
-    """The ``guard`` object of a request body (strict JSON types; unknown fields refused).
-
-    Attributes:
-        mode: ``pass`` (score only), ``flag`` (report flagged sentences), ``abstain`` (replace an
-            unverified answer by the abstain message); room is left for ``steer``.
-        alpha: the tolerated flag rate among true sentences; ``None`` uses the probe's calibrated alpha.
-        abstain_message: replaces :data:`DEFAULT_ABSTAIN_MESSAGE`.
-        gate: consult the pre-generation gate when one is loaded.
-        gate_alpha: the gate's tolerated error rate among answered questions; ``None`` uses the gate's
-            calibrated alpha.
-
-    Example:
-        >>> GuardOptions(mode="abstain", alpha=0.05).message
-        "I'm not confident enough to answer that reliably."
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-    mode: Mode = "flag"
-    alpha: float | None = Field(default=None, gt=0.0, lt=1.0)
-    abstain_message: str | None = Field(default=None, min_length=1, max_length=_MAX_MESSAGE)
-    gate: bool = True
-    gate_alpha: float | None = Field(default=None, gt=0.0, lt=1.0)
-
-    @property
-    def message(self) -> str:
-        """The text emitted on abstention."""
-        return self.abstain_message or DEFAULT_ABSTAIN_MESSAGE
-
-
-def parse_guard_options(raw: object, param: str = "guard") -> GuardOptions:
-    """Validate a request's ``guard`` object (``None``: defaults).
-
-    Raises:
-        RequestOptionError: names the field path (``guard.alpha``), the value given and the accepted
-            values; ``.param`` is the path of the first bad field.
-    """
-    if raw is None:
-        return GuardOptions()
-    if not isinstance(raw, dict):
-        raise RequestOptionError(f"{param}={_show(raw)} is invalid: expected an object with optional fields "
-                                 f"{', '.join(GuardOptions.model_fields)}", param=param)
-    try:
-        return GuardOptions.model_validate(raw)
-    except ValidationError as exc:
-        problems, paths = [], []
-        for err in exc.errors():
-            name = str(err["loc"][0]) if err["loc"] else ""
-            paths.append(f"{param}.{name}")
-            expected = (f"no such field (accepted fields: {', '.join(GuardOptions.model_fields)})"
-                        if err["type"] == "extra_forbidden" else _EXPECTED.get(name, err["msg"]))
-            problems.append(f"{paths[-1]}={_show(err.get('input'))} is invalid: expected {expected}")
-        raise RequestOptionError("; ".join(problems), param=paths[0]) from exc
-
-
-def _show(value: object) -> str:
-    """A value as JSON, shortened: error messages name it without echoing long user text."""
-    text = json.dumps(value, default=repr)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def response_decision(mode: Mode, flagged: int, abstained: bool) -> Decision:
-    """The response-level decision (see the module's contract)."""
-    if mode == "pass":
-        return "pass"
-    if abstained:
-        return "abstain"
-    return "flag" if flagged else "pass"
-
-
-@dataclass(frozen=True)
-class TokenScore:
-    """A token's class probabilities, in the probe's label order."""
-
-    position: int
-    probs: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class GuardEvent:
-    """What to send now for one choice.
-
-    Attributes:
-        text: text to emit (in abstain mode, verified sentences, then possibly the abstain message).
-        token_scores: scores of tokens whose text has been emitted, in position order, each once.
-        sentences: verdicts decided now, in order.
-        abstained: set when the guard abstained now: stop generating this choice.
-    """
-
-    text: str = ""
-    token_scores: tuple[TokenScore, ...] = ()
-    sentences: tuple[SentenceVerdict, ...] = ()
-    abstained: AbstainReason | None = None
 
 
 class StreamGuard:
@@ -169,15 +73,20 @@ class StreamGuard:
     with :meth:`add_probs` or :meth:`add_scores` (any order relative to the text; positions of
     generated tokens only), then call :meth:`finish`. A sentence with no scored token at all is
     ``unscored`` and never flagged. A score that never arrives (only the last token's, in vLLM) holds
-    its sentence's decision, and in abstain mode its text, until :meth:`finish`. Every call returns a :class:`GuardEvent`; once the guard has
-    abstained, later calls return empty events. Work per token is O(1) except at sentence decisions.
+    its sentence's decision, and in the holding modes its text, until :meth:`finish`. Every call
+    returns a :class:`GuardEvent`; while the guard is stopped (it abstained, or waits for
+    :meth:`resume` after asking to steer), calls return empty events. Work per token is O(1)
+    except at sentence decisions.
 
     Args:
         rule: the probe's verdict rule (build once per probe with :meth:`VerdictRule.from_probe`).
         options: the request's options.
+        steer_strength: the steering strength mode "steer" reports (the caller resolves
+            ``options.steer_alpha`` against its steering vector's default).
 
     Raises:
-        RequestOptionError: ``options.alpha`` cannot be served by this probe (param ``guard.alpha``).
+        RequestOptionError: ``options.alpha`` cannot be served by this probe (param ``guard.alpha``),
+            or mode "steer" without a ``steer_strength``.
 
     Example:
         >>> from guard.conformal import MondrianConformal
@@ -191,7 +100,8 @@ class StreamGuard:
         ('Paris is in France.', 'pass')
     """
 
-    def __init__(self, rule: VerdictRule, options: GuardOptions | None = None) -> None:
+    def __init__(self, rule: VerdictRule, options: GuardOptions | None = None,
+                 steer_strength: float | None = None) -> None:
         self.rule, self.options = rule, options or GuardOptions()
         self.alpha = self.options.alpha if self.options.alpha is not None else rule.alpha
         if not rule.serves(self.alpha):
@@ -199,28 +109,47 @@ class StreamGuard:
                 f"guard.alpha={self.alpha} cannot be served: probe {rule.name!r} was calibrated at alpha={rule.alpha} "
                 f"and stores no calibration scores; omit guard.alpha (or use {rule.alpha}), or re-run `guard calibrate`",
                 param="guard.alpha")
+        mode = self.options.mode
+        if mode == "steer" and steer_strength is None:
+            raise RequestOptionError("guard.mode='steer' needs a steering vector: this guard has none loaded; start it "
+                                     "with a steering vector (--steering) or use another mode", param="guard.mode")
+        self.steer_strength = steer_strength
+        self._hold = mode in ("abstain", "steer")  # text waits for its sentence's decision
+        self._steering = mode == "steer"
         self._splitter = SentenceSplitter()
-        self._closed: deque[Sentence] = deque()  # closed, not yet decided
+        self._closed: deque[tuple[Sentence, int]] = deque()  # closed, not yet decided; (sentence, emit-up-to chars)
         self._probs: dict[int, np.ndarray] = {}  # position -> (k,)
         self._raw: dict[int, np.ndarray] = {}  # position -> (L, k), max pooling only
         self._unreleased: deque[tuple[int, int, int]] = deque()  # (position, char offset, length)
+        self._log: list[tuple[int, str]] = []  # mode "steer" before steering: every token, to resume from
+        self._pending = ""  # mode "steer": received text not yet emitted
         self._first_position: int | None = None
         self._next_unscored = 0  # every text position below it is scored
         self._forget_from = 0  # scores below it were dropped
+        self._ignore_below = -1  # after resume: positions below it belong to the kept (or discarded) text
+        self._skip_below = 0  # after resume: sentences below this index were decided before steering
         self._received = self._emitted = 0  # characters
         self._tokens = self._tokens_scored = 0
         self._verdicts: list[SentenceVerdict] = []
         self._abstained: AbstainReason | None = None
+        self._steered: SteerPoint | None = None
+        self._waiting = False  # asked to steer; waits for resume()
         self._finished = False
         self._out_text: list[str] = []
         self._out_scores: list[TokenScore] = []
         self._out_sentences: list[SentenceVerdict] = []
         self._out_abstained: AbstainReason | None = None
+        self._out_steer: SteerPoint | None = None
 
     @property
     def stopped(self) -> bool:
-        """Whether the guard has abstained (the server should stop generating this choice)."""
-        return self._abstained is not None
+        """Whether the server should stop generating this choice: it abstained, or waits to be steered."""
+        return self._abstained is not None or self._waiting
+
+    @property
+    def steered(self) -> SteerPoint | None:
+        """Where and how this choice was (asked to be) steered, if it was."""
+        return self._steered
 
     def add_text(self, position: int, text: str) -> GuardEvent:
         """Add the text of generated token ``position`` (strictly increasing, every token once).
@@ -230,9 +159,9 @@ class StreamGuard:
         """
         if self._finished:
             raise AdapterError(f"text for position {position} arrived after finish(); feed all tokens first")
-        closed = self._splitter.feed(position, text)
         if self.stopped:
             return GuardEvent()
+        closed = self._splitter.feed(position, text)
         if self._first_position is None:
             self._first_position = self._next_unscored = self._forget_from = position
             for early in [p for p in self._probs if p < position]:  # prompt positions: not ours
@@ -240,11 +169,16 @@ class StreamGuard:
                 self._tokens_scored -= 1
             self._advance_unscored()
         self._tokens += 1
+        cut = self._received  # a sentence closed by this token ends, for emission, where this token starts
         self._unreleased.append((position, self._received, len(text)))
         self._received += len(text)
-        self._closed.extend(closed)
-        if self.options.mode != "abstain":
+        self._closed.extend((sentence, cut) for sentence in closed)
+        if self._steering and self._steered is None:
+            self._log.append((position, text))
+        if not self._hold:
             self._emit(text)
+        elif self._steering:
+            self._pending += text
         return self._step()
 
     def add_probs(self, position: int, probs: np.ndarray) -> GuardEvent:
@@ -274,17 +208,70 @@ class StreamGuard:
 
     def finish(self) -> GuardEvent:
         """The stream ended: close the last sentence and decide every closed one with the scores there are."""
-        if self._finished:
+        if self._finished or self.stopped:
             return GuardEvent()
         self._finished = True
-        self._closed.extend(self._splitter.finish())
-        return self._step()
+        self._closed.extend((sentence, self._received) for sentence in self._splitter.finish())
+        event = self._step()
+        if not (self._steering and not self.stopped and self._pending):
+            return event
+        self._emit(self._pending)  # "regenerate" held it all, and nothing was flagged
+        self._pending = ""
+        self._release_scores()
+        more = self._flush()
+        return GuardEvent(event.text + more.text, event.token_scores + more.token_scores,
+                          event.sentences + more.sentences)
 
     def gate_abstain(self, reason: str = "") -> GuardEvent:
-        """The pre-generation gate says abstain: call before any text. Ignored in mode "pass"."""
+        """The pre-generation gate says no: call before any text. Abstains (modes "flag" and "abstain"), asks
+        for steering from the first generated token (mode "steer"), or is ignored (mode "pass")."""
         if self.stopped or self.options.mode == "pass":
             return GuardEvent()
-        self._abstain(AbstainReason(kind="gate", alpha=self.alpha, detail=reason))
+        if self._steering:
+            self._ask_to_steer(None, "gate", self.alpha)
+        else:
+            self._abstain(AbstainReason(kind="gate", alpha=self.alpha, detail=reason))
+        return self._flush()
+
+    def resume(self) -> GuardEvent:
+        """Steering has started: drop what it replaces and go on as in mode "flag".
+
+        Afterwards feed the steered generation's tokens and scores: with ``continue`` from position
+        :attr:`SteerPoint.position` on; with ``regenerate`` (and the gate) from the first generated
+        position on, which is the first position of the steered answer. Scores of positions before
+        that are ignored. Returns the kept text not yet emitted (``continue``: whitespace at most).
+
+        Raises:
+            AdapterError: the guard did not ask to steer, or already resumed.
+        """
+        if not self._waiting or self._steered is None:
+            raise AdapterError("resume() without a pending steering request; call it once after GuardEvent.steer")
+        point = self._steered
+        cut = point.position if point.position is not None else (self._first_position or 0)
+        kept = [(p, t) for p, t in self._log if p < cut] if point.how == "continue" else []
+        self._log = []
+        self._splitter = SentenceSplitter()
+        for p, t in kept:  # sentences closed here were decided before steering
+            self._splitter.feed(p, t)
+        self._closed.clear()
+        for p in [p for p in self._probs if p >= cut]:
+            self._drop(p)
+        self._unreleased = deque(u for u in self._unreleased if u[0] < cut)
+        if point.how == "regenerate":
+            self._verdicts = []
+            self._unreleased.clear()
+        self._tokens = self._tokens_scored = len(kept)
+        self._received = sum(len(t) for _, t in kept)
+        self._emitted = min(self._emitted, self._received)
+        self._ignore_below = cut
+        self._skip_below = point.flagged.index if (point.flagged is not None and point.how == "continue") else 0
+        self._next_unscored = min(self._next_unscored, cut)
+        self._forget_from = min(self._forget_from, cut)
+        self._hold = self._waiting = self._finished = False
+        text, self._pending = ("".join(t for _, t in kept)[self._emitted:], "")
+        if text:
+            self._emit(text)
+        self._release_scores()
         return self._flush()
 
     def summary(self) -> GuardSummary:
@@ -293,11 +280,13 @@ class StreamGuard:
                   for name in ("supported", "uncertain", "flagged", "unscored")}
         p_true = [v.p_true for v in self._verdicts if v.p_true is not None]
         return GuardSummary(
-            decision=response_decision(self.options.mode, counts["flagged"], self.stopped),
+            decision=response_decision(self.options.mode, counts["flagged"], self._abstained is not None,
+                                       self._steered is not None),
             mode=self.options.mode, alpha=self.alpha, score=min(p_true) if p_true else None,
             abstained=self._abstained, sentences=tuple(self._verdicts),
             counts=VerdictCounts(sentences=len(self._verdicts), tokens=self._tokens,
                                  tokens_scored=self._tokens_scored, **counts),
+            steered=self._steered,
         )
 
     def _check(self, position: int, values: np.ndarray, shape: tuple[int, ...], name: str) -> None:
@@ -305,13 +294,13 @@ class StreamGuard:
             problem = f"shape {values.shape}" if values.shape != shape else "NaN or infinite values"
             raise AdapterError(f"{name} for position {position} have {problem}; expected finite values of shape "
                                f"{shape} in label order {list(self.rule.labels)}")
-        if position in self._probs:
+        if position in self._probs and position >= self._ignore_below:
             raise AdapterError(f"position {position} was scored twice; deliver each token's score once")
 
     def _store(self, position: int, probs: np.ndarray, raw: np.ndarray | None) -> GuardEvent:
         late = self._first_position is not None and position < self._forget_from
-        if self.stopped or self._finished or late:
-            return GuardEvent()  # prompt tokens, or a sentence already decided without it
+        if self.stopped or self._finished or late or position < self._ignore_below:
+            return GuardEvent()  # prompt tokens, kept text, or a sentence already decided without it
         self._probs[position] = probs
         if raw is not None:
             self._raw[position] = raw
@@ -326,27 +315,52 @@ class StreamGuard:
 
     def _step(self) -> GuardEvent:
         """Decide every closed sentence whose tokens are all scored (all, once finished), in order."""
-        while self._closed and not self.stopped and (self._finished or self._closed[0].last < self._next_unscored):
-            self._decide(self._closed.popleft())
+        while self._closed and not self.stopped and (self._finished or self._closed[0][0].last < self._next_unscored):
+            self._decide(*self._closed.popleft())
         self._release_scores()
         return self._flush()
 
-    def _decide(self, sentence: Sentence) -> None:
+    def _decide(self, sentence: Sentence, cut: int) -> None:
+        if sentence.index < self._skip_below:
+            return  # decided before steering, on the same tokens
         scored = [p for p in range(sentence.first, sentence.last + 1) if p in self._probs]
         pooled = None
         if scored:
             pooled = (self.rule.pool_max([self._raw[p] for p in scored]) if self.rule.pooling == "max"
                       else self._probs[scored[-1]])
         verdict = self.rule.judge(sentence, pooled, len(scored), self.alpha)
+        if self._hold and verdict.verdict == "flagged":
+            if self._steering:
+                self._ask_to_steer(verdict, "sentence", self.alpha)
+            else:
+                self._verdicts.append(verdict)
+                self._out_sentences.append(verdict)
+                self._abstain(AbstainReason(kind="sentence", alpha=self.alpha, sentence=sentence.index,
+                                            p_true=verdict.p_true))
+            return
         self._verdicts.append(verdict)
         self._out_sentences.append(verdict)
-        if self.options.mode != "abstain":
+        if not self._hold:
             return
-        if verdict.verdict == "flagged":
-            self._abstain(AbstainReason(kind="sentence", alpha=self.alpha, sentence=sentence.index,
-                                        p_true=verdict.p_true))
-        else:
+        if not self._steering:
             self._emit(sentence.text)
+        elif self.options.steer_how == "continue" and cut > self._emitted:
+            n = cut - self._emitted
+            self._emit(self._pending[:n])
+            self._pending = self._pending[n:]
+        # "regenerate": everything waits for finish()
+
+    def _ask_to_steer(self, verdict: SentenceVerdict | None, kind: str, alpha: float) -> None:
+        how = self.options.steer_how
+        position = verdict.first if (verdict is not None and how == "continue") else None
+        kept = 0
+        if position is not None:
+            kept = sum(len(t) for p, t in self._log if p < position)
+        assert self.steer_strength is not None  # checked at construction
+        self._steered = self._out_steer = SteerPoint(kind=kind, how=how, alpha=alpha, strength=self.steer_strength,
+                                                     position=position, kept_chars=kept, flagged=verdict)
+        self._waiting = True
+        self._closed.clear()
 
     def _emit(self, text: str) -> None:
         self._out_text.append(text)
@@ -379,6 +393,7 @@ class StreamGuard:
 
     def _flush(self) -> GuardEvent:
         event = GuardEvent("".join(self._out_text), tuple(self._out_scores), tuple(self._out_sentences),
-                           self._out_abstained)
-        self._out_text, self._out_scores, self._out_sentences, self._out_abstained = [], [], [], None
+                           self._out_abstained, self._out_steer)
+        self._out_text, self._out_scores, self._out_sentences = [], [], []
+        self._out_abstained, self._out_steer = None, None
         return event

@@ -2,13 +2,14 @@
 
 :class:`VerdictRule` is built once per probe (pooling, labels, fitted Mondrian calibration) and
 applied per sentence at a request's alpha; :mod:`guard.policy` documents the contract it implements.
-The pydantic records (:class:`SentenceVerdict`, :class:`AbstainReason`, :class:`GuardSummary`) are
-what the server serialises into a response's extension field; they carry positions and numbers,
-never the sentence text.
+The records (:class:`SentenceVerdict`, :class:`AbstainReason`, :class:`SteerPoint`,
+:class:`GuardSummary`, :class:`GuardEvent`) are what the server serialises into a response's
+extension field; they carry positions and numbers, never the sentence text.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -19,13 +20,13 @@ from guard.errors import ArtifactError
 from guard.probe import Probe
 from guard.sentences import Sentence
 
-__all__ = ["Mode", "Decision", "Verdict", "VerdictRule", "SentenceVerdict", "AbstainReason", "VerdictCounts",
-           "GuardSummary", "TRUE_LABEL"]
+__all__ = ["Mode", "Decision", "Verdict", "VerdictRule", "SentenceVerdict", "AbstainReason", "SteerPoint",
+           "VerdictCounts", "GuardSummary", "TokenScore", "GuardEvent", "response_decision", "TRUE_LABEL"]
 
 #: the label whose absence from a prediction set flags a sentence
 TRUE_LABEL = "true"
-Mode = Literal["pass", "flag", "abstain"]
-Decision = Literal["pass", "flag", "abstain"]
+Mode = Literal["pass", "flag", "abstain", "steer"]
+Decision = Literal["pass", "flag", "abstain", "steer"]
 Verdict = Literal["supported", "uncertain", "flagged", "unscored"]
 
 
@@ -59,15 +60,41 @@ class SentenceVerdict(BaseModel):
 
 
 class AbstainReason(BaseModel):
-    """Why a choice abstained: the pre-generation gate, or the first flagged sentence."""
+    """Why a choice abstained: the pre-generation gate, the first flagged sentence, or (``guard_failure``,
+    with ``on_guard_failure: fail_closed``) the guard could not judge the answer."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["gate", "sentence"]
+    kind: Literal["gate", "sentence", "guard_failure"]
     alpha: float
     sentence: int | None = None
     p_true: float | None = None
     detail: str = ""
+
+
+class SteerPoint(BaseModel):
+    """Where and how a choice was steered (mode "steer"); positions and numbers, never text.
+
+    Attributes:
+        kind: what triggered it: the pre-generation ``gate`` or a flagged ``sentence``.
+        how: ``continue`` (the text before the flagged sentence is kept, generation goes on steered
+            from its first token) or ``regenerate`` (the whole answer is generated again, steered).
+        alpha: the conformal alpha at which the sentence was flagged (or the gate's alpha).
+        strength: the steering strength the steered generation used.
+        position: the first token position generated with steering (``None``: the first generated one).
+        kept_chars: characters of the unsteered answer kept before the steered text.
+        flagged: the verdict on the sentence that was replaced (``None`` when the gate triggered).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["gate", "sentence"]
+    how: Literal["continue", "regenerate"]
+    alpha: float
+    strength: float
+    position: int | None
+    kept_chars: int
+    flagged: SentenceVerdict | None = None
 
 
 class VerdictCounts(BaseModel):
@@ -88,10 +115,11 @@ class GuardSummary(BaseModel):
     """The response-level verdict of one choice.
 
     Attributes:
-        decision: ``pass``, ``flag`` or ``abstain`` (see :mod:`guard.policy`).
+        decision: ``pass``, ``flag``, ``abstain`` or ``steer`` (see :mod:`guard.policy`).
         score: the smallest p-value of "true" over decided sentences (``None`` when there is none).
         abstained: why it abstained, if it did.
-        sentences: verdicts of the decided sentences, in order.
+        sentences: verdicts of the decided sentences of the text the client got, in order.
+        steered: where and how it was steered, if it was.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -103,6 +131,46 @@ class GuardSummary(BaseModel):
     abstained: AbstainReason | None
     sentences: tuple[SentenceVerdict, ...]
     counts: VerdictCounts
+    steered: SteerPoint | None = None
+
+
+def response_decision(mode: Mode, flagged: int, abstained: bool, steered: bool = False) -> Decision:
+    """The response-level decision (see the module's contract)."""
+    if mode == "pass":
+        return "pass"
+    if abstained:
+        return "abstain"
+    if steered:
+        return "steer"
+    return "flag" if flagged else "pass"
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """A token's class probabilities, in the probe's label order."""
+
+    position: int
+    probs: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class GuardEvent:
+    """What to send now for one choice.
+
+    Attributes:
+        text: text to emit (in abstain mode, verified sentences, then possibly the abstain message).
+        token_scores: scores of tokens whose text has been emitted, in position order, each once.
+        sentences: verdicts decided now, in order.
+        abstained: set when the guard abstained now: stop generating this choice.
+        steer: set when the guard asks for steering now (mode "steer"): stop this generation, start
+            the steered one as it says, then call :meth:`StreamGuard.resume`.
+    """
+
+    text: str = ""
+    token_scores: tuple[TokenScore, ...] = ()
+    sentences: tuple[SentenceVerdict, ...] = ()
+    abstained: AbstainReason | None = None
+    steer: SteerPoint | None = None
 
 
 class VerdictRule:

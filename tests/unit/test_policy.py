@@ -187,7 +187,9 @@ def test_abstain_mode_releases_token_scores_only_with_their_verified_text():
 
 
 @pytest.mark.parametrize(("raw", "param", "shown"), [
-    ({"mode": "steer"}, "guard.mode", 'guard.mode="steer"'),
+    ({"mode": "redact"}, "guard.mode", 'guard.mode="redact"'),
+    ({"mode": "steer", "steer_how": "rewind"}, "guard.steer_how", 'guard.steer_how="rewind"'),
+    ({"mode": "steer", "steer_alpha": "big"}, "guard.steer_alpha", 'guard.steer_alpha="big"'),
     ({"alpha": 1.5}, "guard.alpha", "guard.alpha=1.5"),
     ({"alpha": 0}, "guard.alpha", "guard.alpha=0"),
     ({"alpha": "0.1"}, "guard.alpha", 'guard.alpha="0.1"'),
@@ -201,7 +203,7 @@ def test_bad_options_name_the_field_path_the_value_and_the_accepted_values(raw, 
         parse_guard_options(raw)
     assert info.value.param == param and shown in str(info.value) and "expected" in str(info.value)
     if param == "guard.mode":
-        assert "'pass', 'flag', 'abstain'" in str(info.value)
+        assert "'pass', 'flag', 'abstain', 'steer'" in str(info.value)
     if param == "guard.alpha":
         assert "strictly between 0 and 1" in str(info.value)
 

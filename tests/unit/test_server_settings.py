@@ -59,8 +59,8 @@ def test_a_bad_value_names_the_setting_its_source_and_what_was_expected(where, n
 
 
 def test_a_bad_mode_lists_the_accepted_ones():
-    with pytest.raises(ConfigError, match="mode='steer' .*'pass', 'flag' or 'abstain'"):
-        ServeSettings.build(mode="steer")
+    with pytest.raises(ConfigError, match="mode='redact' .*'pass', 'flag', 'abstain' or 'steer'"):
+        ServeSettings.build(mode="redact")
 
 
 def test_an_unknown_yaml_key_is_refused_with_the_known_ones(tmp_path):
