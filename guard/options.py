@@ -19,8 +19,8 @@ __all__ = ["DEFAULT_ABSTAIN_MESSAGE", "GuardOptions", "SteerHow", "parse_guard_o
 
 #: what a choice says instead of an unverified answer when no ``abstain_message`` is given
 DEFAULT_ABSTAIN_MESSAGE = "I'm not confident enough to answer that reliably."
-#: how mode "steer" acts on a flagged sentence: continue from it steered, or regenerate the whole answer steered
-SteerHow = Literal["continue", "regenerate"]
+#: how mode "steer" steers: from a flagged sentence on, a fresh answer after a flagged one, or the whole answer
+SteerHow = Literal["continue", "regenerate", "always"]
 _MAX_MESSAGE = 2000
 _STEER_ONLY = ("steer_alpha", "steer_how")
 _EXPECTED = {
@@ -30,7 +30,8 @@ _EXPECTED = {
     "gate": "true or false",
     "gate_alpha": "a number strictly between 0 and 1, or null for the gate's calibrated alpha",
     "steer_alpha": "a finite number (the steering strength), or null for the steering vector's default",
-    "steer_how": "'continue' (steer from the flagged sentence on) or 'regenerate' (steer a fresh answer)",
+    "steer_how": "'continue' (steer from the flagged sentence on), 'regenerate' (steer a fresh answer) or 'always' "
+                 "(steer every token, unconditionally)",
 }
 
 
@@ -48,7 +49,8 @@ class GuardOptions(BaseModel):
             calibrated alpha.
         steer_alpha: steering strength for mode ``steer``; ``None`` uses the steering vector's default.
         steer_how: ``continue`` (keep the verified sentences, generate on steered from the flagged
-            one) or ``regenerate`` (discard the answer and generate a steered one); mode ``steer`` only.
+            one), ``regenerate`` (discard the answer and generate a steered one) or ``always`` (steer
+            from the first token, whatever the probe says); mode ``steer`` only.
 
     Example:
         >>> GuardOptions(mode="abstain", alpha=0.05).message

@@ -36,8 +36,9 @@ stops and asks for steering (``GuardEvent.steer``); the caller starts a steered 
 first token are kept (the text emitted, plus whitespace) and the steered tokens follow them, from
 that position on; the flagged sentence is never sent. ``regenerate``: nothing is emitted until the
 whole answer is decided; at a flagged sentence it is discarded and a fresh, steered answer follows
-from the first generated position. The gate, in mode "steer", asks for steering from the first
-token. After :meth:`resume` the guard works as in mode "flag": a choice is steered at most once.
+from the first generated position. The gate asks for steering from the first token. After
+:meth:`resume` the guard works as in mode "flag": a choice is steered at most once. ``always``
+steers every token from the start, unconditionally, and reports like mode "flag".
 """
 
 from __future__ import annotations
@@ -114,8 +115,9 @@ class StreamGuard:
             raise RequestOptionError("guard.mode='steer' needs a steering vector: this guard has none loaded; start it "
                                      "with a steering vector (--steering) or use another mode", param="guard.mode")
         self.steer_strength = steer_strength
-        self._hold = mode in ("abstain", "steer")  # text waits for its sentence's decision
-        self._steering = mode == "steer"
+        always = mode == "steer" and self.options.steer_how == "always"
+        self._hold = mode == "abstain" or (mode == "steer" and not always)  # text waits for its sentence's decision
+        self._steering = self._hold and mode == "steer"  # a flagged sentence asks for steering
         self._splitter = SentenceSplitter()
         self._closed: deque[tuple[Sentence, int]] = deque()  # closed, not yet decided; (sentence, emit-up-to chars)
         self._probs: dict[int, np.ndarray] = {}  # position -> (k,)
@@ -128,18 +130,17 @@ class StreamGuard:
         self._forget_from = 0  # scores below it were dropped
         self._ignore_below = -1  # after resume: positions below it belong to the kept (or discarded) text
         self._skip_below = 0  # after resume: sentences below this index were decided before steering
-        self._received = self._emitted = 0  # characters
-        self._tokens = self._tokens_scored = 0
+        self._received = self._emitted = self._tokens = self._tokens_scored = 0  # characters, tokens
         self._verdicts: list[SentenceVerdict] = []
         self._abstained: AbstainReason | None = None
-        self._steered: SteerPoint | None = None
+        self._steered: SteerPoint | None = None if not always else SteerPoint(
+            kind="request", how="always", alpha=self.alpha, strength=steer_strength, position=None, kept_chars=0)
         self._waiting = False  # asked to steer; waits for resume()
         self._finished = False
         self._out_text: list[str] = []
         self._out_scores: list[TokenScore] = []
         self._out_sentences: list[SentenceVerdict] = []
-        self._out_abstained: AbstainReason | None = None
-        self._out_steer: SteerPoint | None = None
+        self._out_abstained, self._out_steer = None, None  # AbstainReason | None, SteerPoint | None
 
     @property
     def stopped(self) -> bool:
@@ -224,22 +225,22 @@ class StreamGuard:
 
     def gate_abstain(self, reason: str = "") -> GuardEvent:
         """The pre-generation gate says no: call before any text. Abstains (modes "flag" and "abstain"), asks
-        for steering from the first generated token (mode "steer"), or is ignored (mode "pass")."""
+        for steering from the first generated token (mode "steer"), or is ignored (mode "pass", and
+        ``steer_how="always"``, which steers from the first token anyway)."""
         if self.stopped or self.options.mode == "pass":
             return GuardEvent()
         if self._steering:
             self._ask_to_steer(None, "gate", self.alpha)
-        else:
+        elif self.options.mode != "steer":  # steer_how "always": already steered from the first token
             self._abstain(AbstainReason(kind="gate", alpha=self.alpha, detail=reason))
         return self._flush()
 
     def resume(self) -> GuardEvent:
         """Steering has started: drop what it replaces and go on as in mode "flag".
 
-        Afterwards feed the steered generation's tokens and scores: with ``continue`` from position
-        :attr:`SteerPoint.position` on; with ``regenerate`` (and the gate) from the first generated
-        position on, which is the first position of the steered answer. Scores of positions before
-        that are ignored. Returns the kept text not yet emitted (``continue``: whitespace at most).
+        Then feed the steered tokens and scores: from :attr:`SteerPoint.position` on (``continue``),
+        or from the first generated position (``regenerate``, the gate); scores of earlier positions
+        are ignored. Returns the kept text not yet emitted (``continue``: whitespace at most).
 
         Raises:
             AdapterError: the guard did not ask to steer, or already resumed.

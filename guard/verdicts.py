@@ -76,9 +76,11 @@ class SteerPoint(BaseModel):
     """Where and how a choice was steered (mode "steer"); positions and numbers, never text.
 
     Attributes:
-        kind: what triggered it: the pre-generation ``gate`` or a flagged ``sentence``.
+        kind: what triggered it: the pre-generation ``gate``, a flagged ``sentence``, or the ``request``
+            itself (``how="always"``).
         how: ``continue`` (the text before the flagged sentence is kept, generation goes on steered
-            from its first token) or ``regenerate`` (the whole answer is generated again, steered).
+            from its first token), ``regenerate`` (the whole answer is generated again, steered) or
+            ``always`` (every generated token was steered).
         alpha: the conformal alpha at which the sentence was flagged (or the gate's alpha).
         strength: the steering strength the steered generation used.
         position: the first token position generated with steering (``None``: the first generated one).
@@ -88,8 +90,8 @@ class SteerPoint(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["gate", "sentence"]
-    how: Literal["continue", "regenerate"]
+    kind: Literal["gate", "sentence", "request"]
+    how: Literal["continue", "regenerate", "always"]
     alpha: float
     strength: float
     position: int | None

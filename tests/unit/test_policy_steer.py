@@ -154,3 +154,13 @@ def test_steer_mode_sends_only_token_prefixes_of_verified_text_and_stops_before_
         sentences = [s for i, t in enumerate(tokens) for s in splitter.feed(P + i, t)] + splitter.finish()
         assert sentences[point.flagged.index].first == point.position
         assert guard.resume().text + sent == kept
+
+
+def test_always_steers_unconditionally_relays_text_as_it_arrives_and_reports_it():
+    guard = _guard("always", strength=2.5)
+    events = _feed(guard, P, ["Bad.", " More.", ""], [BAD, GOOD, None])
+    assert [e.text for e in events][:1] == ["Bad."] and _text(events) == "Bad. More."
+    assert guard.gate_abstain().text == "" and not guard.stopped  # already steered from the first token
+    summary = guard.summary()
+    assert summary.decision == "steer" and summary.counts.flagged == 1
+    assert (summary.steered.kind, summary.steered.how, summary.steered.strength) == ("request", "always", 2.5)
