@@ -10,6 +10,8 @@ Subcommands::
     guard evaluate --probe P --statements FILE   probe quality on a labelled file, scored in the engine
     guard serve                    OpenAI-compatible server with verdicts in a `guard` field (docs/serving.md)
     guard proxy --upstream URL     the same API in front of a foreign OpenAI-compatible API; a local reader judges
+    guard bench latency|quality|selective   the benchmark suite: JSON + PNG into benchmarks/results/
+    guard steer build --out PATH   a truthful-direction steering vector from guard's statements
 """
 
 from __future__ import annotations
@@ -95,7 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--mode", default=None, help="default guard mode: flag (default), abstain or pass")
     serve.add_argument("--gate", default=None, help="pre-generation gate (default: the gate shipped with the probe)")
     serve.add_argument("--no-gate", action="store_true", help="serve without a pre-generation gate")
+    serve.add_argument("--steering", default=None, help="steering vector for mode 'steer' (default: the one shipped "
+                       "for the model, if any)")
+    serve.add_argument("--steer-alpha", type=float, default=None, help="default steering strength (default: the "
+                       "vector's)")
     serve.add_argument("--eager", action="store_true", help="run the engine without torch.compile")
+    _hardening_flags(serve)
     proxy = sub.add_parser("proxy", help="guard fields in front of any OpenAI-compatible API, read by a local model")
     proxy.add_argument("--upstream", default=None, help="the foreign API's base URL, e.g. https://api.example.com/v1")
     proxy.add_argument("--model", default=None, help="reader model: 'default', an HF folder or a hub id")
@@ -106,7 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--mode", default=None, help="default guard mode: flag (default), abstain or pass")
     proxy.add_argument("--eager", action="store_true", help="run the reader engine without torch.compile")
     proxy.add_argument("--upstream-timeout", type=float, default=None, help="seconds per read from the upstream")
+    _hardening_flags(proxy)
+    from benchmarks.cli import add_bench_parser  # guard bench latency|quality|selective (benchmarks/README.md)
+
+    add_bench_parser(sub)
+    from calibration.steer_command import add_steer_parser  # guard steer build
+
+    add_steer_parser(sub)
     return parser
+
+
+def _hardening_flags(parser: argparse.ArgumentParser) -> None:
+    """guard serve's and guard proxy's failure policy and content logging (docs/operations.md)."""
+    parser.add_argument("--on-guard-failure", default=None, choices=("fail_open", "fail_closed"),
+                        help="when the guard cannot judge an answer: pass it marked unverified (fail_open, default) "
+                             "or abstain (fail_closed)")
+    parser.add_argument("--log-content", action="store_true", default=None,
+                        help="log prompts and completions (off by default; the log then holds user data)")
 
 
 def _layers(raw: str) -> tuple[int, ...]:
@@ -150,6 +173,16 @@ def _default_probe(model: str) -> str:
     print(f"guard: no calibrated probe ships for model {model!r}; using a RANDOM stand-in probe. "
           f"Run `guard calibrate --model {model} --out DIR` and pass --probe DIR/probe.safetensors", file=sys.stderr)
     return _stand_in_probe(model)
+
+
+def _default_steering(model: str) -> str | None:
+    """The steering vector shipped for this model, if any."""
+    from adapters.model_store import resolve_model
+    from guard.model_spec import ModelSpec
+    from guard.shipped import shipped_steering
+
+    found = shipped_steering(ModelSpec.from_folder(resolve_model(model)).fingerprint)
+    return str(found) if found is not None else None
 
 
 def _default_gate(model: str, probe: str) -> str | None:
@@ -246,11 +279,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = ServeSettings.build(config=args.config, model=args.model, probe=args.probe, host=args.host,
                                    port=args.port, mode=args.mode, enforce_eager=args.eager or None, gate=args.gate,
-                                   use_gate=False if args.no_gate else None)
+                                   use_gate=False if args.no_gate else None, on_guard_failure=args.on_guard_failure,
+                                   log_content=args.log_content, steering=args.steering, steer_alpha=args.steer_alpha)
     if settings.probe is None:
         settings = settings.model_copy(update={"probe": _default_probe(settings.model)})
     if settings.use_gate and settings.gate is None:
         settings = settings.model_copy(update={"gate": _default_gate(settings.model, settings.probe)})
+    if settings.steering is None:
+        settings = settings.model_copy(update={"steering": _default_steering(settings.model)})
     try:
         run(settings)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the upstream has been stopped
@@ -263,7 +299,8 @@ def _proxy(args: argparse.Namespace) -> int:
 
     settings = ProxySettings.build(config=args.config, upstream=args.upstream, model=args.model, probe=args.probe,
                                    host=args.host, port=args.port, mode=args.mode, enforce_eager=args.eager or None,
-                                   upstream_timeout=args.upstream_timeout)
+                                   upstream_timeout=args.upstream_timeout, on_guard_failure=args.on_guard_failure,
+                                   log_content=args.log_content)
     if settings.probe is None:
         settings = settings.model_copy(update={"probe": _default_probe(settings.model)})
     try:
@@ -294,6 +331,14 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "proxy":
             return _proxy(args)
+        if args.command == "bench":
+            from benchmarks.cli import run_bench
+
+            return run_bench(args, argv)
+        if args.command == "steer":
+            from calibration.steer_command import run_steer_cli
+
+            return run_steer_cli(args)
         if args.command in ("calibrate", "evaluate", "evaluate-qa"):
             return _calibration_job(args)
         return _generate(args) if args.command == "generate" else _selftest(args)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -48,6 +47,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.event_stream import is_summary, read_events
 from benchmarks.guard_server import guard_serve
 from benchmarks.machine import machine
 from benchmarks.proxy_report import summarise, summary_text
@@ -107,31 +107,15 @@ async def _request(client: httpx.AsyncClient, url: str, body: dict[str, Any], gu
 
 async def _stream(client: httpx.AsyncClient, url: str, body: dict[str, Any], guard: bool) -> dict[str, Any]:
     """One streamed request: arrival time of every event; parsed only once the stream has ended."""
-    stamps: list[float] = []
-    events: list[str] = []
-    start = time.perf_counter()
-    async with client.stream("POST", url, json=body) as response:
-        if response.status_code != 200:
-            raise RuntimeError(f"POST {url} answered {response.status_code}: {(await response.aread())[:300]!r}")
-        async for line in response.aiter_lines():
-            if line.startswith("data:"):
-                stamps.append(time.perf_counter())
-                events.append(line[5:].strip())
-    end = time.perf_counter()
-    if not events or events[-1] != "[DONE]":
-        raise RuntimeError(f"the stream from {url} ended without [DONE] (last event: {events[-1:]!r})")
-    chunks = [(t, json.loads(e)) for t, e in zip(stamps[:-1], events[:-1])]
-    if failed := [c for _, c in chunks if "error" in c]:
-        raise RuntimeError(f"the stream from {url} sent an error event: {failed[0]['error']}")
+    stream = await read_events(client, url, body)
+    if not stream.done:
+        raise RuntimeError(f"the stream from {url} ended without [DONE] (last chunk: {stream.chunks[-1:]!r})")
+    if stream.error is not None:
+        raise RuntimeError(f"the stream from {url} sent an error event: {stream.error}")
     # guard serve's own last chunk (the summary) has no counterpart upstream: it is not a relayed chunk
-    times = [t for t, c in chunks if not (guard and _is_summary(c))]
-    return {"ttfc_ms": (times[0] - start) * 1e3, "total_ms": (end - start) * 1e3, "chunks": len(times),
-            "gaps_ms": (np.diff(times) * 1e3).tolist()}
-
-
-def _is_summary(chunk: dict[str, Any]) -> bool:
-    choices = chunk.get("choices") or [{}]
-    return "decision" in (choices[0].get("guard") or {})
+    times = [t for t, c in zip(stream.stamps, stream.chunks) if not (guard and is_summary(c))]
+    return {"ttfc_ms": (times[0] - stream.start) * 1e3, "total_ms": (stream.end - stream.start) * 1e3,
+            "chunks": len(times), "gaps_ms": (np.diff(times) * 1e3).tolist()}
 
 
 def _cpu_ns(pid: int | None) -> int:

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_record"]
+__all__ = ["save_record", "finite"]
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float inside it replaced by ``None`` (strict JSON has neither).
+
+    Example:
+        >>> finite({"risk": float("nan"), "n": [1.0, float("inf")]})
+        {'risk': None, 'n': [1.0, None]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def save_record(out: str | None, record: dict[str, Any], summary: str, indent: int = 2) -> None:
-    """Print ``summary`` and, with ``out``, write ``record`` there as JSON (creating its folder)."""
+    """Print ``summary`` and, with ``out``, write ``record`` there as strict JSON (NaN as ``null``; creating its folder)."""
     print(summary)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(record, indent=indent) + "\n")
+        Path(out).write_text(json.dumps(finite(record), indent=indent, allow_nan=False) + "\n")

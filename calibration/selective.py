@@ -20,7 +20,7 @@ from guard.selective import selective_threshold
 from guard.errors import ConfigError
 from guard.evaluation import auroc, aurc, risk_coverage, selective_outcomes
 
-__all__ = ["selective_report", "curve_points"]
+__all__ = ["selective_report", "split_outcomes", "curve_points"]
 
 
 def curve_points(confidence: np.ndarray, correct: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:
@@ -28,6 +28,22 @@ def curve_points(confidence: np.ndarray, correct: np.ndarray, max_points: int = 
     coverage, risk = risk_coverage(confidence, correct)
     keep = np.unique(np.linspace(0, len(coverage) - 1, min(max_points, len(coverage))).astype(int))
     return {"coverage": coverage[keep].round(5).tolist(), "risk": risk[keep].round(5).tolist()}
+
+
+def split_outcomes(confidence: np.ndarray, correct: np.ndarray, alpha: float, delta: float = 0.1,
+                   splits: int = 200, seed: int = 0, cal_fraction: float = 0.5) -> list[tuple[bool, dict[str, float]]]:
+    """Per random split: whether a threshold was certified on the calibration part, and the test part's
+    :func:`guard.evaluation.selective_outcomes` under it (the raw material of :func:`selective_report`)."""
+    confidence, correct = np.asarray(confidence, np.float64), np.asarray(correct, bool)
+    rng = np.random.default_rng(seed)
+    n_cal = int(round(confidence.size * cal_fraction))
+    rows = []
+    for _ in range(splits):
+        idx = rng.permutation(confidence.size)
+        cal, test = idx[:n_cal], idx[n_cal:]
+        lam = selective_threshold(confidence[cal], correct[cal], alpha, delta)
+        rows.append((bool(np.isfinite(lam)), selective_outcomes(confidence[test] >= lam, correct[test])))
+    return rows
 
 
 def selective_report(confidence: np.ndarray, correct: np.ndarray, alpha: float, delta: float = 0.1,
@@ -51,14 +67,7 @@ def selective_report(confidence: np.ndarray, correct: np.ndarray, alpha: float, 
     if confidence.shape != correct.shape or confidence.ndim != 1 or confidence.size < 4:
         raise ConfigError(f"selective evaluation needs at least 4 graded items; got confidence {confidence.shape}, "
                           f"correct {correct.shape}")
-    rng = np.random.default_rng(seed)
-    n_cal = int(round(confidence.size * cal_fraction))
-    rows = []
-    for _ in range(splits):
-        idx = rng.permutation(confidence.size)
-        cal, test = idx[:n_cal], idx[n_cal:]
-        lam = selective_threshold(confidence[cal], correct[cal], alpha, delta)
-        rows.append((np.isfinite(lam), selective_outcomes(confidence[test] >= lam, correct[test])))
+    rows = split_outcomes(confidence, correct, alpha, delta, splits, seed, cal_fraction)
     answering = [o["risk"] for _, o in rows if o["coverage"] > 0]
     both = bool(correct.any() and (~correct).any())
     return {

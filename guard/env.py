@@ -21,6 +21,7 @@ ENV_VARS: dict[str, str] = {
     "GUARD_GATE": "pre-generation gate artefact path (scored with the probe)",
     # A steering-vector artefact; requests steer with extra_args guard_steer / guard_steer_from.
     "GUARD_STEERING": "steering-vector artefact path",
+    "GUARD_STEER_ALPHA": "guard serve: default steering strength of mode 'steer' (default: the vector's)",
     "GUARD_USE_GATE": "guard serve: load a pre-generation gate (1, default) or not (0)",
     # Comma-separated decoder layers to capture when no probe is given.
     "GUARD_LAYERS": "comma-separated decoder layer indices to capture",
@@ -43,7 +44,7 @@ ENV_VARS: dict[str, str] = {
     # Model name clients send in `model` (default: the --model value).
     "GUARD_SERVED_MODEL_NAME": "guard serve: model name clients use",
     # Guard mode of requests that do not set guard.mode.
-    "GUARD_MODE": "guard serve: default mode, pass|flag|abstain",
+    "GUARD_MODE": "guard serve: default mode, pass|flag|abstain|steer",
     # Text sent instead of an unverified answer when a request does not set guard.abstain_message.
     "GUARD_ABSTAIN_MESSAGE": "guard serve: default abstain message",
     # Largest request body accepted, in bytes.
@@ -58,6 +59,10 @@ ENV_VARS: dict[str, str] = {
     "GUARD_MAX_MODEL_LEN": "guard serve: engine max_model_len",
     # Engine batch size (concurrent sequences).
     "GUARD_MAX_NUM_SEQS": "guard serve: engine max_num_seqs",
+    # What the client gets when the guard cannot judge an answer (scores missing, reader failed).
+    "GUARD_ON_GUARD_FAILURE": "guard serve/proxy: fail_open (pass, marked unverified) or fail_closed (abstain)",
+    # Opt-in logging of prompts and completions (off by default; a warning at start-up when on).
+    "GUARD_LOG_CONTENT": "guard serve/proxy: 1 to log prompts and completions",
     # `guard proxy` reads the same settings as `guard serve` (its engine is the local reader), plus:
     # Base URL of the foreign OpenAI-compatible API, as an OpenAI SDK's base_url (http:// or https://).
     "GUARD_UPSTREAM": "guard proxy: base URL of the foreign OpenAI-compatible API",

@@ -26,17 +26,26 @@ from guard.errors import ConfigError
 from guard.verdicts import GuardSummary, SentenceVerdict
 
 __all__ = ["GuardMetrics", "ENDPOINTS", "DECISIONS", "MODES", "ABSTAIN_REASONS", "UPSTREAM_ERRORS",
-           "LATENCY_BUCKETS", "P_VALUE_BUCKETS"]
+           "GUARD_FAILURES", "FAILURE_POLICIES", "STEER_KINDS", "STEER_HOWS", "LATENCY_BUCKETS", "P_VALUE_BUCKETS"]
 
 ENDPOINTS = ("chat_completions", "completions")
 #: the policy's decisions, plus ``error`` for a request the guard could not complete
-DECISIONS = ("pass", "flag", "abstain", "error")
-MODES = ("pass", "flag", "abstain")
+DECISIONS = ("pass", "flag", "abstain", "steer", "error")
+MODES = ("pass", "flag", "abstain", "steer")
+#: what made a choice steer (:class:`guard.verdicts.SteerPoint`): ``kind`` and ``how``
+STEER_KINDS = ("gate", "sentence", "request")
+STEER_HOWS = ("continue", "regenerate", "always")
 #: ``gate``: the pre-generation gate; ``sentence``: a flagged sentence; ``upstream_error``: the engine
-#: failed and the guard fails closed; ``guard_error``: the guard itself failed and fails closed
-ABSTAIN_REASONS = ("gate", "sentence", "upstream_error", "guard_error")
+#: failed and the guard fails closed; ``guard_error``: the guard itself failed and fails closed;
+#: ``guard_failure``: the guard could not judge an answer (scores missing, reader failed) under ``fail_closed``
+ABSTAIN_REASONS = ("gate", "sentence", "upstream_error", "guard_error", "guard_failure")
 #: ``reader``: guard proxy's local reader engine failed (the other kinds name the upstream's failures)
 UPSTREAM_ERRORS = ("timeout", "connection", "http_status", "protocol", "scores_missing", "reader", "other")
+#: why the guard could not judge an answer the upstream did produce: its scores did not arrive in
+#: time (``scores_missing``), or guard proxy's reader failed (``reader``)
+GUARD_FAILURES = ("scores_missing", "reader")
+#: the ``on_guard_failure`` setting: pass the answer marked unverified, or abstain
+FAILURE_POLICIES = ("fail_open", "fail_closed")
 #: seconds: 50 µs to 5 s, dense below a millisecond where the guard's own overhead lives
 LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: p-values live in (0, 1]; dense where flags happen (small alphas)
@@ -88,6 +97,12 @@ class GuardMetrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.upstream_errors = Counter("guard_upstream_errors", "Upstream (engine) failures by kind", ["kind"],
                                        registry=r)
+        self.guard_failures = Counter("guard_guard_failures", "Answers the guard could not judge, by kind and the "
+                                      "on_guard_failure policy applied", ["kind", "policy"], registry=r)
+        self.client_disconnects = Counter("guard_client_disconnects", "Streams the client closed before their end "
+                                          "(logged as status 499)", ["endpoint"], registry=r)
+        self.steered = Counter("guard_steered", "Choices steered (mode 'steer') by trigger and how", ["kind", "how"],
+                               registry=r)
         self.in_flight = Gauge("guard_requests_in_flight", "Guarded requests being served", registry=r)
         self.flag_rate_rolling = Gauge("guard_flag_rate_rolling", "Share of flagged sentences among the last "
                                        "decided, scored ones", registry=r)
@@ -110,6 +125,14 @@ class GuardMetrics:
     def record_upstream_error(self, kind: str) -> None:
         """Count one upstream failure (``kind`` from :data:`UPSTREAM_ERRORS`)."""
         self.upstream_errors.labels(_check("kind", kind, UPSTREAM_ERRORS)).inc()
+
+    def record_guard_failure(self, kind: str, policy: str) -> None:
+        """Count one answer the guard could not judge (``kind`` from :data:`GUARD_FAILURES`) and its policy."""
+        self.guard_failures.labels(_check("kind", kind, GUARD_FAILURES), _check("policy", policy, FAILURE_POLICIES)).inc()
+
+    def record_disconnect(self, endpoint: str) -> None:
+        """Count one stream the client closed before it ended."""
+        self.client_disconnects.labels(_check("endpoint", endpoint, ENDPOINTS)).inc()
 
     def record_sentence(self, verdict: SentenceVerdict, alpha: float) -> None:
         """Count one decided sentence and update the drift gauges (unscored sentences only count tokens)."""
@@ -141,6 +164,10 @@ class GuardMetrics:
         """Record one choice's abstention, sentences and scored tokens (not its request: a request may have several)."""
         if summary.abstained is not None:
             self.record_abstention(summary.abstained.kind)
+        if (steer := summary.steered) is not None:
+            self.steered.labels(_check("kind", steer.kind, STEER_KINDS), _check("how", steer.how, STEER_HOWS)).inc()
+            if steer.flagged is not None:  # the sentence steering replaced was decided too (drift counts it)
+                self.record_sentence(steer.flagged, summary.alpha)
         for verdict in summary.sentences:
             self.record_sentence(verdict, summary.alpha)
         self.tokens_scored.inc(summary.counts.tokens_scored)

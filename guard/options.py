@@ -99,7 +99,7 @@ def parse_guard_options(raw: object, param: str = "guard") -> GuardOptions:
         problems, paths = [], []
         for err in exc.errors():
             name = str(err["loc"][0]) if err["loc"] else ""
-            if not name:  # the cross-field rule: a steer-only field without mode "steer"
+            if not err["loc"]:  # the cross-field rule: a steer-only field without mode "steer" (not a field named "")
                 name = next(f for f in _STEER_ONLY if f in raw)
                 paths.append(f"{param}.{name}")
                 problems.append(f"{paths[-1]}={_show(raw[name])} is invalid: it is only used with "

@@ -3,14 +3,7 @@
 Contract (what a guarded response promises):
 
 * **Sentences.** The generated text is split by :class:`~guard.sentences.SentenceSplitter`.
-* **Pooling.** A sentence's class probabilities come from the scores of its tokens (positions
-  ``first .. last``) by the probe's pooling: ``"last"`` — the probabilities of its last *scored*
-  token; ``"max"`` — per layer, the elementwise maximum over its tokens of the raw class scores,
-  then the layer mean and a softmax (exactly the score the probe was calibrated on; it needs the
-  raw ``(layers, k)`` scores, :meth:`StreamGuard.add_scores`).
-* **Conformal set.** Mondrian conformal p-values ``p_label = (1 + #{calibration scores of label
-  >= 1 - p(label)}) / (n_label + 1)``; a label is in the set at the request's alpha iff its p-value
-  exceeds alpha (at the probe's calibrated alpha this is its stored-threshold rule).
+* **Pooling and conformal sets** as :mod:`guard.verdicts` defines them (per-label Mondrian p-values).
 * **Flag.** A sentence is *flagged* when "true" is not in its set. Finite-sample meaning: among
   sentences that are in fact true, at most alpha are flagged on average, provided they are
   exchangeable with the probe's calibration statements. Verdicts: ``supported`` (the set is exactly
@@ -44,6 +37,7 @@ steers every token from the start, unconditionally, and reports like mode "flag"
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -57,7 +51,6 @@ from guard.verdicts import (
     SentenceVerdict,
     SteerPoint,
     TokenScore,
-    VerdictCounts,
     VerdictRule,
     response_decision,
 )
@@ -192,9 +185,9 @@ class StreamGuard:
         if self.rule.pooling == "max":
             raise AdapterError(f"probe {self.rule.name!r} pools by 'max' over raw per-layer scores; feed them with "
                                "add_scores(position, scores) of shape (layers, labels), not probabilities")
-        probs = np.asarray(probs, np.float64)
-        self._check(position, probs, (len(self.rule.labels),), "probs")
-        return self._store(position, probs, None)
+        probs = np.asarray(probs, np.float64)[None]
+        self._check([position], probs, (len(self.rule.labels),), "probs")
+        return self._store([position], probs, None)
 
     def add_scores(self, position: int, scores: np.ndarray) -> GuardEvent:
         """Add token ``position``'s raw probe scores ``(layers, k)`` (one row of ``TokenScores.scores``).
@@ -202,10 +195,18 @@ class StreamGuard:
         Raises:
             AdapterError: wrong shape, non-finite values or a duplicate position.
         """
+        return self.add_rows([position], np.asarray(scores)[None])
+
+    def add_rows(self, positions: Sequence[int], scores: np.ndarray) -> GuardEvent:
+        """Add the raw probe scores ``(n, layers, k)`` of ``n`` positions at once (what one pull delivered):
+        one softmax for all rows, one decision pass.
+
+        Raises:
+            AdapterError: wrong shape, non-finite values or a duplicate position.
+        """
         scores = np.asarray(scores, np.float64)
-        self._check(position, scores, (self.rule.layers, len(self.rule.labels)), "scores")
-        raw = scores if self.rule.pooling == "max" else None
-        return self._store(position, self.rule.probabilities(scores), raw)
+        self._check(positions, scores, (self.rule.layers, len(self.rule.labels)), "scores")
+        return self._store(positions, self.rule.probabilities(scores), scores if self.rule.pooling == "max" else None)
 
     def finish(self) -> GuardEvent:
         """The stream ended: close the last sentence and decide every closed one with the scores there are."""
@@ -233,6 +234,13 @@ class StreamGuard:
             self._ask_to_steer(None, "gate", self.alpha)
         elif self.options.mode != "steer":  # steer_how "always": already steered from the first token
             self._abstain(AbstainReason(kind="gate", alpha=self.alpha, detail=reason))
+        return self._flush()
+
+    def fail_closed(self, reason: str = "") -> GuardEvent:
+        """The guard cannot judge the answer (``on_guard_failure: fail_closed``): abstain, kind ``guard_failure``
+        (every mode but "pass")."""
+        if not self.stopped and self.options.mode != "pass":
+            self._abstain(AbstainReason(kind="guard_failure", alpha=self.alpha, detail=reason))
         return self._flush()
 
     def resume(self) -> GuardEvent:
@@ -277,35 +285,26 @@ class StreamGuard:
 
     def summary(self) -> GuardSummary:
         """The response-level verdict so far (final after :meth:`finish` or an abstention)."""
-        counts = {name: sum(v.verdict == name for v in self._verdicts)
-                  for name in ("supported", "uncertain", "flagged", "unscored")}
-        p_true = [v.p_true for v in self._verdicts if v.p_true is not None]
-        return GuardSummary(
-            decision=response_decision(self.options.mode, counts["flagged"], self._abstained is not None,
-                                       self._steered is not None),
-            mode=self.options.mode, alpha=self.alpha, score=min(p_true) if p_true else None,
-            abstained=self._abstained, sentences=tuple(self._verdicts),
-            counts=VerdictCounts(sentences=len(self._verdicts), tokens=self._tokens,
-                                 tokens_scored=self._tokens_scored, **counts),
-            steered=self._steered,
-        )
+        return GuardSummary.of(self._verdicts, self.options.mode, self.alpha, self._tokens, self._tokens_scored,
+                               self._abstained, self._steered)
 
-    def _check(self, position: int, values: np.ndarray, shape: tuple[int, ...], name: str) -> None:
-        if values.shape != shape or not np.all(np.isfinite(values)):
-            problem = f"shape {values.shape}" if values.shape != shape else "NaN or infinite values"
-            raise AdapterError(f"{name} for position {position} have {problem}; expected finite values of shape "
-                               f"{shape} in label order {list(self.rule.labels)}")
-        if position in self._probs and position >= self._ignore_below:
-            raise AdapterError(f"position {position} was scored twice; deliver each token's score once")
+    def _check(self, positions: Sequence[int], values: np.ndarray, shape: tuple[int, ...], name: str) -> None:
+        self.rule.check_values(positions, values, shape, name)
+        for position in positions:
+            if position in self._probs and position >= self._ignore_below:
+                raise AdapterError(f"position {position} was scored twice; deliver each token's score once")
 
-    def _store(self, position: int, probs: np.ndarray, raw: np.ndarray | None) -> GuardEvent:
-        late = self._first_position is not None and position < self._forget_from
-        if self.stopped or self._finished or late or position < self._ignore_below:
-            return GuardEvent()  # prompt tokens, kept text, or a sentence already decided without it
-        self._probs[position] = probs
-        if raw is not None:
-            self._raw[position] = raw
-        self._tokens_scored += 1
+    def _store(self, positions: Sequence[int], probs: np.ndarray, raw: np.ndarray | None) -> GuardEvent:
+        if self.stopped or self._finished:
+            return GuardEvent()
+        floor = max(self._ignore_below, self._forget_from if self._first_position is not None else -1)
+        for i, position in enumerate(positions):
+            if position < floor:
+                continue  # prompt tokens, kept text, or a sentence already decided without it
+            self._probs[position] = probs[i]
+            if raw is not None:
+                self._raw[position] = raw[i]
+            self._tokens_scored += 1
         self._advance_unscored()
         return self._step()
 

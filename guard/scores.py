@@ -232,6 +232,9 @@ class ScoreStore:
     def _combine(key: str, segs: list[ScoreSegment]) -> TokenScores:
         if not segs:
             return TokenScores(key, np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32), None)
+        if len(segs) == 1:  # the common case while a request streams: one engine step's rows, no copy
+            s = segs[0]
+            return TokenScores(key, np.arange(s.start, s.start + s.n), s.scores, s.hidden, 1)
         positions = np.concatenate([np.arange(s.start, s.start + s.n) for s in segs])
         scores = np.concatenate([s.scores for s in segs])
         hidden = np.concatenate([s.hidden for s in segs]) if all(s.hidden is not None for s in segs) else None

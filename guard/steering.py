@@ -42,6 +42,8 @@ class SteeringManifest(BaseModel):
     description: str = ""
     #: Euclidean norm of each layer's vector, in ``layers`` order (a record of the scale alpha multiplies)
     norms: tuple[float, ...] = ()
+    #: the strength a request gets when it asks to steer without one (``None``: it must give one)
+    default_alpha: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class SteeringVector:
@@ -79,11 +81,12 @@ class SteeringVector:
 
     @classmethod
     def from_vectors(cls, vectors: np.ndarray, layers: tuple[int, ...], spec: ModelSpec, kind: str,
-                     model_id: str = "", description: str = "") -> SteeringVector:
+                     model_id: str = "", description: str = "", default_alpha: float | None = None
+                     ) -> SteeringVector:
         """Wrap ``(L, H)`` directions for ``layers`` of the model described by ``spec``."""
         manifest = SteeringManifest(kind=kind, layers=tuple(layers), hidden_size=spec.hidden_size,
                                     num_layers=spec.num_layers, model_fingerprint=spec.fingerprint,
-                                    model_id=model_id, description=description)
+                                    model_id=model_id, description=description, default_alpha=default_alpha)
         return cls(manifest, vectors)
 
     @property

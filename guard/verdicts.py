@@ -5,10 +5,20 @@ applied per sentence at a request's alpha; :mod:`guard.policy` documents the con
 The records (:class:`SentenceVerdict`, :class:`AbstainReason`, :class:`SteerPoint`,
 :class:`GuardSummary`, :class:`GuardEvent`) are what the server serialises into a response's
 extension field; they carry positions and numbers, never the sentence text.
+
+* **Pooling.** A sentence's class probabilities come from the scores of its tokens (positions
+  ``first .. last``) by the probe's pooling: ``"last"`` — the probabilities of its last *scored*
+  token; ``"max"`` — per layer, the elementwise maximum over its tokens of the raw class scores,
+  then the layer mean and a softmax (exactly the score the probe was calibrated on; it needs the
+  raw ``(layers, k)`` scores).
+* **Conformal set.** Mondrian conformal p-values ``p_label = (1 + #{calibration scores of label
+  >= 1 - p(label)}) / (n_label + 1)``; a label is in the set at the request's alpha iff its p-value
+  exceeds alpha (at the probe's calibrated alpha this is its stored-threshold rule).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from guard.conformal import MondrianConformal
-from guard.errors import ArtifactError
+from guard.errors import AdapterError, ArtifactError
 from guard.probe import Probe
 from guard.sentences import Sentence
 
@@ -135,6 +145,18 @@ class GuardSummary(BaseModel):
     counts: VerdictCounts
     steered: SteerPoint | None = None
 
+    @classmethod
+    def of(cls, verdicts: list[SentenceVerdict], mode: Mode, alpha: float, tokens: int, tokens_scored: int,
+           abstained: AbstainReason | None = None, steered: SteerPoint | None = None) -> GuardSummary:
+        """The summary of a choice's decided sentences (see :mod:`guard.policy` for the decision)."""
+        counts = {name: sum(v.verdict == name for v in verdicts) for name in ("supported", "uncertain", "flagged",
+                                                                               "unscored")}
+        p_true = [v.p_true for v in verdicts if v.p_true is not None]
+        return cls(decision=response_decision(mode, counts["flagged"], abstained is not None, steered is not None),
+                   mode=mode, alpha=alpha, score=min(p_true) if p_true else None, abstained=abstained,
+                   sentences=tuple(verdicts), steered=steered,
+                   counts=VerdictCounts(sentences=len(verdicts), tokens=tokens, tokens_scored=tokens_scored, **counts))
+
 
 def response_decision(mode: Mode, flagged: int, abstained: bool, steered: bool = False) -> Decision:
     """The response-level decision (see the module's contract)."""
@@ -231,9 +253,23 @@ class VerdictRule:
         """Whether sets at ``alpha`` can be computed (always at the calibrated alpha)."""
         return alpha == self.alpha or self.has_p_values
 
+    def check_values(self, positions: Sequence[int], values: np.ndarray, row: tuple[int, ...], name: str) -> None:
+        """Refuse scores or probabilities (one ``row``-shaped array per position) of the wrong shape, or
+        with NaN or infinity.
+
+        Raises:
+            AdapterError: names the positions, the problem and the expected shape and label order.
+        """
+        if values.shape != (len(positions), *row) or not np.isfinite(values).all():
+            problem = ("NaN or infinite values" if values.shape == (len(positions), *row) else
+                       f"shape {values.shape[1:]} per position" if values.shape[:1] == (len(positions),) else
+                       f"{values.shape[0] if values.ndim else 0} rows for {len(positions)} positions")
+            raise AdapterError(f"{name} for positions {list(positions)[:8]} have {problem}; expected finite values of "
+                               f"shape {row} per position in label order {list(self.labels)}")
+
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
-        """One token's raw scores ``(layers, k)`` -> class probabilities ``(k,)``: layers averaged, then softmax."""
-        return _softmax(np.asarray(scores, np.float64).mean(axis=0))
+        """Raw scores ``(..., layers, k)`` -> class probabilities ``(..., k)``: layers averaged, then softmax."""
+        return _softmax(np.asarray(scores, np.float64).mean(axis=-2))
 
     def pool_max(self, raw: list[np.ndarray]) -> np.ndarray:
         """``max`` pooling: per-layer elementwise max over tokens of raw scores, layers averaged, softmax.
@@ -259,5 +295,5 @@ class VerdictRule:
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max())
-    return e / e.sum()
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)

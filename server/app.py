@@ -28,6 +28,7 @@ from server.routes import (
     scores_health,
 )
 from server.score_feed import ScoreFeed
+from server.steer import Steering
 from server.settings import ServeSettings
 from server.tokens import TokenTexts
 
@@ -49,7 +50,7 @@ class _State:
 
 def create_app(settings: ServeSettings, upstream_url: str, feed: ScoreFeed, probe: Probe, texts: TokenTexts, *,
                metrics: GuardMetrics | None = None, client: httpx.AsyncClient | None = None,
-               collector: Any = None, gate: GateRule | None = None) -> FastAPI:
+               collector: Any = None, gate: GateRule | None = None, steering: Steering | None = None) -> FastAPI:
     """Build the guarded OpenAI-compatible app.
 
     Args:
@@ -63,6 +64,7 @@ def create_app(settings: ServeSettings, upstream_url: str, feed: ScoreFeed, prob
             only a client it created.
         collector: the :class:`adapters.score_channel.ScoreCollector`, reported by ``/healthz``.
         gate: the pre-generation gate whose columns follow the probe's in the engine's score rows.
+        steering: the engine's steering vector (``None``: requests in mode "steer" are refused).
 
     Raises:
         ArtifactError: the probe has no conformal calibration or no "true" label.
@@ -74,7 +76,7 @@ def create_app(settings: ServeSettings, upstream_url: str, feed: ScoreFeed, prob
     owned: list[httpx.AsyncClient] = []
     client = http_client(client, upstream_url, settings.upstream_timeout, owned)
     metrics = metrics or GuardMetrics()
-    relay = Relay(settings, client, rule, feed, texts, metrics, gate)
+    relay = Relay(settings, client, rule, feed, texts, metrics, gate, steering)
     state = _State(settings, upstream_url, relay, metrics, probe, feed, collector)
     return build_app("guard", state, lambda _, endpoint, read_body: relay.handle(endpoint, read_body), _router, owned)
 

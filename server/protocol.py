@@ -19,9 +19,10 @@ from typing import Any, Literal
 from guard.errors import RequestOptionError
 from guard.gating import GateDecision
 from guard.policy import GuardOptions, TokenScore, parse_guard_options
-from guard.request_options import HIDDEN_FIELD, KEY_FIELD
+from guard.request_options import HIDDEN_FIELD, KEY_FIELD, STEER_FIELD, STEER_FROM_FIELD
 from guard.verdicts import GuardSummary, Mode, SentenceVerdict
 from server.errors import APIError, invalid_request
+from server.request_shape import check_request
 
 __all__ = ["Endpoint", "ENDPOINT_PATHS", "GuardedRequest", "parse_body", "guarded_request", "guard_options", "prompt_length",
            "choice_text", "set_choice_text", "hide_token_ids", "token_payload", "sentence_payload",
@@ -62,9 +63,15 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     """
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise invalid_request(f"the request body is not valid UTF-8 ({exc.reason} at byte {exc.start}); send the JSON "
+                              "body encoded as UTF-8") from exc
+    except ValueError as exc:
         raise invalid_request(f"the request body is not valid JSON ({exc}); send a JSON object such as "
                               '{"model": "...", "messages": [...]}') from exc
+    except RecursionError as exc:  # thousands of nested arrays or objects: refused, never a crash
+        raise invalid_request("the request body nests arrays or objects too deeply to parse; send a flat JSON object "
+                              'such as {"model": "...", "messages": [...]}') from exc
     if not isinstance(body, dict):
         raise invalid_request(f"the request body is a JSON {type(body).__name__}; expected a JSON object such as "
                               '{"model": "...", "messages": [...]}')
@@ -87,16 +94,19 @@ def guarded_request(body: dict[str, Any], endpoint: Endpoint, served_name: str, 
     """
     body = dict(body)
     options = guard_options(body.pop("guard", None), default_mode, abstain_message)
+    check_request(body, endpoint)
     _check_model(body.get("model"), served_name)
     _check_single_sequence(body, endpoint)
     xargs = body.get("vllm_xargs")
     if xargs is not None and not isinstance(xargs, dict):
         raise invalid_request(f"vllm_xargs={_show(xargs)} is invalid: expected an object of strings and numbers",
                               param="vllm_xargs")
-    reserved = sorted({KEY_FIELD, HIDDEN_FIELD} & set(xargs or {}))
+    reserved = sorted({KEY_FIELD, HIDDEN_FIELD, STEER_FIELD, STEER_FROM_FIELD} & set(xargs or {}))
     if reserved:
-        raise invalid_request(f"vllm_xargs.{reserved[0]} is reserved: the guard sets it for every request; "
-                              "remove it", param=f"vllm_xargs.{reserved[0]}")
+        fix = ("steer with the guard object instead: guard.mode='steer' (and guard.steer_how, guard.steer_alpha)"
+               if reserved[0] in (STEER_FIELD, STEER_FROM_FIELD) else "the guard sets it for every request")
+        raise invalid_request(f"vllm_xargs.{reserved[0]} is reserved: {fix}; remove it",
+                              param=f"vllm_xargs.{reserved[0]}")
     key = uuid.uuid4().hex
     body["vllm_xargs"] = {**(xargs or {}), KEY_FIELD: key}
     wants = body.get("return_token_ids") is True

@@ -5,7 +5,8 @@ No web framework here: :meth:`ProxyRelay.handle` turns a request into a :class:`
 reader (each choice its own reader request, concurrently) and gets ``guard`` with ``source:
 "reader"``; a choice that already carries ``guard`` (the upstream is itself guarded) keeps it and
 is not read. Every POST is counted once in ``guard_requests_total``: with the most severe
-decision of its choices (abstain > flag > pass), or ``error``.
+decision of its choices (abstain > flag > pass), or ``error``. A reader failure does not fail the
+request: the choice is a guard failure, handled by ``on_guard_failure`` (:mod:`server.failure`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import httpx
 
 from guard.errors import AdapterError
 from guard.metrics import DECISIONS, GuardMetrics
+from guard.policy import GuardOptions, StreamGuard
 from guard.verdicts import VerdictRule
-from server.errors import APIError, UpstreamError
+from server.errors import APIError, ReaderError, UpstreamError
+from server.failure import GuardFailure, fail, mark, reader_failed, record
 from server.forwarding import Forwarder, JSONReply, StreamReply
 from server.protocol import Endpoint, choice_text, parse_body, set_choice_text, summary_payload, token_payload
 from server.proxy_protocol import ProxyRequest, choice_index, proxy_request
@@ -88,15 +91,28 @@ class ProxyRelay(Forwarder):
     async def read_all(self, request: ProxyRequest, answers: dict[int, str]) -> dict[int, Reading]:
         """Read every choice's answer (choice index -> text), each in its own reader request, concurrently."""
         indices = list(answers)
-        readings = await asyncio.gather(*(self.reader.read(request.prefix(i), answers[i], request.options)
-                                          for i in indices))
+        readings = await asyncio.gather(*(self._read(request, i, answers[i]) for i in indices))
         return dict(zip(indices, readings))
+
+    async def _read(self, request: ProxyRequest, index: int, answer: str) -> Reading:
+        """One choice's reading; a reader failure is a guard failure, not a failed request."""
+        try:
+            return await self.reader.read(request.prefix(index), answer, request.options)
+        except ReaderError as exc:
+            return self._unread(request.options, reader_failed(exc.message))
+
+    def _unread(self, options: GuardOptions, failure: GuardFailure) -> Reading:
+        """The reading of an answer the reader could not read: nothing judged, the policy applied."""
+        guard = StreamGuard(self.rule, options)
+        fail(guard, failure, self.settings.on_guard_failure)
+        guard.finish()
+        return Reading(guard.summary(), (), False, 0.0, failure)
 
     def guard_field(self, reading: Reading) -> dict[str, Any]:
         """A read choice's ``guard`` field: the summary, ``source: "reader"``, ``reader_model`` and the tokens."""
         payload = summary_payload(reading.summary, token_payload(reading.tokens, self.rule.labels), source=SOURCE)
         payload["reader_model"] = self.reader.model
-        return payload
+        return mark(payload, reading.failure)
 
     def finish_request(self, request: ProxyRequest, readings: list[Reading], passed: list[Any], busy: float) -> None:
         """Record a completed request: one count with its most severe decision, then every read choice.
@@ -112,8 +128,8 @@ class ProxyRelay(Forwarder):
         self.metrics.record_request(request.endpoint, request.options.mode, decision)
         for reading in readings:
             self.metrics.record_choice(reading.summary)
-        if not all(r.scores_complete for r in readings):
-            self.metrics.record_upstream_error("scores_missing")
+        for reading in readings:
+            record(self.metrics, reading.failure, self.settings.on_guard_failure)
         self.metrics.observe_guard_latency(busy)
 
     async def _complete(self, request: ProxyRequest, busy: float) -> JSONReply:

@@ -79,7 +79,7 @@ def create_proxy_app(settings: ProxySettings, reader_url: str, feed: ScoreFeed, 
     reader_client = http_client(reader_client, reader_url, settings.upstream_timeout, owned)
     metrics = metrics or GuardMetrics()
     reader = Reader(reader_client, settings.served_name, prompts, feed, rule, settings.score_timeout,
-                    settings.max_model_len)
+                    settings.max_model_len, settings.on_guard_failure)
     relay = ProxyRelay(settings, upstream_client, reader, rule, metrics)
     state = _State(settings, reader_url, relay, reader_client, metrics, probe, feed, collector)
     return build_app("guard proxy", state,

@@ -21,8 +21,9 @@ from guard.verdicts import Mode, VerdictRule
 from server.errors import invalid_request
 from server.protocol import Endpoint, guard_options
 from server.reader_prompt import ReaderPrompts
+from server.request_shape import check_request
 
-__all__ = ["FORWARDED_HEADERS", "ProxyRequest", "proxy_request", "choice_index"]
+__all__ = ["FORWARDED_HEADERS", "NO_STEERING", "ProxyRequest", "proxy_request", "choice_index"]
 
 #: client headers passed on to the upstream (lower case): credentials and OpenAI's account scoping
 FORWARDED_HEADERS = ("authorization", "openai-organization", "openai-project")
@@ -55,6 +56,10 @@ class ProxyRequest:
         return self.prefixes[min(max(index, 0) // self.n, len(self.prefixes) - 1)]
 
 
+#: why guard proxy cannot steer
+NO_STEERING = "it reads a foreign model's answers and cannot reach that model's hidden states to steer them"
+
+
 def proxy_request(body: dict[str, Any], endpoint: Endpoint, headers: Mapping[str, str], default_mode: Mode,
                   abstain_message: str | None, rule: VerdictRule, prompts: ReaderPrompts) -> ProxyRequest:
     """Validate a request body for guard proxy.
@@ -73,6 +78,10 @@ def proxy_request(body: dict[str, Any], endpoint: Endpoint, headers: Mapping[str
     """
     body = dict(body)
     options = guard_options(body.pop("guard", None), default_mode, abstain_message)
+    check_request(body, endpoint)
+    if options.mode == "steer":
+        raise invalid_request(f"guard.mode='steer' is not available in guard proxy: {NO_STEERING}; use guard serve, "
+                              "which steers its own engine, or mode 'flag' or 'abstain'", param="guard.mode")
     try:
         StreamGuard(rule, options)  # refuses an alpha the probe cannot serve before the upstream is paid
     except RequestOptionError as exc:

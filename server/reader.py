@@ -9,8 +9,9 @@ prefill and its workers publish each position's probe scores under the key, so â
 ``guard serve``, whose scores lag the text by one token â€” every answer token has a score, the
 last one included. The reader waits (on the event loop) until position ``len(prompt) - 1`` has
 arrived, at most ``score_timeout``, then feeds a :class:`~guard.policy.StreamGuard` the answer
-tokens' texts and scores in position order. Missing scores are decided without (fail-open, and
-reported in :attr:`Reading.scores_complete`).
+tokens' texts and scores in position order. Missing scores are a guard failure
+(:attr:`Reading.failure`), handled by the ``on_guard_failure`` policy (:mod:`server.failure`):
+``fail_open`` decides with the scores there are, ``fail_closed`` abstains.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from guard.policy import GuardEvent, GuardOptions, StreamGuard, TokenScore
 from guard.request_options import KEY_FIELD
 from guard.verdicts import GuardSummary, VerdictRule
 from server.errors import ReaderError, from_upstream
+from server.failure import FailurePolicy, GuardFailure, fail, scores_missing
 from server.reader_prompt import ReaderPrompts
 from server.score_feed import ScoreFeed
 
@@ -41,12 +43,14 @@ class Reading:
         tokens: every released token score, in position order.
         scores_complete: whether every answer token's score arrived in time.
         seconds: wall time of the reading (reader request, wait for scores, verdicts).
+        failure: why the guard could not judge the answer (``None``: it could).
     """
 
     summary: GuardSummary
     tokens: tuple[TokenScore, ...]
     scores_complete: bool
     seconds: float
+    failure: GuardFailure | None = None
 
 
 class Reader:
@@ -60,6 +64,7 @@ class Reader:
         rule: the probe's verdict rule.
         score_timeout: seconds to wait for the last prompt position's scores.
         max_model_len: the reader's context; a longer question + answer is refused.
+        on_failure: ``on_guard_failure``: what a reading whose scores do not all arrive does.
 
     Example:
         >>> reading = await reader.read(prompts.chat_prefix(messages), "Paris is in France.", options)  # doctest: +SKIP
@@ -68,9 +73,10 @@ class Reader:
     """
 
     def __init__(self, client: httpx.AsyncClient, model: str, prompts: ReaderPrompts, feed: ScoreFeed,
-                 rule: VerdictRule, score_timeout: float, max_model_len: int) -> None:
+                 rule: VerdictRule, score_timeout: float, max_model_len: int,
+                 on_failure: FailurePolicy = "fail_open") -> None:
         self.client, self.model, self.prompts, self.feed, self.rule = client, model, prompts, feed, rule
-        self.score_timeout, self.max_model_len = score_timeout, max_model_len
+        self.score_timeout, self.max_model_len, self.on_failure = score_timeout, max_model_len, on_failure
         self._k = len(rule.labels)  # the probe's columns of a score row
 
     async def read(self, prefix: list[int], answer: str, options: GuardOptions) -> Reading:
@@ -104,8 +110,13 @@ class Reader:
             events.append(guard.add_text(position, piece))
             if (row := rows.get(position)) is not None:
                 events.append(guard.add_scores(position, row[:, : self._k]))
+        failure = None
+        if not complete:
+            failure = scores_missing(sum(p in rows for p in range(start, len(prompt))), len(ids), self.score_timeout,
+                                     "reader")
+            events.append(fail(guard, failure, self.on_failure))
         events.append(guard.finish())
-        return Reading(guard.summary(), _released(events), complete, time.perf_counter() - started)
+        return Reading(guard.summary(), _released(events), complete, time.perf_counter() - started, failure)
 
     async def _send(self, prompt: list[int], key: str) -> None:
         body = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0,

@@ -20,6 +20,7 @@ from guard.metrics import GuardMetrics
 from guard.gating import GateRule
 from guard.verdicts import VerdictRule
 from server.errors import APIError, UpstreamError, invalid_request
+from server.failure import mark, record
 from server.forwarding import Forwarder, JSONReply, StreamReply
 from server.protocol import (
     ENDPOINT_PATHS,
@@ -35,6 +36,7 @@ from server.protocol import (
 )
 from server.score_feed import ScoreFeed
 from server.session import GuardSession
+from server.steer import Steering, steer_always, steer_answer
 from server.settings import ServeSettings
 from server.streaming import open_stream
 from server.tokens import TokenTexts
@@ -52,12 +54,15 @@ class Relay(Forwarder):
         feed: where the engine's scores arrive.
         texts: splits a non-streamed answer's tokens into texts.
         metrics: where requests are recorded.
+        gate: the pre-generation gate (``None``: none loaded).
+        steering: the engine's steering vector (``None``: mode "steer" is refused).
     """
 
     def __init__(self, settings: ServeSettings, client: httpx.AsyncClient, rule: VerdictRule, feed: ScoreFeed,
-                 texts: TokenTexts, metrics: GuardMetrics, gate: GateRule | None = None) -> None:
+                 texts: TokenTexts, metrics: GuardMetrics, gate: GateRule | None = None,
+                 steering: Steering | None = None) -> None:
         self.settings, self.client, self.rule, self.feed = settings, client, rule, feed
-        self.texts, self.metrics, self.gate = texts, metrics, gate
+        self.texts, self.metrics, self.gate, self.steering = texts, metrics, gate, steering
         self.who = "the upstream vLLM server"
 
     async def handle(self, endpoint: Endpoint, read_body: Callable[[], Awaitable[bytes]]) -> JSONReply | StreamReply:
@@ -72,7 +77,7 @@ class Relay(Forwarder):
             request = guarded_request(parse_body(raw), endpoint, self.settings.served_name, self.settings.mode,
                                       self.settings.abstain_message)
             mode = request.options.mode
-            session = self._session(request)
+            request, session = self._session(request)
             session.busy += time.perf_counter() - started
             if request.stream:
                 events = await open_stream(self, request, session)
@@ -87,10 +92,16 @@ class Relay(Forwarder):
                     session.close()
                 self.metrics.in_flight.dec()
 
-    def _session(self, request: GuardedRequest) -> GuardSession:
+    def _session(self, request: GuardedRequest) -> tuple[GuardedRequest, GuardSession]:
+        strength = None
+        if request.options.mode == "steer":
+            strength = Steering.strength_for(self.steering, request.options)
+            if request.options.steer_how == "always":
+                request = steer_always(request, strength)
         try:
-            return GuardSession(self.rule, request.options, request.key, self.feed, self.metrics,
-                                self.settings.score_timeout, streamed=request.stream, gate=self.gate)
+            return request, GuardSession(self.rule, request.options, request.key, self.feed, self.metrics,
+                                         self.settings.score_timeout, streamed=request.stream, gate=self.gate,
+                                         on_failure=self.settings.on_guard_failure, steer_strength=strength)
         except RequestOptionError as exc:
             raise invalid_request(str(exc), param=exc.param) from exc
 
@@ -117,6 +128,8 @@ class Relay(Forwarder):
             session.add_pieces(self.texts.pieces(choice["token_ids"]))
             session.pull()
         await session.finish()
+        if session.wants_steering:
+            await steer_answer(self, request, session, payload, choice, _prompt_ids(payload, request.endpoint))
         with session.timed():
             summary = session.summary()
             if summary.decision == "abstain":
@@ -127,14 +140,14 @@ class Relay(Forwarder):
                 hide_token_ids(payload, stream=False)
             choice["guard"] = summary_payload(summary, token_payload(session.released, self.rule.labels),
                                               gate=session.gate_decision)
+            mark(choice["guard"], session.failure)
         self.finish_request(request, session)
         return JSONReply(200, payload)
 
     def finish_request(self, request: GuardedRequest, session: GuardSession) -> None:
         """Record a request that completed: its summary, the scores it missed and the guard's latency."""
         self.metrics.record_summary(request.endpoint, session.summary())
-        if not session.scores_complete:
-            self.metrics.record_upstream_error("scores_missing")
+        record(self.metrics, session.failure, self.settings.on_guard_failure)
         self.metrics.observe_guard_latency(session.busy)
 
 
@@ -144,6 +157,11 @@ def _json_object(content: bytes) -> dict[str, Any]:
     except APIError as exc:
         raise UpstreamError("protocol", f"the upstream answered 200 with a body that is not a JSON object "
                             f"({exc.message[:120]})") from exc
+
+
+def _prompt_ids(payload: dict[str, Any], endpoint: Endpoint) -> list[int]:
+    holder = payload if endpoint == "chat_completions" else (payload.get("choices") or [{}])[0]
+    return list(holder.get("prompt_token_ids") or [])
 
 
 def _first_choice(payload: dict[str, Any]) -> dict[str, Any]:

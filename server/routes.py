@@ -2,7 +2,11 @@
 
 :func:`build_app` makes either FastAPI app: docs off, ``POST /v1/chat/completions`` and ``POST
 /v1/completions`` answered by the app's relay, the app's own routes, ``GET /metrics``, framework
-errors in OpenAI's shape, the clients it created closed on shutdown. The rest are the pieces of the
+errors in OpenAI's shape, the clients it created closed on shutdown. Streams notice a client that
+leaves: the guarded stream is closed at once (the upstream stops generating) and the client's exit
+is counted (``guard_client_disconnects_total``) and logged as status 499; an internal error in a
+stream ends it with an OpenAI-shaped error event, and one in a JSON answer is a 500 in OpenAI's
+shape, both logged without request content. The rest are the pieces of the
 GET routes both apps answer alike: ``/v1/models`` passed through from the upstream
 (:func:`forward_models`) and the parts of ``/healthz`` (:func:`engine_health`,
 :func:`scores_health`, :func:`probe_health`). Each app keeps
@@ -11,6 +15,10 @@ its state on ``app.state.guard``; ``settings`` and ``metrics`` there are what bo
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,9 +28,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from guard.metrics import GuardMetrics
 from guard.probe import Probe
+from server.content_log import ContentLog
 from server.errors import APIError, error_body, from_upstream, upstream_failure
 from server.forwarding import JSONReply, StreamReply
 from server.protocol import ENDPOINT_PATHS, Endpoint
@@ -32,6 +42,10 @@ __all__ = ["Answer", "build_app", "engine_health", "error_response", "forward_mo
            "read_body", "scores_health"]
 
 _shared = APIRouter()
+_log = logging.getLogger("guard.server")
+#: what a client gets for an internal error: no detail (the log has the traceback, without request content)
+_INTERNAL = error_body("internal error in guard; the request was not completed, retry it, and report the server "
+                       "log's traceback if it persists", "server_error", None, "internal_error")
 #: replies to a completions POST: ``answer(request, endpoint, read_body)``
 Answer = Callable[[Request, Endpoint, Callable[[], Awaitable[bytes]]], Awaitable[JSONReply | StreamReply]]
 
@@ -71,21 +85,31 @@ def build_app(title: str, state: Any, answer: Answer, router: APIRouter, owned: 
 
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.guard = state
+    content = ContentLog(state.settings.log_content)
     for endpoint, path in ENDPOINT_PATHS.items():
-        app.add_api_route(path, _completions_route(endpoint, answer), methods=["POST"])
+        app.add_api_route(path, _completions_route(endpoint, answer, content), methods=["POST"])
     app.include_router(router)
     app.include_router(_shared)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
     return app
 
 
-def _completions_route(endpoint: Endpoint, answer: Answer) -> Callable[[Request], Awaitable[Response]]:
+def _completions_route(endpoint: Endpoint, answer: Answer,
+                       content: ContentLog) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
-        limit = request.app.state.guard.settings.max_request_bytes
-        reply = await answer(request, endpoint, lambda: read_body(request, limit))
+        state = request.app.state.guard
+
+        async def read() -> bytes:
+            raw = await read_body(request, state.settings.max_request_bytes)
+            content.request(endpoint, raw)
+            return raw
+
+        reply = await answer(request, endpoint, read)
         if isinstance(reply, JSONReply):
+            content.answer(endpoint, reply.status, reply.body)
             return JSONResponse(reply.body, reply.status)
-        return StreamingResponse(reply.events, media_type="text/event-stream")
+        return _EventStream(content.stream(endpoint, _contained(reply.events)), endpoint, state.metrics)
 
     route.__doc__ = f"The guarded {endpoint.replace('_', ' ')} (OpenAI's API plus the ``guard`` extension)."
     return route
@@ -157,6 +181,54 @@ def error_response(exc: APIError) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     """The guard's metrics in Prometheus text format."""
     return Response(generate_latest(request.app.state.guard.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class _EventStream(StreamingResponse):
+    """Server-sent events that notice the client leaving (uvicorn cancels the stream, or a send fails).
+
+    The client's exit is counted and logged as status 499, and the events are closed at once,
+    shielded from the cancellation, so the guarded stream releases its request and closes the
+    upstream's stream (which makes vLLM abort the generation).
+    """
+
+    def __init__(self, events: AsyncIterator[bytes], endpoint: Endpoint, metrics: GuardMetrics) -> None:
+        super().__init__(events, media_type="text/event-stream")
+        self.endpoint, self.metrics = endpoint, metrics
+
+    async def stream_response(self, send: Any) -> None:
+        try:
+            await super().stream_response(send)
+        except (OSError, asyncio.CancelledError):
+            self.metrics.record_disconnect(self.endpoint)
+            _log.info("499: the client closed its %s stream before the end", self.endpoint)
+            raise
+        finally:  # in a task of its own: the cancellation that ends this stream is re-delivered at every await here
+            await asyncio.shield(self.body_iterator.aclose())  # type: ignore[attr-defined]
+
+
+async def _contained(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``events``; an internal error on the way ends the stream with one error event and ``[DONE]``."""
+    try:
+        async for event in events:
+            yield event
+    except Exception as exc:  # a bug, not a request's fault: logged (no content), the client told
+        _log.error("internal error in a stream: %s\n%s", type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+        yield b"data: " + json.dumps(_INTERNAL).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    finally:
+        await events.aclose()
+
+
+async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    """An unexpected error answering a request: 500 in OpenAI's shape, logged without request content.
+
+    A client that left (its body unread, or its stream closed under ASGI 2.4) is 499, counted elsewhere.
+    """
+    if isinstance(exc, ClientDisconnect):
+        return JSONResponse(error_body("the client closed the connection", "invalid_request_error", None,
+                                       "client_closed"), 499)
+    _log.error("internal error: %s\n%s", type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
+    return JSONResponse(_INTERNAL, 500)
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -22,11 +22,15 @@ from guard.errors import ConfigError
 from guard.gating import GateRule
 from guard.heads import check_gate
 from guard.probe import Probe
+from guard.steering import SteeringVector
 from guard.verdicts import VerdictRule
 from server.app import create_app
+from server.artefacts import check_fit
 from server.proxy_app import create_proxy_app
+from server.proxy_protocol import NO_STEERING
 from server.reader_prompt import HFReaderPrompts
 from server.settings import ProxySettings, ServeSettings
+from server.steer import Steering
 from server.tokens import HFTokenTexts
 from server.upstream import UpstreamServer
 
@@ -78,10 +82,17 @@ def run(settings: ServeSettings) -> None:
         gate_probe = Probe.load(settings.gate)
         check_gate(probe, gate_probe)
         gate = GateRule(gate_probe, offset=len(probe.labels))
+    vector = SteeringVector.load(settings.steering) if settings.steering is not None else None
+    check_fit(settings.model, probe, gate.gate if gate is not None else None, vector)  # before the engine's slow start
+    steering = None
+    if vector is not None and settings.steering is not None:
+        default = settings.steer_alpha if settings.steer_alpha is not None else vector.manifest.default_alpha
+        steering = Steering(default, settings.steering)
 
     def app(upstream: UpstreamServer) -> FastAPI:
         texts = HFTokenTexts(upstream.model_path)
-        return create_app(settings, upstream.url, upstream.feed, probe, texts, collector=upstream.collector, gate=gate)
+        return create_app(settings, upstream.url, upstream.feed, probe, texts, collector=upstream.collector, gate=gate,
+                          steering=steering)
 
     _serve(settings, lambda: UpstreamServer(settings, settings.probe), app,
            lambda url, upstream: f"serving {settings.served_name!r} at {url} (OpenAI API; GET /healthz, /metrics); "
@@ -99,8 +110,12 @@ def run_proxy(settings: ProxySettings) -> None:
         ArtifactError: the probe cannot be loaded or has no conformal calibration with a "true" label.
         AdapterError: the reader did not start.
     """
+    if settings.mode == "steer":
+        raise ConfigError(f"mode='steer' is not available in guard proxy: {NO_STEERING}; set mode to flag, abstain "
+                          "or pass (guard serve steers its own engine)")
     probe = _calibrated_probe(settings.probe, "guard proxy needs a probe for its reader: pass --probe PATH (or "
                                               "GUARD_PROBE), or read with a model that ships one")
+    check_fit(settings.model, probe)
 
     def app(reader: UpstreamServer) -> FastAPI:
         prompts = HFReaderPrompts(HFTokenTexts(reader.model_path))

@@ -21,8 +21,9 @@ from contextlib import contextmanager
 from guard.gating import GateDecision, GateRule
 from guard.metrics import GuardMetrics
 from guard.policy import GuardEvent, GuardOptions, StreamGuard, TokenScore
-from guard.verdicts import AbstainReason, GuardSummary, SentenceVerdict, VerdictRule
+from guard.verdicts import AbstainReason, GuardSummary, SentenceVerdict, SteerPoint, VerdictRule
 from server.errors import UpstreamError
+from server.failure import FailurePolicy, GuardFailure, fail, scores_missing
 from server.score_feed import ScoreFeed
 
 __all__ = ["GuardSession"]
@@ -42,24 +43,30 @@ class GuardSession:
             non-streamed answer's text arrives after all but its last scores).
         gate: the pre-generation gate whose columns follow the probe's in every score row (``None``:
             rows hold the probe's columns only).
+        on_failure: ``on_guard_failure``: what :meth:`finish` does when the last scores do not arrive.
+        steer_strength: the steering strength of mode "steer" (``None``: this server cannot steer).
 
     Raises:
         RequestOptionError: the options ask for an alpha the probe cannot serve.
     """
 
     def __init__(self, rule: VerdictRule, options: GuardOptions, key: str, feed: ScoreFeed, metrics: GuardMetrics,
-                 score_timeout: float, streamed: bool = True, gate: GateRule | None = None) -> None:
-        self.guard = StreamGuard(rule, options)
+                 score_timeout: float, streamed: bool = True, gate: GateRule | None = None,
+                 on_failure: FailurePolicy = "fail_open", steer_strength: float | None = None) -> None:
+        self.guard = StreamGuard(rule, options, steer_strength)
         self.options = options
         self.gate = gate if options.gate and options.mode != "pass" else None
         self.gate_decision: GateDecision | None = None
         self._k = len(rule.labels)  # the probe's columns of a (possibly gate-fused) score row
         self.key, self.feed, self.metrics, self.score_timeout = key, feed, metrics, score_timeout
         self.streamed = streamed
-        self.n_prompt: int | None = None
+        self.n_prompt: int | None = None  #: the first position of the (current) generation's tokens
+        self.n_prompt_first: int | None = None  #: the client's prompt length
         self.n_gen = 0
         self.busy = 0.0  #: seconds the guard itself spent on this request (its work and its final wait)
         self.scores_complete = True  #: false when the last scores did not arrive in time
+        self.on_failure = on_failure  #: what a guard failure does (:mod:`server.failure`)
+        self.failure: GuardFailure | None = None  #: set when the last scores did not arrive in time
         self.released: list[TokenScore] = []  #: every token score released so far
         self._next_score = 0
         self._carry = ""  # text that came without a token id, given to the next token
@@ -68,6 +75,7 @@ class GuardSession:
         self._scores: list[TokenScore] = []
         self._sentences: list[SentenceVerdict] = []
         self._abstained: AbstainReason | None = None
+        self._steer: SteerPoint | None = None
 
     @contextmanager
     def timed(self) -> Iterator[None]:
@@ -80,13 +88,26 @@ class GuardSession:
 
     @property
     def stopped(self) -> bool:
-        """Whether the guard abstained: stop generating."""
+        """Whether the guard abstained or asks to steer: stop this generation."""
         return self.guard.stopped
+
+    @property
+    def wants_steering(self) -> bool:
+        """Whether the guard waits for a steered generation (:mod:`server.steer`)."""
+        return self.guard.stopped and self.guard.steered is not None
+
+    def restart(self, key: str, first_position: int) -> None:
+        """Steering starts: scores now arrive under ``key``, generated positions go on from ``first_position``."""
+        self.feed.close(self.key)
+        self.key, self.n_prompt, self._next_score = key, first_position, first_position
+        self.n_gen, self._carry, self.scores_complete = 0, "", True
+        self._text_time.clear()
+        self._merge(self.guard.resume())
 
     def start(self, n_prompt: int) -> None:
         """Set the prompt length (the first generated token's position); later calls are ignored."""
         if self.n_prompt is None:
-            self.n_prompt = self._next_score = n_prompt
+            self.n_prompt = self.n_prompt_first = self._next_score = n_prompt
 
     async def check_gate(self) -> None:
         """Before any text: wait for the prompt's last-token row and let the gate decide (once).
@@ -138,13 +159,16 @@ class GuardSession:
         if self.n_prompt is None:
             return
         got = self.feed.take(self.key, self._next_score)
-        now = time.perf_counter()
-        for position, row in zip(got.positions.tolist(), got.scores):
-            self._merge(self.guard.add_scores(position, row[:, : self._k]))
-            if (sent := self._text_time.pop(position, None)) is not None:
-                self.metrics.observe_probe_latency(max(0.0, now - sent))
-        if got.positions.size:
-            self._next_score = int(got.positions[-1]) + 1
+        if not got.positions.size:
+            return
+        positions = got.positions.tolist()
+        self._merge(self.guard.add_rows(positions, got.scores[:, :, : self._k]))
+        if self._text_time:
+            now = time.perf_counter()
+            for position in positions:
+                if (sent := self._text_time.pop(position, None)) is not None:
+                    self.metrics.observe_probe_latency(max(0.0, now - sent))
+        self._next_score = positions[-1] + 1
 
     async def finish(self) -> None:
         """The response ended: wait for the last scores, feed them and decide every sentence."""
@@ -159,6 +183,9 @@ class GuardSession:
         self.busy += time.perf_counter() - start
         with self.timed():
             self.pull()
+            if not self.scores_complete:  # the guard cannot judge the whole answer: server.failure's policy
+                self.failure = scores_missing(self._next_score - self.n_prompt, n_gen - 1, self.score_timeout)
+                self._merge(fail(self.guard, self.failure, self.on_failure))
             self._merge(self.guard.finish())
 
     def close(self) -> None:
@@ -167,8 +194,9 @@ class GuardSession:
 
     def drain(self) -> GuardEvent:
         """What the guard released since the last drain."""
-        event = GuardEvent("".join(self._text), tuple(self._scores), tuple(self._sentences), self._abstained)
-        self._text, self._scores, self._sentences, self._abstained = [], [], [], None
+        event = GuardEvent("".join(self._text), tuple(self._scores), tuple(self._sentences), self._abstained,
+                           self._steer)
+        self._text, self._scores, self._sentences, self._abstained, self._steer = [], [], [], None, None
         return event
 
     def summary(self) -> GuardSummary:
@@ -189,3 +217,5 @@ class GuardSession:
         self._sentences.extend(event.sentences)
         if event.abstained is not None and self._abstained is None:
             self._abstained = event.abstained
+        if event.steer is not None:
+            self._steer = event.steer

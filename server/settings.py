@@ -11,7 +11,7 @@ what was expected and how to fix it. :class:`ProxySettings` (``guard proxy``) ad
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -37,6 +37,9 @@ class ServeSettings(BaseSettings):
         probe: probe artefact; ``None`` uses the probe shipped for the model.
         gate: pre-generation gate calibrated with the probe; ``None`` uses the gate shipped with a shipped probe.
         use_gate: load a gate at all (requests opt out with ``guard.gate: false``).
+        steering: steering-vector artefact the engine loads for mode "steer" (``None``: requests cannot steer).
+        steer_alpha: steering strength of requests that set no ``guard.steer_alpha`` (``None``: the vector's
+            default strength).
         mode: guard mode of requests that do not set ``guard.mode``.
         abstain_message: text of an abstention when a request sets none (``None``: the guard's default).
         max_request_bytes: larger request bodies get 413.
@@ -44,6 +47,10 @@ class ServeSettings(BaseSettings):
         score_timeout: seconds to wait, once a response has ended, for its last token scores.
         startup_timeout: seconds to wait for the upstream vLLM server to become healthy.
         enforce_eager / max_model_len / max_num_seqs: engine settings.
+        on_guard_failure: when the guard cannot judge an answer the upstream produced (scores missing,
+            reader failed): ``fail_open`` passes it marked ``verified: false``, ``fail_closed`` abstains
+            (see :mod:`server.failure`).
+        log_content: log prompts and completions (off: never logged; a warning at start-up when on).
 
     Example:
         >>> ServeSettings.build(port=9000, mode="abstain").port
@@ -61,6 +68,8 @@ class ServeSettings(BaseSettings):
     probe: str | None = Field(default=None, min_length=1)
     gate: str | None = Field(default=None, min_length=1)
     use_gate: bool = True
+    steering: str | None = Field(default=None, min_length=1)
+    steer_alpha: float | None = Field(default=None, allow_inf_nan=False)
     mode: Mode = "flag"
     abstain_message: str | None = Field(default=None, min_length=1, max_length=2000)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
@@ -70,6 +79,8 @@ class ServeSettings(BaseSettings):
     enforce_eager: bool = False
     max_model_len: int = Field(default=2048, ge=16)
     max_num_seqs: int = Field(default=64, ge=1)
+    on_guard_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+    log_content: bool = False
 
     @property
     def served_name(self) -> str:

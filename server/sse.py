@@ -137,8 +137,8 @@ async def guarded_events(events: AsyncIterator[bytes], response: httpx.Response,
         if not isinstance(failure, PassedOnError):
             yield encode(failure.body())
         yield DONE
-    finally:
-        await response.aclose()
+    finally:  # bookkeeping first: a client's exit may cancel the await below again
         if close is not None:
             close()
         relay.metrics.in_flight.dec()
+        await response.aclose()

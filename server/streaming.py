@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from server.errors import UpstreamError
+from server.failure import mark
 from server.protocol import (
     GuardedRequest,
     choice_text,
@@ -32,6 +33,7 @@ from server.protocol import (
     token_payload,
 )
 from server.session import GuardSession
+from server.steer import steered_chunks
 from server.sse import EventSource, PassedOnError, chunk_head, chunk_ids, encode, guarded_events, parse_chunk
 
 if TYPE_CHECKING:
@@ -49,6 +51,8 @@ class _Stream:
     session: GuardSession
     ids: dict[str, Any] = field(default_factory=dict)  # id, object, created, model of the upstream's chunks
     finished: bool = False
+    prompt_ids: list[int] = field(default_factory=list)  # mode "steer": what a steered request starts from
+    generated: list[int] = field(default_factory=list)
 
 
 async def open_stream(relay: Relay, request: GuardedRequest, session: GuardSession) -> AsyncIterator[bytes]:
@@ -73,7 +77,12 @@ async def _guarded(stream: _Stream, response: httpx.Response) -> AsyncIterator[b
                 raise PassedOnError(relay.who)
             yield encode(await _guard_chunk(stream, chunk))
             if session.stopped:
-                break  # abstained: closing the upstream stream makes vLLM abort the request
+                break  # abstained or steering: closing the upstream stream makes vLLM abort the request
+    if session.wants_steering:
+        await response.aclose()
+        async for event in steered_chunks(relay, stream.request, session, stream.ids, stream.prompt_ids,
+                                          stream.generated, lambda c: _guard_chunk(stream, c)):
+            yield event
     if not (stream.finished or session.stopped):
         raise UpstreamError("protocol", "the upstream stream ended before the choice finished")
     await response.aclose()  # at once: after an abstention this is what stops generation upstream
@@ -97,6 +106,8 @@ async def _guard_chunk(stream: _Stream, chunk: dict[str, Any]) -> dict[str, Any]
             return chunk
         choice = choices[0]
         token_ids = choice.get("token_ids") or []
+        if request.options.mode == "steer":
+            _remember(stream, chunk, choice, token_ids)
         text = choice_text(choice, request.endpoint, stream=True)
         if token_ids or text:
             session.add_chunk(list(token_ids), text)
@@ -106,14 +117,22 @@ async def _guard_chunk(stream: _Stream, chunk: dict[str, Any]) -> dict[str, Any]
         await session.finish()
     with session.timed():
         _shape(choice, request, session)
-        if request.options.mode == "abstain" or not request.wants_token_ids:
+        if _held(request) or not request.wants_token_ids:
             hide_token_ids(chunk, stream=True)
     return chunk
 
 
+def _remember(stream: _Stream, chunk: dict[str, Any], choice: dict[str, Any], token_ids: list[int]) -> None:
+    """Mode "steer": the prompt's and the generated token ids, which a steered request starts from."""
+    holder = chunk if stream.request.endpoint == "chat_completions" else choice
+    if not stream.prompt_ids and isinstance(holder.get("prompt_token_ids"), list):
+        stream.prompt_ids = list(holder["prompt_token_ids"])
+    stream.generated.extend(token_ids)
+
+
 def _shape(choice: dict[str, Any], request: GuardedRequest, session: GuardSession) -> None:
     event = session.drain()
-    if request.options.mode == "abstain" or event.abstained is not None:  # a gate abstains in any mode but pass
+    if _held(request) or event.abstained is not None:  # a gate abstains in any mode but pass
         set_choice_text(choice, request.endpoint, True, event.text)
         if "logprobs" in choice:
             choice["logprobs"] = None
@@ -126,8 +145,17 @@ def _shape(choice: dict[str, Any], request: GuardedRequest, session: GuardSessio
         increment["abstained"] = event.abstained.model_dump(mode="json")
         choice["finish_reason"] = "stop"
         hide_token_ids(choice, stream=True)
+    if event.steer is not None:  # the steered text follows in the next chunks
+        increment["steered"] = event.steer.model_dump(mode="json")
+        choice["finish_reason"] = None
     if increment:
         choice["guard"] = increment
+
+
+def _held(request: GuardedRequest) -> bool:
+    """Whether the guard holds text until it is decided (the client gets the text it releases)."""
+    return request.options.mode == "abstain" or (request.options.mode == "steer" and
+                                                 request.options.steer_how != "always")
 
 
 def _summary_chunk(stream: _Stream) -> dict[str, Any]:
@@ -135,5 +163,6 @@ def _summary_chunk(stream: _Stream) -> dict[str, Any]:
     chat = request.endpoint == "chat_completions"
     choice: dict[str, Any] = {"index": 0, "delta": {}} if chat else {"index": 0, "text": "", "logprobs": None}
     choice["finish_reason"] = None
-    choice["guard"] = summary_payload(stream.session.summary(), gate=stream.session.gate_decision)
+    choice["guard"] = mark(summary_payload(stream.session.summary(), gate=stream.session.gate_decision),
+                           stream.session.failure)
     return {**chunk_head(stream.ids, request.endpoint, request.body.get("model")), "choices": [choice]}

@@ -39,6 +39,9 @@ class HFTokenTexts:
         from transformers import AutoTokenizer
 
         self.tokenizer: Any = AutoTokenizer.from_pretrained(model_path)
+        # a fast tokenizer's Rust backend decodes as tokenizer.decode(..., clean_up_tokenization_spaces=False)
+        # does, without transformers' per-call Python work (tests/engine checks they agree)
+        self._backend: Any = getattr(self.tokenizer, "backend_tokenizer", None)
 
     def pieces(self, token_ids: list[int]) -> list[str]:
         """One text per token id (``""`` for special tokens and incomplete characters)."""
@@ -55,4 +58,6 @@ class HFTokenTexts:
         return out
 
     def _decode(self, ids: list[int]) -> str:
+        if self._backend is not None:
+            return self._backend.decode(ids, skip_special_tokens=True)
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)

@@ -72,7 +72,8 @@ class UpstreamServer:
         s = self.settings
         endpoint = new_ipc_endpoint()
         gate = s.gate if s.use_gate else None
-        config = GuardConfig.build(model=s.model, probe=self.probe, gate=gate, enforce_eager=s.enforce_eager,
+        config = GuardConfig.build(model=s.model, probe=self.probe, gate=gate, steering=s.steering,
+                                   enforce_eager=s.enforce_eager,
                                    max_model_len=s.max_model_len, max_num_seqs=s.max_num_seqs, score_endpoint=endpoint,
                                    prefix_caching=self.prefix_caching)
         kwargs, _, self.model_path = engine_arguments(config, endpoint)  # also exports GUARD_SCORE_ENDPOINT

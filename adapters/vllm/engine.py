@@ -117,6 +117,8 @@ class GuardedLLM:
         self.gate = Probe.load(config.gate) if config.gate else None
         if self.gate is not None:
             check_gate(self.probe, self.gate)
+        #: the steering vector requests steer along (its manifest holds the default strength)
+        self.steering = SteeringVector.load(config.steering) if config.steering else None
         self.collector = ScoreCollector(endpoint)
         try:
             self.llm = LLM(**self.engine_kwargs)
@@ -129,18 +131,18 @@ class GuardedLLM:
 
     def generate(self, prompts: Sequence[str | list[int]], params: Any = None, *, guard: bool | Sequence[bool] = True,
                  hidden: bool = False, timeout: float = 30.0, steer: float | Sequence[float | None] | None = None,
-                 steer_from: int | None = None) -> list[GuardedCompletion]:
+                 steer_from: int | Sequence[int | None] | None = None) -> list[GuardedCompletion]:
         """Generate for each prompt (text or token ids) in one batch.
 
         Args:
             prompts: texts or token-id lists.
-            params: ``vllm.SamplingParams`` shared by all prompts (cloned per request).
+            params: ``vllm.SamplingParams`` shared by all prompts (cloned per request), or one per prompt.
             guard: opt every request in (``True``), out (``False``), or per prompt (a sequence).
             hidden: also deliver raw residual-stream rows (needs ``capture_hidden``).
             timeout: seconds to wait for the last scores after a request finished.
             steer: steering strength ``alpha`` for every guarded request, or one per prompt (``None``: no
                 steering); needs an engine started with ``steering``.
-            steer_from: first steered token position (default: each prompt's length).
+            steer_from: first steered token position (default: each prompt's length), or one per prompt.
 
         Returns:
             One :class:`GuardedCompletion` per prompt, in order; ``scores`` is ``None`` when not guarded.
@@ -148,14 +150,16 @@ class GuardedLLM:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        base = params or SamplingParams(max_tokens=32, temperature=0.0)
+        default = SamplingParams(max_tokens=32, temperature=0.0)
+        bases = list(params) if isinstance(params, Sequence) else [params or default] * len(prompts)
         inputs, per_request, keys = [], [], []
         flags = [guard] * len(prompts) if isinstance(guard, bool) else list(guard)
         alphas = list(steer) if isinstance(steer, Sequence) else [steer] * len(prompts)
-        if len(flags) != len(prompts) or len(alphas) != len(prompts):
-            raise ConfigError(f"guard has {len(flags)} flags and steer {len(alphas)} values for {len(prompts)} "
-                              "prompts; pass one per prompt or a single value")
-        for prompt, guarded, alpha in zip(prompts, flags, alphas):
+        starts = list(steer_from) if isinstance(steer_from, Sequence) else [steer_from] * len(prompts)
+        if {len(flags), len(alphas), len(starts), len(bases)} != {len(prompts)}:
+            raise ConfigError(f"guard has {len(flags)} flags, steer {len(alphas)}, steer_from {len(starts)} and params "
+                              f"{len(bases)} values for {len(prompts)} prompts; pass one per prompt or a single value")
+        for prompt, guarded, alpha, start, base in zip(prompts, flags, alphas, starts, bases):
             sp = base.clone()
             key = uuid.uuid4().hex if guarded else None
             if alpha is not None and not guarded:
@@ -163,7 +167,7 @@ class GuardedLLM:
                                   "guard opt-in, so guard that prompt or pass steer=None for it")
             if key is not None:
                 opts = RequestOptions(key=key, hidden=hidden, steer=alpha,
-                                      steer_from=None if alpha is None else steer_from)
+                                      steer_from=None if alpha is None else start)
                 sp.extra_args = {**(sp.extra_args or {}), **opts.to_extra_args()}
             inputs.append(TokensPrompt(prompt_token_ids=list(prompt)) if not isinstance(prompt, str) else prompt)
             per_request.append(sp)

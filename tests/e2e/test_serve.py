@@ -28,6 +28,7 @@ MODEL = "smollm2"
 N_CAL = 19
 CHAT = [{"role": "user", "content": "What is the capital of France? Answer in two sentences."}]
 PROMPT = "The largest planet in the solar system is"
+STRENGTH = 40.0  # times a unit direction at two layers: enough to change greedy text
 
 
 def _synthetic_probe(out: Path) -> Path:
@@ -46,6 +47,20 @@ def _synthetic_probe(out: Path) -> Path:
     manifest = shipped.manifest.model_copy(update={"conformal": calibration, "kind": "shipped-synthetic-calibration"})
     probe = Probe(manifest, shipped.weight, shipped.bias, shipped.mean, shipped.scale, shipped.w1, shipped.b1)
     return probe.save(out / "probe")
+
+
+def _steering_vector(out: Path) -> Path:
+    """Seeded random unit directions at two mid layers: a strong steer visibly changes greedy text (mechanism only)."""
+    import numpy as np
+
+    from adapters.model_store import resolve_model
+    from guard.model_spec import ModelSpec
+    from guard.steering import SteeringVector
+
+    spec = ModelSpec.from_folder(resolve_model("default"))
+    vectors = np.random.default_rng(0).standard_normal((2, spec.hidden_size)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return SteeringVector.from_vectors(vectors, (12, 14), spec, kind="random-e2e").save(out / "steer")
 
 
 def _shipped_gate() -> Path:
@@ -68,7 +83,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                       "score_timeout: 10\n")
     port = free_port()
     args = ["serve", "--eager", "--port", str(port), "--probe", str(probe), "--config", str(config),
-            "--gate", str(_shipped_gate())]
+            "--gate", str(_shipped_gate()), "--steering", str(_steering_vector(tmp)), "--steer-alpha", str(STRENGTH)]
     with running_guard(args, tmp / "serve.log", "serving"):
         base = f"http://127.0.0.1:{port}"
         health = httpx.get(f"{base}/healthz", timeout=10).json()
@@ -247,3 +262,40 @@ def test_the_shipped_gate_decides_on_the_question_alone_and_abstains_exactly_bel
         # the default gate alpha (0.3) certifies nothing on 177 calibration answers: the gate reports, never abstains
         default = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, temperature=0)
         assert default.choices[0].model_extra["guard"]["gate"]["certified"] is False
+
+
+def test_steer_mode_replaces_the_flagged_answer_by_steered_text_the_same_streamed_or_not(served):
+    client = _client(served["url"])
+    plain = client.chat.completions.create(messages=CHAT, **_greedy()).choices[0].message.content
+    options = {"guard": {"mode": "steer", "alpha": 0.5, "gate": False}, "return_token_ids": True}
+    answer = client.chat.completions.create(messages=CHAT, extra_body=options, **_greedy())
+    guard = answer.choices[0].model_extra["guard"]
+    steered = guard["steered"]  # alpha 0.5 flags the first sentence (synthetic calibration): all of it is steered
+    assert guard["decision"] == "steer" and (steered["kind"], steered["how"]) == ("sentence", "continue")
+    assert steered["flagged"]["index"] == 0 and steered["kept_chars"] == 0 and steered["strength"] == STRENGTH
+    text = answer.choices[0].message.content
+    assert text != plain and text == "".join(answer.choices[0].model_extra.get("token_texts", [])) or text
+    assert len(answer.choices[0].model_extra["token_ids"]) == answer.usage.completion_tokens
+    positions = [t["position"] for t in guard["tokens"]]
+    assert positions == list(range(steered["position"], steered["position"] + len(positions)))  # steered tokens' own
+    chunks = list(client.chat.completions.create(messages=CHAT, stream=True, extra_body=options, **_greedy()))
+    _, summary = _stream_guard(chunks)
+    assert _stream_text(chunks, chat=True) == text and summary["steered"] == steered
+    assert summary["sentences"] == guard["sentences"]
+
+
+def test_steer_mode_leaves_a_verified_answer_alone_and_always_steers_unconditionally(served):
+    client = _client(served["url"])
+    plain = client.chat.completions.create(messages=CHAT, **_greedy()).choices[0].message.content
+    calm = client.chat.completions.create(messages=CHAT, extra_body={"guard": {"mode": "steer", "alpha": 0.01}},
+                                          **_greedy())
+    assert calm.choices[0].message.content == plain and calm.choices[0].model_extra["guard"]["steered"] is None
+    always = client.chat.completions.create(
+        messages=CHAT, extra_body={"guard": {"mode": "steer", "steer_how": "always", "steer_alpha": STRENGTH}},
+        **_greedy())
+    guard = always.choices[0].model_extra["guard"]
+    assert always.choices[0].message.content != plain and guard["decision"] == "steer"
+    assert guard["steered"]["kind"] == "request"
+    zero = client.chat.completions.create(
+        messages=CHAT, extra_body={"guard": {"mode": "steer", "steer_how": "always", "steer_alpha": 0.0}}, **_greedy())
+    assert zero.choices[0].message.content == plain  # strength 0 is a no-op

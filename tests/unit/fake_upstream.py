@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -85,6 +85,8 @@ class FakeUpstream(FakeEngine):
     down: bool = False
     #: prompt -> the pre-generation gate's (p_incorrect, p_correct), appended as two columns to every score row
     gate: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: what a steered request (token-id prompt with ``guard_steer``) answers; its prompt is its token ids
+    steered: Script | None = None
     _gate_of: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def token_id(self, text: str) -> int:
@@ -106,6 +108,13 @@ class FakeUpstream(FakeEngine):
         self.requests.append(body)
         chat = request.url.path == "/v1/chat/completions"
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+        if isinstance(prompt, list) and "guard_steer" in body["vllm_xargs"] and self.steered is not None:
+            script, key = replace(self.steered, n_prompt=len(prompt)), body["vllm_xargs"]["guard_key"]
+            self._publish(key, 0, [PROMPT_PROBS] * script.n_prompt)  # prefill scores the kept tokens again
+            if body.get("stream"):
+                return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                                      stream=_AsyncBody(self._stream(False, script, key)))
+            return self._complete(False, script, key)
         if prompt == "CRASH":
             return httpx.Response(500, json={"error": {"message": "engine died", "type": "InternalServerError",
                                                        "param": None, "code": 500}})

@@ -242,7 +242,7 @@ def test_a_rule_needs_a_true_label_and_a_calibrated_probe():
 
 def test_misfed_scores_are_refused_with_the_expected_shape():
     guard = StreamGuard(_rule())
-    with pytest.raises(AdapterError, match=r"shape \(2,\); expected finite values of shape \(3,\)"):
+    with pytest.raises(AdapterError, match=r"shape \(2,\) per position; expected finite values of shape \(3,\)"):
         guard.add_probs(P, np.array([0.5, 0.5]))
     guard.add_probs(P, GOOD)
     with pytest.raises(AdapterError, match="scored twice"):

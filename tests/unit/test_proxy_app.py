@@ -171,7 +171,7 @@ def test_upstream_4xx_pass_through_with_their_status_in_openai_shape(question, s
 
 
 @pytest.mark.parametrize("failure", ["down", "status", "wrong_length", "too_long"])
-def test_a_reader_failure_is_a_502_naming_the_reader_and_counted(failure):
+def test_a_reader_failure_passes_the_answer_marked_unverified_naming_the_reader_and_counted(failure):
     proxy = Proxy(max_model_len=16) if failure == "too_long" else Proxy()
     proxy.reader.down = failure == "down"
     proxy.reader.status = 500 if failure == "status" else 200
@@ -181,12 +181,16 @@ def test_a_reader_failure_is_a_502_naming_the_reader_and_counted(failure):
         system = {"role": "system", "content": "Answer in one or two short sentences, please."}
         answer = await client.post("/v1/chat/completions", json={"model": "m", "messages": [system, *chat("wrong")[
             "messages"]]})
-        assert answer.status_code == 502
-        error = answer.json()["error"]
-        assert error["code"] == "reader_failed" and "the reader" in error["message"]
+        assert answer.status_code == 200  # on_guard_failure defaults to fail_open
+        choice = answer.json()["choices"][0]
+        assert choice["message"]["content"] == ANSWERS["wrong"]
+        guard = choice["guard"]
+        assert (guard["decision"], guard["verified"], guard["error"]["kind"]) == ("pass", False, "reader")
+        assert "the reader" in guard["error"]["message"]
         if failure == "too_long":
-            assert "max_model_len" in error["message"]
+            assert "max_model_len" in guard["error"]["message"]
         assert counts(proxy.app)[("guard_upstream_errors_total", (("kind", "reader"),))] == 1
+        assert counts(proxy.app)[("guard_guard_failures_total", (("kind", "reader"), ("policy", "fail_open")))] == 1
         assert proxy.feed.open_keys == 0
 
     proxy.serve(run)
@@ -237,5 +241,14 @@ def test_metrics_count_one_request_per_post_with_its_most_severe_decision():
                                                   ("mode", "flag")))] == 1
         assert samples[("guard_sentences_scored_total", ())] == 4 and samples[("guard_flagged_sentences_total", ())] == 1
         assert samples[("guard_latency_seconds_count", ())] == 2 and samples[("guard_requests_in_flight", ())] == 0
+
+    Proxy().serve(run)
+
+
+def test_steering_is_refused_in_proxy_mode_with_the_reason_and_the_alternative():
+    async def run(client, proxy):
+        answer = await client.post("/v1/chat/completions", json=chat("capital", guard={"mode": "steer"}))
+        message = answer.json()["error"]["message"]
+        assert answer.status_code == 400 and "foreign model" in message and "guard serve" in message
 
     Proxy().serve(run)

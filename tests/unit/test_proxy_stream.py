@@ -126,7 +126,7 @@ def test_a_mid_stream_upstream_error_is_passed_on_then_done_and_counted(mode):
     Proxy().serve(run)
 
 
-def test_a_reader_failure_after_the_text_was_relayed_ends_the_stream_with_an_error_event():
+def test_a_reader_failure_after_the_text_was_relayed_ends_the_stream_with_an_unverified_summary():
     proxy = Proxy()
     proxy.reader.status = 500
 
@@ -134,7 +134,8 @@ def test_a_reader_failure_after_the_text_was_relayed_ends_the_stream_with_an_err
         body = chat("capital", stream=True)
         chunks = _chunks((await client.post("/v1/chat/completions", json=body)).text)
         assert _text(chunks[:-1]) == ANSWERS["capital"]
-        assert chunks[-1]["error"]["code"] == "reader_failed"
+        guard = chunks[-1]["choices"][0]["guard"]  # on_guard_failure defaults to fail_open
+        assert (guard["verified"], guard["error"]["kind"]) == (False, "reader")
         assert counts(proxy.app)[("guard_upstream_errors_total", (("kind", "reader"),))] == 1
         assert counts(proxy.app)[("guard_requests_in_flight", ())] == 0
 

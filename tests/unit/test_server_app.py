@@ -279,8 +279,8 @@ def test_metrics_count_a_known_sequence_of_requests():
         # clean: 2 sentences; streamed mixed: 4 (1 flagged); abstained mixed: 2 decided (1 flagged); pass-mode clean: 2
         assert samples[("guard_sentences_scored_total", ())] == 10
         assert samples[("guard_flagged_sentences_total", ())] == 2
-        # the abstained answer stopped once "Good one. Bad claim." (6 tokens) was scored
-        assert samples[("guard_tokens_scored_total", ())] == 7 + 12 + 6 + 7
+        # the abstained (non-streamed) answer: its first 11 scores arrive in one pull, before it is decided
+        assert samples[("guard_tokens_scored_total", ())] == 7 + 12 + 11 + 7
         assert samples[("guard_latency_seconds_count", ())] == 4
         assert samples[("guard_probe_latency_seconds_count", ())] > 0
 

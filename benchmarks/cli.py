@@ -1,0 +1,51 @@
+"""``guard bench latency|quality|selective``: the benchmark suite behind one command each.
+
+Each command starts the engine(s) it needs, prints a table, and writes a JSON record plus a PNG
+beside it (default ``benchmarks/results/bench-NAME-DEVICE.{json,png}``, relative to the working
+directory). ``adapters/cli.py`` wires this in; the benchmarks are imported only when a bench runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+__all__ = ["BENCHES", "add_bench_parser", "run_bench", "default_out"]
+
+#: bench name -> (module, help)
+BENCHES = {
+    "latency": ("benchmarks.overhead", "plain vLLM vs guarded vs guarded+steering: throughput, TTFT, inter-token ratios"),
+    "quality": ("benchmarks.quality", "probe quality per layer, shipped probe, cross-domain matrix, logprob baselines"),
+    "selective": ("benchmarks.selective_qa", "selective QA: risk-coverage and realised risk of the certified threshold"),
+}
+
+
+def add_bench_parser(sub: Any) -> None:
+    """Add ``bench`` with one subcommand per benchmark to the ``guard`` command's subparsers."""
+    import importlib
+
+    bench = sub.add_parser("bench", help="run a benchmark of the suite (JSON + PNG into benchmarks/results/)")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    for name, (module, text) in BENCHES.items():
+        p = bench_sub.add_parser(name, help=text, description=text)
+        importlib.import_module(module).add_arguments(p)
+
+
+def default_out(name: str) -> str:
+    """``benchmarks/results/bench-NAME-DEVICE.json`` (``cuda`` when a GPU is visible, else ``cpu``)."""
+    import torch
+
+    return os.path.join("benchmarks", "results", f"bench-{name}-{'cuda' if torch.cuda.is_available() else 'cpu'}.json")
+
+
+def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """Run the benchmark ``args.bench`` chose; returns the exit status."""
+    import importlib
+
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    if args.out is None:
+        args.out = default_out(args.bench)
+    command = "guard " + " ".join(sys.argv[1:] if argv is None else argv)
+    return importlib.import_module(BENCHES[args.bench][0]).execute(args, command)
