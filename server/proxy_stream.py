@@ -5,11 +5,17 @@ Modes "flag" and "pass": every upstream event's ``data`` is relayed as it arrive
 choice's whole answer is read and one extra chunk carries every read choice's full ``guard``
 summary (``delta: {}`` or ``text: ""``, ``finish_reason: null``), then ``data: [DONE]``.
 
-Mode "abstain": nothing is sent while the upstream streams. When it ends, the answers are read;
-the held events are then sent unchanged, except that a choice whose reading abstains loses its
-events and gets one chunk with the abstain message (``finish_reason: "stop"``) instead. Chunks
-without choices (the usage chunk) follow, then the summary chunk and ``[DONE]``. So a client
-never sees text the reader has not judged.
+Mode "abstain" with one choice: sentence by sentence. Events are held; each time the upstream's
+text closes a sentence, the answer so far (up to that sentence's end) is read, and if no sentence
+is flagged the held events before the one that closed it are sent (that one already holds the next
+sentence's start). At the first flagged sentence the upstream stream is closed and one chunk with
+the abstain message (``finish_reason: "stop"``) follows the sentences already sent. The reader is
+causal, so a sentence's verdict does not depend on the text after it: reading prefixes gives the
+verdicts a reading of the whole answer gives. Mode "abstain" with several choices: nothing is sent
+while the upstream streams; when it ends the answers are read, and the held events are sent
+unchanged, except that a choice whose reading abstains loses its events and gets the abstain
+message chunk instead. Either way chunks without choices (the usage chunk) follow, then the
+summary chunk and ``[DONE]``, and a client never sees text the reader has not judged.
 
 Choices that carry ``guard`` themselves (the upstream is a guarded engine) are relayed and not read.
 Failures after the first event are sent as one error event, then ``[DONE]``.
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from guard.sentences import SentenceSplitter
 from server.errors import UpstreamError
 from server.protocol import choice_text
 from server.proxy_protocol import ProxyRequest, choice_index
@@ -59,6 +66,9 @@ class _Stream:
     unfinished: set[int] = field(default_factory=set)
     held: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # abstain mode: (data, chunk)
     done: bool = False
+    splitter: SentenceSplitter = field(default_factory=SentenceSplitter)  # one-choice abstain: sentence by sentence
+    pieces: int = 0  # text pieces fed to the splitter (its positions)
+    stopped: Reading | None = None  # the reading that abstained mid-stream
 
 
 async def open_proxy_stream(relay: ProxyRelay, request: ProxyRequest, busy: float) -> AsyncIterator[bytes]:
@@ -83,14 +93,47 @@ async def _guarded(stream: _Stream, response: httpx.Response) -> AsyncIterator[b
                 yield encode_data(data)
                 raise PassedOnError(who)
             _track(stream, chunk)
-            if hold:
-                stream.held.append((data, chunk))
-            else:
+            if not hold:
                 yield encode_data(data)
+                continue
+            stream.held.append((data, chunk))
+            for event in await _verify_sentences(stream, chunk):
+                yield event
+            if stream.stopped is not None:
+                break  # a flagged sentence: closing the upstream stream stops its generation
     stream.done = source.done
     await response.aclose()
-    for event in await _finish(stream):
+    for event in (await _finish(stream) if stream.stopped is None else _stop(stream)):
         yield event
+
+
+async def _verify_sentences(stream: _Stream, chunk: dict[str, Any]) -> list[bytes]:
+    """One-choice abstain mode: read the answer up to each sentence the chunk closed; the events now verified."""
+    request = stream.request
+    if request.n != 1 or len(request.prefixes) != 1 or stream.guarded or not (chunk.get("choices") or []):
+        return []
+    closed = stream.splitter.feed(stream.pieces, stream.texts.get(0, [""])[-1])
+    stream.pieces += 1
+    if not closed:
+        return []
+    started = time.perf_counter()
+    reading = (await stream.relay.read_all(request, {0: "".join(stream.texts[0])[: closed[-1].end]}))[0]
+    stream.busy += time.perf_counter() - started
+    if reading.summary.decision == "abstain":  # a flagged sentence, or a reader failure under fail_closed
+        stream.stopped = reading
+        return []
+    verified, stream.held = stream.held[:-1], stream.held[-1:]  # the last chunk holds the next sentence's start
+    return [encode_data(data) for data, _ in verified]
+
+
+def _stop(stream: _Stream) -> list[bytes]:
+    """The events after a sentence flagged mid-stream: the abstain message, the summary (of the text read)."""
+    assert stream.stopped is not None
+    trailing = [encode_data(data) for data, chunk in stream.held if not chunk.get("choices")]
+    events = [encode(_chunk_with(stream, 0, stream.request.options.message, "stop")), *trailing,
+              encode(_summary_chunk(stream, {0: stream.stopped}))]
+    stream.relay.finish_request(stream.request, [stream.stopped], [], stream.busy)
+    return events
 
 
 def _track(stream: _Stream, chunk: dict[str, Any]) -> None:

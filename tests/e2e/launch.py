@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_guard(args: list[str], log_path: Path, ready: str, start_s: float = 240,
+def running_guard(args: list[str], log_path: Path, ready: str, start_s: float = 600,
                   stop_s: float = 90) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``python -m guard *args`` until the block ends, then stop it with SIGTERM and check it exited 0.
 

@@ -37,6 +37,7 @@ FALSE_WORDS = {"Berlin", "Rome", "Madrid"}
 ANSWERS = {
     "capital": "The capital of France is Paris.",
     "wrong": "Paris is nice. The capital of France is Berlin.",
+    "middle": "Paris is nice. Its river is the Rome. The rest is long and would take many more words.",
     "GUARDED": "Paris is in France.",
 }
 #: the foreign API's own guard field (as guard serve would send it)

@@ -75,16 +75,31 @@ def test_abstain_mode_holds_the_events_and_sends_them_unchanged_once_the_reader_
     Proxy().serve(run)
 
 
-def test_abstain_mode_sends_only_the_abstain_message_for_a_flagged_answer_then_usage_and_summary():
+def test_abstain_mode_sends_each_sentence_once_read_and_the_abstain_message_at_a_flagged_last_one():
     async def run(client, proxy):
         body = chat("wrong", stream=True, stream_options={"include_usage": True}, guard={"mode": "abstain"})
         chunks = _chunks((await client.post("/v1/chat/completions", json=body)).text)
-        assert _text(chunks) == DEFAULT_ABSTAIN_MESSAGE
-        message, usage, summary = chunks
+        assert _text(chunks) == "Paris is nice." + DEFAULT_ABSTAIN_MESSAGE  # the first sentence passed its reading
+        message, usage, summary = chunks[-3:]
         assert message["choices"][0]["finish_reason"] == "stop" and message["id"] == "chatcmpl-s"
         assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 9
         guard = summary["choices"][0]["guard"]
         assert guard["decision"] == "abstain" and guard["abstained"]["sentence"] == 1
+        assert len(proxy.reader.requests) == 2  # "Paris is nice. " when it closed, then the whole answer
+
+    Proxy().serve(run)
+
+
+def test_abstain_mode_stops_the_upstream_at_a_flagged_sentence_mid_answer():
+    async def run(client, proxy):
+        body = chat("middle", stream=True, guard={"mode": "abstain"})
+        chunks = _chunks((await client.post("/v1/chat/completions", json=body)).text)
+        assert _text(chunks) == "Paris is nice." + DEFAULT_ABSTAIN_MESSAGE
+        assert "Rome" not in json.dumps(chunks) and "rest" not in json.dumps(chunks)
+        guard = chunks[-1]["choices"][0]["guard"]
+        assert guard["decision"] == "abstain" and guard["abstained"]["sentence"] == 1
+        assert [s["verdict"] for s in guard["sentences"]] == ["supported", "flagged"]
+        assert len(proxy.reader.requests) == 2  # one reading per closed sentence; the rest was never read
 
     Proxy().serve(run)
 
