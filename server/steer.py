@@ -153,7 +153,7 @@ async def steered_chunks(relay: Relay, request: GuardedRequest, session: GuardSe
                     raise PassedOnError(relay.who)
                 if not chunk.get("choices"):  # the usage chunk
                     _fix_usage(chunk.get("usage"), None, len(kept), session.n_prompt_first)
-                    yield encode({**chunk, **{k: v for k, v in ids.items() if k != "object"}})
+                    yield encode({**chunk, **_head(ids, request.endpoint)})
                     continue
                 yield encode(await guard_chunk(_client_chunk(chunk["choices"][0], ids, request.endpoint)))
     finally:
@@ -168,9 +168,14 @@ def _client_chunk(steered: dict[str, Any], ids: dict[str, Any], endpoint: Endpoi
         choice["delta"] = {}
     if isinstance(steered.get("token_ids"), list):
         choice["token_ids"] = steered["token_ids"]
+    return {**_head(ids, endpoint), "choices": [choice]}
+
+
+def _head(ids: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
+    """The first stream's ``id``, ``object``, ``created`` and ``model``: the steered chunks continue it."""
     kind = "chat.completion.chunk" if endpoint == "chat_completions" else "text_completion"
     return {"id": ids.get("id", ""), "object": ids.get("object", kind), "created": ids.get("created", 0),
-            "model": ids.get("model"), "choices": [choice]}
+            "model": ids.get("model")}
 
 
 def _fix_usage(usage: Any, completion: int | None, extra: int = 0, prompt: int | None = None) -> None:

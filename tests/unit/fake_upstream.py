@@ -113,7 +113,7 @@ class FakeUpstream(FakeEngine):
             self._publish(key, 0, [PROMPT_PROBS] * script.n_prompt)  # prefill scores the kept tokens again
             if body.get("stream"):
                 return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                                      stream=_AsyncBody(self._stream(False, script, key)))
+                                      stream=_AsyncBody(self._stream(False, script, key, _usage(body))))
             return self._complete(False, script, key)
         if prompt == "CRASH":
             return httpx.Response(500, json={"error": {"message": "engine died", "type": "InternalServerError",
@@ -129,7 +129,7 @@ class FakeUpstream(FakeEngine):
         self._publish(key, 0, [PROMPT_PROBS] * script.n_prompt)
         if body.get("stream"):
             return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                                  stream=_AsyncBody(self._stream(chat, script, key)))
+                                  stream=_AsyncBody(self._stream(chat, script, key, _usage(body))))
         return self._complete(chat, script, key)
 
     def _publish(self, key: str, start: int, probs: list[tuple[float, ...]]) -> None:
@@ -158,7 +158,7 @@ class FakeUpstream(FakeEngine):
         return httpx.Response(200, json={"id": "cmpl-1", "created": 1, "model": MODEL, **top, "choices": [choice],
                                          "usage": usage})
 
-    async def _stream(self, chat: bool, script: Script, key: str):
+    async def _stream(self, chat: bool, script: Script, key: str, usage: bool = False):
         ids = self._ids(script)
         probs = [p for _, p in script.tokens]
         obj = "chat.completion.chunk" if chat else "text_completion"
@@ -192,10 +192,18 @@ class FakeUpstream(FakeEngine):
                 sent += 1
                 self.chunks_sent[key] = sent
                 await asyncio.sleep(0)  # let other requests' streams interleave
+            if usage:
+                yield sse_event({**head, "choices": [], "usage": {"prompt_tokens": script.n_prompt,
+                                                                  "completion_tokens": len(ids),
+                                                                  "total_tokens": script.n_prompt + len(ids)}})
             yield b"data: [DONE]\n\n"
         finally:
             if sent < len(ids):
                 self.closed_early.add(key)
+
+
+def _usage(body: dict[str, Any]) -> bool:
+    return bool((body.get("stream_options") or {}).get("include_usage"))
 
 
 class _AsyncBody(httpx.AsyncByteStream):

@@ -175,3 +175,15 @@ def test_clients_cannot_steer_through_vllm_xargs(field):
         assert "guard.mode='steer'" in response.json()["error"]["message"]
 
     _serve(run)
+
+
+def test_a_streamed_steered_answer_reports_the_usage_of_the_whole_answer_in_the_clients_shape():
+    async def run(client, fake, app):
+        body = {**_chat("mixed", {"mode": "steer"}), "stream": True, "stream_options": {"include_usage": True}}
+        chunks = _chunks((await client.post("/v1/chat/completions", json=body)).text)
+        [usage] = [c for c in chunks if not c["choices"]]
+        assert usage["object"] == "chat.completion.chunk" and usage["id"] == chunks[0]["id"]
+        assert usage["usage"]["prompt_tokens"] == MIXED.n_prompt
+        assert usage["usage"]["completion_tokens"] == N_KEPT + len(CONTINUATION.tokens) + 1
+
+    _serve(run)
