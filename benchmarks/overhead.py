@@ -208,9 +208,10 @@ def _proxy(args: argparse.Namespace) -> dict[str, Any] | None:
 
         path = str(Path(args.out or tempfile.mkdtemp()).with_suffix("")) + "-proxy.json"
         proxy.main(["--out", path])
-        return proxy_numbers(json.loads(Path(path).read_text()), path)
+        return proxy_numbers(json.loads(Path(path).read_text()), os.path.relpath(path))
     if args.proxy_record:
-        return proxy_numbers(json.loads(Path(args.proxy_record).read_text()), args.proxy_record)
+        path = Path(args.proxy_record)
+        return proxy_numbers(json.loads(path.read_text()), os.path.relpath(path))
     return None
 
 

@@ -1,7 +1,9 @@
 """Figures of the ``guard bench`` suite, drawn from the JSON records alone (so any record can be re-plotted).
 
 Each function writes one PNG and returns ``True``, or returns ``False`` without matplotlib (the
-``report`` extra); the JSON record is complete either way.
+``report`` extra); the JSON record is complete either way. Re-plot a record without re-running it::
+
+    python -m benchmarks.plots benchmarks/results/bench-selective-cpu.json   # writes the .png beside it
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import json
+import sys
+
 import numpy as np
 
-__all__ = ["plot_latency", "plot_quality", "plot_selective"]
+__all__ = ["plot_latency", "plot_quality", "plot_selective", "plot_record"]
 
 _SIGNALS = {"answer_probe": "answer probe p(true)", "logprob": "mean token log-prob (baseline)",
             "consistency": "sampling consistency (baseline)", "gate": "pre-generation gate p(correct)",
@@ -135,10 +140,10 @@ def plot_selective(record: dict[str, Any], path: str | Path) -> bool:
     risks = [[r for r in methods[n]["per_split"]["risk"] if r is not None] or [np.nan] for n in names]
     ax.boxplot(risks, showfliers=True)
     for i, n in enumerate(names):
-        ax.text(i + 1, 0.97, f"risk>alpha {methods[n]['violation_rate']:.2f}\ncertified {methods[n]['certified']:.2f}",
+        ax.text(i + 1, 1.13, f"risk>alpha {methods[n]['violation_rate']:.2f}\ncertified {methods[n]['certified']:.2f}",
                 ha="center", va="top", fontsize=7)
     ax.axhline(alpha, ls="--", color="grey")
-    ax.set(ylabel="realised risk on the test half", ylim=(0, 1),
+    ax.set(ylabel="realised risk on the test half", ylim=(0, 1.15),
            title=f"realised risk over {record['splits']} splits (delta {record['delta']})")
     ax.set_xticks(range(1, len(names) + 1), names, rotation=20, fontsize=8)
     ax = axes[2]
@@ -149,7 +154,30 @@ def plot_selective(record: dict[str, Any], path: str | Path) -> bool:
         bottom += values
     unguarded = record["accuracy"]
     ax.axhline(unguarded, color="black", lw=1, ls=":", label=f"answer everything: correct {unguarded:.2f}")
-    ax.set(ylabel="share of questions", ylim=(0, 1), title="outcomes at the certified threshold (mean over splits)")
+    ax.set(ylabel="share of questions", ylim=(0, 1.18), title="outcomes at the certified threshold (mean over splits)")
     ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2, loc="upper center")
     return _save(fig, plt, path)
+
+
+_PLOTS = {"latency": plot_latency, "quality": plot_quality, "selective": plot_selective}
+
+
+def plot_record(record_path: str | Path) -> Path:
+    """Draw a saved record's figure beside it (``X.json`` -> ``X.png``); returns the PNG's path.
+
+    Raises:
+        ValueError: the record is not one of the suite's (its ``benchmark`` is not latency, quality or selective).
+    """
+    record = json.loads(Path(record_path).read_text())
+    kind = record.get("benchmark")
+    if kind not in _PLOTS:
+        raise ValueError(f"{record_path} has benchmark={kind!r}; expected one of {sorted(_PLOTS)}")
+    out = Path(record_path).with_suffix(".png")
+    _PLOTS[kind](record, out)
+    return out
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        print(plot_record(arg))

@@ -107,7 +107,8 @@ def _qa_section(qa: dict[str, dict[str, Any]], gate: Probe | None) -> list[str]:
         f"(alpha = {first['alpha']}, delta = {first['delta']}) on one half, applied to the other, over "
         f"{first['splits']} random halvings.",
         "",
-        "| signal | AUROC | AURC | certified | coverage | risk | risk > alpha | correct | hallucinated | abstained |",
+        "| signal | AUROC | AURC | certified | coverage | risk | risk > alpha (all halvings) | correct | hallucinated "
+        "| abstained |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *[f"| {_SIGNAL_NAMES.get(name, name)} | {r['auroc']:.3f} | {r['aurc']:.3f} | {r['certified']:.2f} | "
           f"{r['coverage']:.3f} | {r['risk']:.3f} | {r['violation_rate']:.2f} | {r['correct']:.3f} | "

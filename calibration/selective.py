@@ -58,7 +58,9 @@ def selective_report(confidence: np.ndarray, correct: np.ndarray, alpha: float, 
         ``auroc`` (confidence vs correctness), ``aurc``, ``alpha``, ``delta``, ``splits``, and means over
         splits of ``coverage``, ``risk`` (over splits that answered anything), ``correct``, ``hallucinated``,
         ``abstained``; ``certified`` (share of splits where a threshold was certified), ``violation_rate``
-        (share of answering splits whose realised risk exceeds ``alpha``), and ``curve`` (risk-coverage points).
+        (share of all splits whose realised risk exceeds ``alpha``; a split that answers nothing has none:
+        this is the probability Learn-then-Test bounds by ``delta``), ``violation_rate_answering`` (the same
+        share among splits that answered anything), and ``curve`` (risk-coverage points).
 
     Raises:
         ConfigError: fewer than 4 items or mismatched shapes.
@@ -81,7 +83,8 @@ def selective_report(confidence: np.ndarray, correct: np.ndarray, alpha: float, 
         "certified": float(np.mean([c for c, _ in rows])),
         "coverage": float(np.mean([o["coverage"] for _, o in rows])),
         "risk": float(np.mean(answering)) if answering else float("nan"),
-        "violation_rate": float(np.mean([r > alpha for r in answering])) if answering else 0.0,
+        "violation_rate": float(np.sum([r > alpha for r in answering]) / len(rows)),
+        "violation_rate_answering": float(np.mean([r > alpha for r in answering])) if answering else 0.0,
         **{k: float(np.mean([o[k] for _, o in rows])) for k in ("correct", "hallucinated", "abstained")},
         "curve": curve_points(confidence, correct),
     }
