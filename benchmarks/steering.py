@@ -3,7 +3,7 @@
 On guard's closed-book QA items (or a seeded subset), one engine with the shipped probe and a
 steering vector answers every question greedily in three arms:
 
-- ``plain``: no steering (the same answers for every alpha);
+- ``plain``: no steering (alpha 0 of both arms: greedy decoding then repeats it token for token);
 - ``always``: every answer steered at ``alpha`` from its first generated token;
 - ``gated``: mode ``steer``, ``continue``: only answers with a flagged sentence are steered, from that
   sentence on (:func:`adapters.vllm.gated.generate_guarded`; the pre-generation gate is off, so the
@@ -138,6 +138,10 @@ def run(llm: Any, items: Sequence[QAItem], alphas: Sequence[float], max_tokens: 
     plain = arm_row(llm, items, prompt_ids, [c.text for c in first], [c.token_ids for c in first], alpha=0.0)
     always, gated = [], []
     for alpha in alphas:
+        if alpha == 0:  # greedy and unsteered: both arms give the plain answers, token for token
+            always.append({**plain, "wall_s": 0.0})
+            gated.append({**plain, "steered_share": 0.0, "wall_s": 0.0})
+            continue
         t = time.perf_counter()
         outs = llm.generate(prompt_ids, params, steer=alpha, steer_from=[len(p) - 1 for p in prompt_ids])
         always.append(arm_row(llm, items, prompt_ids, [o.text for o in outs], [o.token_ids for o in outs],
@@ -150,6 +154,9 @@ def run(llm: Any, items: Sequence[QAItem], alphas: Sequence[float], max_tokens: 
         print(f"alpha {alpha}: always acc {always[-1]['accuracy']:.3f} truth {always[-1]['truth_score']:.3f} "
               f"fluency {always[-1]['fluency']:.3f} | gated acc {gated[-1]['accuracy']:.3f} "
               f"steered {gated[-1]['steered_share']:.2f}", file=sys.stderr, flush=True)
+    share = next((r["steered_share"] for r in gated if r["alpha"] > 0), None)
+    for r in gated:  # the first pass decides who is steered, whatever the alpha (alpha 0 would steer them too)
+        r["steered_share"] = share
     chosen = pick_alpha(plain, gated, max_fluency_drop)
     a = [r["alpha"] for r in always]
     shape = {"always_fluency_quadratic": fits(a, [r["fluency"] for r in always], 2),
@@ -228,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None and args.limit < len(items):
         items = random.Random(args.seed).sample(items, args.limit)
     probe = _default_probe("default")
+    probe, steering = (os.path.relpath(x) if Path(x).resolve().is_relative_to(Path.cwd()) else x
+                       for x in (probe, steering))  # the record names repository files portably
     load_start, start = os.getloadavg()[0], time.perf_counter()
     config = GuardConfig.build(probe=probe, steering=steering, enforce_eager=True, max_model_len=1024)
     with GuardedLLM(config) as llm:

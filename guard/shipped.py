@@ -36,7 +36,7 @@ def shipped_probe(model_fingerprint: str, gate: bool = False) -> Path | None:
 
 
 def shipped_steering(model_fingerprint: str) -> Path | None:
-    """The shipped steering vector (a truthful direction, see ``guard.steering``) made for a model with this fingerprint."""
+    """The shipped steering vector (a truthful direction, see ``guard.steering``) made for this model fingerprint."""
     for path, raw in _manifests(model_fingerprint):
         if "labels" not in raw and "norms" in raw:
             return path

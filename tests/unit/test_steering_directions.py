@@ -19,6 +19,7 @@ from guard.options import GuardOptions
 from guard.policy import StreamGuard
 from guard.probe import Probe
 from guard.scores import TokenScores
+from guard.shipped import SHIPPED_DIR
 from guard.steering import STEERING_SCHEMA_VERSION, SteeringVector
 from guard.verdicts import SteerPoint, VerdictRule
 
@@ -160,3 +161,16 @@ def test_feeding_a_completion_stops_where_the_guard_asks_to_steer():
     completion = _completion(3, [10, 11, 12, 13, 14, 15], rows)
     events = feed_completion(guard, completion, ["Good.", " Bad", ".", " More", ".", ""], start=3)
     assert guard.stopped and guard.steered.position == 4 and "".join(e.text for e in events) == "Good."
+
+
+def test_the_default_model_ships_a_steering_vector_found_apart_from_its_probe_and_gate():
+    from guard.shipped import shipped_probe, shipped_steering
+
+    fingerprint = json.loads((SHIPPED_DIR / "smollm2-135m-instruct.json").read_text())["model_fingerprint"]
+    steering = shipped_steering(fingerprint)
+    assert steering is not None and steering.name == "smollm2-135m-instruct-steering.safetensors"
+    assert shipped_probe(fingerprint).name == "smollm2-135m-instruct.safetensors"
+    assert shipped_probe(fingerprint, gate=True).name == "smollm2-135m-instruct-gate.safetensors"
+    vector = SteeringVector.load(steering)
+    assert vector.manifest.default_alpha is not None and vector.manifest.default_alpha > 0
+    assert shipped_steering("no-such-model") is None
