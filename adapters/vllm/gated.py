@@ -89,6 +89,7 @@ def token_pieces(tokenizer: Any, token_ids: Sequence[int], text: str | None = No
 
     A token that ends inside a multi-byte character gets ``""`` and the character goes to the token
     that completes it. With ``text`` (the engine's own detokenization), any remainder goes to the last piece.
+    Decodes every prefix (quadratic in the answer's length): meant for answers of tens to hundreds of tokens.
     """
     pieces, shown = [], ""
     for i in range(len(token_ids)):
@@ -194,7 +195,8 @@ def generate_guarded(llm: GuardedLLM, prompts: Sequence[str | list[int]], params
     params = params or SamplingParams(max_tokens=32, temperature=0.0)
     choices = []
     for completion in llm.generate(list(prompts), params):
-        choice = _Choice(StreamGuard(rule, options, steer_strength=strength), completion, _gate(llm, options, completion))
+        guard = StreamGuard(rule, options, steer_strength=strength)
+        choice = _Choice(guard, completion, _gate(llm, options, completion))
         if choice.gate is not None and not choice.gate.answer:
             d = choice.gate
             choice.take([choice.guard.gate_abstain(f"the pre-generation gate gives p(correct)={d.p_correct:.3f} < "
