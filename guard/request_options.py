@@ -7,8 +7,10 @@ Keys are flat scalars so that they travel unchanged through vLLM's OpenAI server
 * ``guard_hidden`` (0/1, default 0): also deliver raw residual-stream rows (calibration capture).
 * ``guard_steer`` (finite number, default absent = no steering): add ``alpha`` times the engine's
   steering vector to the residual stream at its layers (needs an engine started with ``steering``).
-* ``guard_steer_from`` (int >= 0, default: the prompt length, i.e. the first generated token's
-  position): the first token position whose rows are steered; needs ``guard_steer``.
+* ``guard_steer_from`` (int, default: the prompt length, i.e. the first generated token's
+  position): the first token position whose rows are steered; a negative value counts back from
+  the prompt length (``-1``: the last prompt token, whose row produces the first generated token,
+  so every generated token comes out steered); needs ``guard_steer``.
 
 A request without ``guard_key`` is not guarded: no scores, no work. Steering is part of the opt-in:
 ``guard_steer`` without ``guard_key`` is refused, so a steered request is always scored too.
@@ -47,7 +49,8 @@ class RequestOptions(BaseModel):
         key: delivery key of the request's scores.
         hidden: also deliver raw residual-stream rows.
         steer: steering strength ``alpha``; ``None`` = the request does not steer.
-        steer_from: first steered token position; ``None`` = the prompt length.
+        steer_from: first steered token position; ``None`` = the prompt length; negative: the prompt
+            length plus it (``-1``: the last prompt token).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -101,6 +104,7 @@ def _steering(extra_args: dict[str, Any]) -> tuple[float | None, int | None]:
         return (None if steer is None else float(steer)), None
     if steer is None:
         raise ConfigError(f"{STEER_FROM_FIELD!r} was given without {STEER_FIELD!r}; add {STEER_FIELD}=<alpha>")
-    if isinstance(steer_from, bool) or not isinstance(steer_from, int) or steer_from < 0:
-        raise ConfigError(f"{STEER_FROM_FIELD}={steer_from!r} is invalid: expected an integer token position >= 0")
+    if isinstance(steer_from, bool) or not isinstance(steer_from, int):
+        raise ConfigError(f"{STEER_FROM_FIELD}={steer_from!r} is invalid: expected an integer token position (>= 0), "
+                          "or a negative offset from the prompt length (-1: the last prompt token)")
     return float(steer), steer_from

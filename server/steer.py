@@ -4,9 +4,10 @@ Contract (see docs/serving.md, "Steering"). When a choice's :class:`~guard.polic
 asks to steer, the relay stops the unsteered generation and sends one more request to the same
 vLLM server: a *completions* request whose ``prompt`` is token ids — the first request's prompt
 ids, then the kept generated ids (``continue``; none for ``regenerate`` and the gate) — with the
-client's sampling parameters, ``max_tokens`` reduced by the kept tokens, a fresh guard key and
-``guard_steer`` = the strength in ``vllm_xargs`` (no ``guard_steer_from``: the engine steers
-every token it generates). Its generated tokens take the positions that follow the kept ones, so
+client's sampling parameters, ``max_tokens`` reduced by the kept tokens, a fresh guard key,
+``guard_steer`` = the strength and ``guard_steer_from: -1`` in ``vllm_xargs`` (the engine steers
+from the last prompt row on, whose state produces the first steered token, so every token it
+generates comes out steered). Its generated tokens take the positions that follow the kept ones, so
 the choice's guard reads on where it stopped. The client gets one answer: the kept text, then
 the steered text, in its own endpoint's shape, with ``guard.steered`` saying where and how.
 ``steer_how="always"`` needs no second request: the first one carries ``guard_steer``.
@@ -21,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from guard.options import GuardOptions
-from guard.request_options import KEY_FIELD, STEER_FIELD
+from guard.request_options import KEY_FIELD, STEER_FIELD, STEER_FROM_FIELD
 from server.errors import UpstreamError, invalid_request
 from server.protocol import Endpoint, GuardedRequest, parse_body, set_choice_text
 from server.sse import EventSource, PassedOnError, encode, parse_chunk
@@ -38,6 +39,8 @@ SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "seed", "stop", "st
                    "spaces_between_special_tokens", "include_stop_str_in_output", "logit_bias", "stream_options",
                    "user")
 _COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's (and vLLM's) completions default
+#: ``guard_steer_from``: steer from the last prompt row on, whose state produces the first generated token
+FROM_LAST_PROMPT_TOKEN = -1
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class Steering:
 def steer_always(request: GuardedRequest, strength: float) -> GuardedRequest:
     """The request with ``guard_steer`` set, for ``steer_how="always"``: every generated token is steered."""
     body = dict(request.body)
-    body["vllm_xargs"] = {**body["vllm_xargs"], STEER_FIELD: strength}
+    body["vllm_xargs"] = {**body["vllm_xargs"], STEER_FIELD: strength, STEER_FROM_FIELD: FROM_LAST_PROMPT_TOKEN}
     return replace(request, body=body)
 
 
@@ -93,7 +96,8 @@ def steered_body(request: GuardedRequest, prompt_ids: list[int], kept_ids: list[
         out["max_tokens"] = limit - len(kept_ids)
     xargs = {k: v for k, v in body["vllm_xargs"].items() if k != KEY_FIELD}
     out.update(model=body.get("model"), prompt=[*prompt_ids, *kept_ids], stream=request.stream,
-               return_token_ids=True, vllm_xargs={**xargs, KEY_FIELD: key, STEER_FIELD: strength})
+               return_token_ids=True, vllm_xargs={**xargs, KEY_FIELD: key, STEER_FIELD: strength,
+                                                   STEER_FROM_FIELD: FROM_LAST_PROMPT_TOKEN})
     if not request.stream:
         out.pop("stream_options", None)
     return out

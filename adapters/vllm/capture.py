@@ -135,12 +135,14 @@ class CaptureState:
         return self._options[req_id]
 
     def _resolve_steering(self, req_id: str, opts: RequestOptions) -> RequestOptions:
-        """Drop steering on an engine without a steering vector; default ``steer_from`` to the prompt length."""
+        """Drop steering on an engine without a steering vector; resolve ``steer_from`` against the prompt length
+        (default: the prompt length; negative: counted back from it)."""
         if self.steer is None:
             self.bad_options += 1
             return opts.model_copy(update={"steer": None, "steer_from": None})
-        if opts.steer_from is None:
-            return opts.model_copy(update={"steer_from": internals.request_prompt_len(self.runner, req_id)})
+        if opts.steer_from is None or opts.steer_from < 0:
+            n_prompt = internals.request_prompt_len(self.runner, req_id)
+            return opts.model_copy(update={"steer_from": max(0, n_prompt + (opts.steer_from or 0))})
         return opts
 
     def before_forward(self) -> None:

@@ -104,7 +104,7 @@ def _assert_steering_matches_hf(engine, hf, steer_from: int | None) -> None:
     prompt = "The capital of France is"
     (res,) = engine.generate([prompt], _params(8, logprobs=1), hidden=True, steer=ALPHA, steer_from=steer_from)
     n_prompt, fed = len(res.prompt_token_ids), res.sequence[:-1]
-    start = n_prompt if steer_from is None else steer_from
+    start = n_prompt if steer_from is None else steer_from if steer_from >= 0 else n_prompt + steer_from
     logits, hidden = hf.steered_forward(fed, vector.vectors, vector.layers, ALPHA, start, LAYERS)
     steps = _log_softmax(logits[n_prompt - 1 :])  # (generated, vocab): the state at position t - 1 produces token t
     chosen = steps[np.arange(len(res.token_ids)), res.token_ids]
@@ -117,7 +117,7 @@ def _assert_steering_matches_hf(engine, hf, steer_from: int | None) -> None:
     assert plain.token_ids != res.token_ids or shift > 1e-2  # the steering really changed the continuation
 
 
-@pytest.mark.parametrize("steer_from", [None, 3])
+@pytest.mark.parametrize("steer_from", [None, 3, -1])  # -1: from the last prompt row (counted back from its length)
 def test_vllm_steering_matches_the_hf_reference_logprobs_and_hidden_states(steer_engine, hf, steer_from):
     _assert_steering_matches_hf(steer_engine, hf, steer_from)
 

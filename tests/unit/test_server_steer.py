@@ -69,6 +69,7 @@ def test_continue_keeps_the_verified_sentence_and_replaces_the_flagged_one_by_th
         kept_ids = [fake.token_id(t) for t, _ in MIXED.tokens[:N_KEPT]]
         assert second["prompt"] == list(range(MIXED.n_prompt)) + kept_ids
         assert second["vllm_xargs"]["guard_steer"] == 4.0 and "guard_steer" not in first["vllm_xargs"]
+        assert second["vllm_xargs"]["guard_steer_from"] == -1  # the last prompt row makes the first steered token
         assert second["vllm_xargs"]["guard_key"] != first["vllm_xargs"]["guard_key"]
         assert answer["usage"]["completion_tokens"] == N_KEPT + len(CONTINUATION.tokens) + 1  # + end of sequence
         metrics = (await client.get("/metrics")).text

@@ -123,10 +123,15 @@ def test_invalid_steering_strength_names_the_field(bad):
         parse_request_options({"guard_key": "k", "guard_steer": bad})
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, "3", True])
+@pytest.mark.parametrize("bad", [1.5, "3", True])
 def test_invalid_steer_from_names_the_field(bad):
     with pytest.raises(ConfigError, match="guard_steer_from=.*integer token position"):
         parse_request_options({"guard_key": "k", "guard_steer": 1.0, "guard_steer_from": bad})
+
+
+def test_a_negative_steer_from_is_an_offset_from_the_prompt_length_resolved_in_the_worker():
+    opts = parse_request_options({"guard_key": "k", "guard_steer": 1.0, "guard_steer_from": -1})
+    assert opts.steer_from == -1 and opts.to_extra_args()["guard_steer_from"] == -1
 
 
 def test_steering_fields_without_their_prerequisites_are_refused():
