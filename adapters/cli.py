@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--mode", default=None, help="default guard mode: flag (default), abstain or pass")
     proxy.add_argument("--eager", action="store_true", help="run the reader engine without torch.compile")
     proxy.add_argument("--upstream-timeout", type=float, default=None, help="seconds per read from the upstream")
+    proxy.add_argument("--upstream-guarded", action="store_true", default=None,
+                       help="the upstream is guard serve: pass the guard object on (mode 'steer' then works)")
     _hardening_flags(proxy)
     from benchmarks.cli import add_bench_parser  # guard bench latency|quality|selective (benchmarks/README.md)
 
@@ -300,7 +302,7 @@ def _proxy(args: argparse.Namespace) -> int:
     settings = ProxySettings.build(config=args.config, upstream=args.upstream, model=args.model, probe=args.probe,
                                    host=args.host, port=args.port, mode=args.mode, enforce_eager=args.eager or None,
                                    upstream_timeout=args.upstream_timeout, on_guard_failure=args.on_guard_failure,
-                                   log_content=args.log_content)
+                                   log_content=args.log_content, upstream_guarded=args.upstream_guarded)
     if settings.probe is None:
         settings = settings.model_copy(update={"probe": _default_probe(settings.model)})
     try:

@@ -45,6 +45,7 @@ def _processing(phases: list[dict[str, Any]], chunks: int | None) -> dict[str, A
     """The server's ``guard_latency_seconds`` over the phases: per request, and per relayed chunk."""
     metrics = [p["guard_metric"] for p in phases]
     total_s, count = sum(m["sum_s"] for m in metrics), sum(m["count"] for m in metrics)
+    wait_s = sum(m.get("wait_s", 0.0) for m in metrics)
     buckets: dict[float, float] = {}
     for m in metrics:
         for le, n in m["buckets"].items():
@@ -56,6 +57,10 @@ def _processing(phases: list[dict[str, Any]], chunks: int | None) -> dict[str, A
             "p50_ms": ms(p50 and p50[0]), "p50_bucket_ms": bucket(p50),
             "p99_ms": ms(p99 and p99[0]), "p99_bucket_ms": bucket(p99),
             "per_chunk_ms": ms(total_s / chunks) if chunks else None,
+            # the score waits (gate row, last scores) apart: the guard's own work
+            "wait_mean_ms": ms(wait_s / count) if count else None,
+            "work_mean_ms": ms((total_s - wait_s) / count) if count else None,
+            "work_per_chunk_ms": ms((total_s - wait_s) / chunks) if chunks else None,
             "per_round_mean_ms": [ms(m["sum_s"] / m["count"]) if m["count"] else None for m in metrics],
             "scores_missing": int(sum(m["scores_missing"] for m in metrics)),
             "cumulative_buckets_le_ms": {f"{le * 1e3:g}": n for le, n in sorted(buckets.items())}}
@@ -170,7 +175,11 @@ def summary_text(record: dict[str, Any]) -> str:
             f"{st['added_per_chunk_ms']['median']:+.2f} ms, CI {_ci(st['added_per_chunk_ms']['median_ci95'])}. "
             f"The guard's own processing, as the server measures it: mean {ns['guard_processing']['mean_ms']:.2f} ms "
             f"per non-streamed request (p50 in the {_bucket(ns['guard_processing']['p50_bucket_ms'])} ms bucket), "
-            f"{st['guard_processing']['per_chunk_ms']:.3f} ms per streamed chunk.")
+            f"{st['guard_processing']['per_chunk_ms']:.3f} ms per streamed chunk; of it, waiting for the engine's "
+            f"scores: {_opt(ns['guard_processing'].get('wait_mean_ms'))} ms per request non-streamed, "
+            f"{_opt(st['guard_processing'].get('wait_mean_ms'))} ms streamed (work alone: "
+            f"{_opt(ns['guard_processing'].get('work_mean_ms'))} ms per request, "
+            f"{_opt(st['guard_processing'].get('work_per_chunk_ms'), 3)} ms per chunk).")
     if goals["process_cpu"] is not None:
         text += (f" guard serve's CPU time, HTTP and JSON included: {goals['process_cpu']['per_request_ms']:.2f} ms "
                  f"per non-streamed request, {goals['process_cpu']['per_chunk_ms']:.3f} ms per streamed chunk.")
@@ -180,3 +189,7 @@ def summary_text(record: dict[str, Any]) -> str:
              f"{verdict(goals['per_chunk']['met'])} (end to end: per request {e2e['per_request']}, per chunk "
              f"{e2e['per_chunk']}).")
     return text
+
+
+def _opt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"

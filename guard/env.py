@@ -21,6 +21,7 @@ ENV_VARS: dict[str, str] = {
     "GUARD_GATE": "pre-generation gate artefact path (scored with the probe)",
     # A steering-vector artefact; requests steer with extra_args guard_steer / guard_steer_from.
     "GUARD_STEERING": "steering-vector artefact path",
+    "GUARD_UPSTREAM_GUARDED": "guard proxy: 1 when the upstream is guard serve (the guard object is passed on)",
     "GUARD_STEER_ALPHA": "guard serve: default steering strength of mode 'steer' (default: the vector's)",
     "GUARD_USE_GATE": "guard serve: load a pre-generation gate (1, default) or not (0)",
     # Comma-separated decoder layers to capture when no probe is given.

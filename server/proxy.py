@@ -65,7 +65,8 @@ class ProxyRelay(Forwarder):
             raw = await read_body()
             started = time.perf_counter()
             request = proxy_request(parse_body(raw), endpoint, headers, self.settings.mode,
-                                    self.settings.abstain_message, self.rule, self.reader.prompts)
+                                    self.settings.abstain_message, self.rule, self.reader.prompts,
+                                    self.settings.upstream_guarded)
             mode = request.options.mode
             busy = time.perf_counter() - started
             if request.stream:

@@ -61,7 +61,8 @@ NO_STEERING = "it reads a foreign model's answers and cannot reach that model's 
 
 
 def proxy_request(body: dict[str, Any], endpoint: Endpoint, headers: Mapping[str, str], default_mode: Mode,
-                  abstain_message: str | None, rule: VerdictRule, prompts: ReaderPrompts) -> ProxyRequest:
+                  abstain_message: str | None, rule: VerdictRule, prompts: ReaderPrompts,
+                  upstream_guarded: bool = False) -> ProxyRequest:
     """Validate a request body for guard proxy.
 
     Args:
@@ -71,19 +72,26 @@ def proxy_request(body: dict[str, Any], endpoint: Endpoint, headers: Mapping[str
         default_mode / abstain_message: server defaults for the guard options.
         rule: the probe's verdict rule (checks that ``guard.alpha`` can be served).
         prompts: builds the reader's question tokens.
+        upstream_guarded: the upstream is itself guard serve: the client's ``guard`` object goes upstream
+            too (so mode ``steer`` is served by the upstream's engine).
 
     Raises:
         APIError: 400 for bad guard options (``param`` names the field), ``echo``, or a question the
             reader cannot read (non-text message parts, token-id prompts, no messages or prompt).
     """
     body = dict(body)
-    options = guard_options(body.pop("guard", None), default_mode, abstain_message)
+    raw_guard = body.pop("guard", None)
+    options = guard_options(raw_guard, default_mode, abstain_message)
     check_request(body, endpoint)
-    if options.mode == "steer":
+    if options.mode == "steer" and not upstream_guarded:
         raise invalid_request(f"guard.mode='steer' is not available in guard proxy: {NO_STEERING}; use guard serve, "
-                              "which steers its own engine, or mode 'flag' or 'abstain'", param="guard.mode")
+                              "which steers its own engine (guard proxy passes the guard object to a guard serve "
+                              "upstream with upstream_guarded on), or mode 'flag' or 'abstain'", param="guard.mode")
+    if upstream_guarded and raw_guard is not None:
+        body["guard"] = raw_guard  # the upstream guard serve applies it; its answers come back judged
     try:
-        StreamGuard(rule, options)  # refuses an alpha the probe cannot serve before the upstream is paid
+        if options.mode != "steer":  # the upstream steers and judges; the reader has no steering vector
+            StreamGuard(rule, options)  # refuses an alpha the probe cannot serve before the upstream is paid
     except RequestOptionError as exc:
         raise invalid_request(str(exc), param=exc.param) from exc
     if body.get("echo") is True:

@@ -110,9 +110,9 @@ def run_proxy(settings: ProxySettings) -> None:
         ArtifactError: the probe cannot be loaded or has no conformal calibration with a "true" label.
         AdapterError: the reader did not start.
     """
-    if settings.mode == "steer":
+    if settings.mode == "steer" and not settings.upstream_guarded:
         raise ConfigError(f"mode='steer' is not available in guard proxy: {NO_STEERING}; set mode to flag, abstain "
-                          "or pass (guard serve steers its own engine)")
+                          "or pass (guard serve steers its own engine; upstream_guarded passes it on to one)")
     probe = _calibrated_probe(settings.probe, "guard proxy needs a probe for its reader: pass --probe PATH (or "
                                               "GUARD_PROBE), or read with a model that ships one")
     check_fit(settings.model, probe)

@@ -64,6 +64,7 @@ class GuardSession:
         self.n_prompt_first: int | None = None  #: the client's prompt length
         self.n_gen = 0
         self.busy = 0.0  #: seconds the guard itself spent on this request (its work and its final wait)
+        self.waited = 0.0  #: the part of ``busy`` spent waiting for the engine's scores (gate row, last scores)
         self.scores_complete = True  #: false when the last scores did not arrive in time
         self.on_failure = on_failure  #: what a guard failure does (:mod:`server.failure`)
         self.failure: GuardFailure | None = None  #: set when the last scores did not arrive in time
@@ -120,6 +121,7 @@ class GuardSession:
             return
         start = time.perf_counter()
         arrived = await self.feed.wait_for(self.key, self.n_prompt, self.score_timeout)
+        self.waited += time.perf_counter() - start
         self.busy += time.perf_counter() - start
         with self.timed():
             got = self.feed.take(self.key, self.n_prompt - 1)
@@ -180,6 +182,7 @@ class GuardSession:
             # positions n_prompt .. n_prompt + n_gen - 2 have scores; the last token is never fed back
             until = self.n_prompt + n_gen - 1
             self.scores_complete = await self.feed.wait_for(self.key, until, self.score_timeout)
+            self.waited += time.perf_counter() - start
         self.busy += time.perf_counter() - start
         with self.timed():
             self.pull()

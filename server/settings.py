@@ -119,6 +119,8 @@ class ProxySettings(ServeSettings):
             credentials, query or fragment. ``upstream_timeout`` applies to it (and to the reader).
         use_gate: always false: the pre-generation gate predicts whether the *reader* would answer
             correctly, which says nothing about another model's answer.
+        upstream_guarded: the upstream is itself ``guard serve``: the client's ``guard`` object is passed
+            on (so ``mode: steer`` works through the proxy), and its judged answers pass through unread.
 
     Example:
         >>> ProxySettings.build(upstream="http://127.0.0.1:9000").upstream
@@ -129,6 +131,7 @@ class ProxySettings(ServeSettings):
 
     upstream: str = Field(min_length=1)
     use_gate: bool = False
+    upstream_guarded: bool = False
 
     @field_validator("upstream")
     @classmethod

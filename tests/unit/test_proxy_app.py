@@ -252,3 +252,15 @@ def test_steering_is_refused_in_proxy_mode_with_the_reason_and_the_alternative()
         assert answer.status_code == 400 and "foreign model" in message and "guard serve" in message
 
     Proxy().serve(run)
+
+
+def test_an_upstream_guarded_proxy_passes_the_guard_object_on_so_steering_reaches_the_upstream_engine():
+    async def run(client, proxy):
+        options = {"mode": "steer", "steer_how": "regenerate"}
+        answer = await client.post("/v1/chat/completions", json=chat("GUARDED", guard=options))
+        assert answer.status_code == 200 and proxy.foreign.requests[-1]["body"]["guard"] == options
+        assert answer.json()["choices"][0]["guard"] == ENGINE_GUARD and proxy.reader.requests == []
+        await client.post("/v1/chat/completions", json=chat("GUARDED"))
+        assert "guard" not in proxy.foreign.requests[-1]["body"]  # nothing to pass on: the upstream's defaults
+
+    Proxy(upstream_guarded=True).serve(run)
