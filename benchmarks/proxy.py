@@ -134,7 +134,8 @@ def _cpu_ns(pid: int | None) -> int:
 async def _scrape(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
     """guard serve's ``guard_latency_seconds`` histogram and its count of requests with missing scores."""
     text = (await client.get(f"{url}/metrics")).text
-    out: dict[str, Any] = {"sum_s": 0.0, "count": 0.0, "buckets": {}, "scores_missing": 0.0, "wait_s": 0.0}
+    out: dict[str, Any] = {"sum_s": 0.0, "count": 0.0, "buckets": {}, "scores_missing": 0.0, "wait_s": 0.0,
+                           "cpu_s": 0.0}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == "guard_latency_seconds_sum":
@@ -145,6 +146,8 @@ async def _scrape(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
                 out["buckets"][float(s.labels["le"])] = s.value
             elif s.name == "guard_score_wait_seconds_sum":
                 out["wait_s"] = s.value
+            elif s.name == "guard_cpu_seconds_sum":
+                out["cpu_s"] = s.value
             elif s.name == "guard_upstream_errors_total" and s.labels.get("kind") == "scores_missing":
                 out["scores_missing"] = s.value
     return out
@@ -154,6 +157,7 @@ def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     buckets = {le: n - before["buckets"].get(le, 0.0) for le, n in after["buckets"].items()}
     return {"sum_s": after["sum_s"] - before["sum_s"], "count": after["count"] - before["count"],
             "wait_s": after.get("wait_s", 0.0) - before.get("wait_s", 0.0),
+            "cpu_s": after.get("cpu_s", 0.0) - before.get("cpu_s", 0.0),
             "scores_missing": after["scores_missing"] - before["scores_missing"], "buckets": buckets}
 
 

@@ -96,6 +96,9 @@ class GuardMetrics:
         self.score_wait = Histogram("guard_score_wait_seconds", "The part of guard_latency_seconds spent waiting for "
                                     "the engine's scores (the gate's row, an answer's last scores)",
                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.guard_cpu = Histogram("guard_cpu_seconds", "CPU time of the guard's own work per request (guard serve's "
+                                   "event-loop thread; no waits, no time the thread was preempted)",
+                                   buckets=LATENCY_BUCKETS, registry=r)
         self.probe_latency = Histogram("guard_probe_latency_seconds", "Delay from a token's text to its probe score",
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.upstream_errors = Counter("guard_upstream_errors", "Upstream (engine) failures by kind", ["kind"],
@@ -175,12 +178,14 @@ class GuardMetrics:
             self.record_sentence(verdict, summary.alpha)
         self.tokens_scored.inc(summary.counts.tokens_scored)
 
-    def observe_guard_latency(self, seconds: float, waited: float | None = None) -> None:
+    def observe_guard_latency(self, seconds: float, waited: float | None = None, cpu: float | None = None) -> None:
         """Latency the guard added to one request (its own work and any text it held back); ``waited``: the
-        part of it spent waiting for the engine's scores (guard serve)."""
+        part of it spent waiting for the engine's scores, ``cpu``: its work's CPU time (guard serve)."""
         self.guard_latency.observe(seconds)
         if waited is not None:
             self.score_wait.observe(waited)
+        if cpu is not None:
+            self.guard_cpu.observe(cpu)
 
     def observe_probe_latency(self, seconds: float) -> None:
         """Delay between a token's text and its probe score reaching the server."""

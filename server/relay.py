@@ -148,7 +148,7 @@ class Relay(Forwarder):
         """Record a request that completed: its summary, the scores it missed and the guard's latency."""
         self.metrics.record_summary(request.endpoint, session.summary())
         record(self.metrics, session.failure, self.settings.on_guard_failure)
-        self.metrics.observe_guard_latency(session.busy, session.waited)
+        self.metrics.observe_guard_latency(session.busy, session.waited, session.cpu)
 
 
 def _json_object(content: bytes) -> dict[str, Any]:

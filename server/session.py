@@ -65,6 +65,7 @@ class GuardSession:
         self.n_gen = 0
         self.busy = 0.0  #: seconds the guard itself spent on this request (its work and its final wait)
         self.waited = 0.0  #: the part of ``busy`` spent waiting for the engine's scores (gate row, last scores)
+        self.cpu = 0.0  #: CPU time of the guard's own work on the event loop's thread (no waits, no preemption)
         self.scores_complete = True  #: false when the last scores did not arrive in time
         self.on_failure = on_failure  #: what a guard failure does (:mod:`server.failure`)
         self.failure: GuardFailure | None = None  #: set when the last scores did not arrive in time
@@ -80,12 +81,13 @@ class GuardSession:
 
     @contextmanager
     def timed(self) -> Iterator[None]:
-        """Count the enclosed work as time the guard added."""
-        start = time.perf_counter()
+        """Count the enclosed work as time the guard added (wall clock), and its CPU time on this thread."""
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             yield
         finally:
             self.busy += time.perf_counter() - start
+            self.cpu += time.thread_time() - cpu
 
     @property
     def stopped(self) -> bool:
