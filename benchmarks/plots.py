@@ -8,30 +8,20 @@ Each function writes one PNG and returns ``True``, or returns ``False`` without 
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
-import json
-import sys
-
 import numpy as np
+
+from calibration.report import pyplot
 
 __all__ = ["plot_latency", "plot_quality", "plot_selective", "plot_record"]
 
 _SIGNALS = {"answer_probe": "answer probe p(true)", "logprob": "mean token log-prob (baseline)",
             "consistency": "sampling consistency (baseline)", "gate": "pre-generation gate p(correct)",
             "gate_and_probe": "gate x answer probe"}
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
 
 
 def _save(fig: Any, plt: Any, path: str | Path) -> bool:
@@ -44,7 +34,7 @@ def _save(fig: Any, plt: Any, path: str | Path) -> bool:
 
 def plot_latency(record: dict[str, Any], path: str | Path) -> bool:
     """Per metric, each arm's median ratio against plain vLLM (min..max bars) at every concurrency."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return False
     levels = list(record["summary"])
@@ -72,7 +62,7 @@ def plot_latency(record: dict[str, Any], path: str | Path) -> bool:
 
 def plot_quality(record: dict[str, Any], path: str | Path) -> bool:
     """Per dataset: metrics per layer with the shipped probe and baselines, and the cross-domain AUROC matrix."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return False
     datasets = record["datasets"]
@@ -118,7 +108,7 @@ def _matrix(ax: Any, cross: dict[str, Any] | None, name: str) -> None:
 
 def plot_selective(record: dict[str, Any], path: str | Path) -> bool:
     """Risk-coverage with the certified threshold's realised risk over splits, its spread, and outcome rates."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return False
     methods, alpha = record["methods"], record["alpha"]

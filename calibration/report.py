@@ -14,7 +14,7 @@ import numpy as np
 from calibration.pipeline import CalibrationResult
 from guard.probe import Probe
 
-__all__ = ["write_report", "reliability_bins", "plot_risk_coverage"]
+__all__ = ["write_report", "reliability_bins", "plot_risk_coverage", "pyplot"]
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> list[tuple[float, float, int]]:
@@ -27,7 +27,8 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> l
             for b in range(bins) if (which == b).any()]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, or ``None`` when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -44,7 +45,7 @@ _SIGNAL_NAMES = {"answer_probe": "answer probe p(true)", "logprob": "mean token 
 
 def plot_risk_coverage(methods: dict[str, dict[str, Any]], path: str | Path, title: str = "Selective answering") -> bool:
     """Risk-coverage curves of each signal (from :func:`calibration.selective.selective_report`); False without matplotlib."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -62,7 +63,7 @@ def plot_risk_coverage(methods: dict[str, dict[str, Any]], path: str | Path, tit
 
 
 def _plots(result: CalibrationResult, out: Path) -> list[str]:
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return []
     names = []

@@ -19,12 +19,10 @@ from typing import Any
 
 import httpx
 
-from server.app import create_app
 from server.score_feed import ScoreFeed
-from server.settings import ServeSettings
 from tests.unit.fake_engine import sse_event
 from tests.unit.fake_proxy import FakeForeign, FakeReader, Proxy
-from tests.unit.fake_upstream import BAD, GOOD, MODEL, FakeUpstream, Script, make_probe
+from tests.unit.fake_upstream import BAD, GOOD, MODEL, FakeUpstream, Script, run_app
 
 SCRIPTS = {
     "clean": Script([("Paris", GOOD), (" is", GOOD), (" in", GOOD), (" France", GOOD), (".", GOOD)]),
@@ -93,19 +91,7 @@ class FaultyUpstream(FakeUpstream):
 
 def serve(run: Any, *, silent: bool = False, **settings: Any) -> FaultyUpstream:
     """guard serve's app over a :class:`FaultyUpstream`; runs ``run(client, fake, app)`` in an event loop."""
-    feed = ScoreFeed()
-    fake = FaultyUpstream(feed, dict(SCRIPTS), silent=silent)
-    upstream = httpx.AsyncClient(transport=fake.transport(), base_url="http://upstream")
-    app = create_app(ServeSettings.build(served_model_name=MODEL, **settings), "http://upstream", feed, make_probe(),
-                     fake, client=upstream)
-
-    async def main() -> None:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://guard") as client:
-            await run(client, fake, app)
-        await upstream.aclose()
-
-    asyncio.run(main())
-    return fake
+    return run_app(FaultyUpstream(ScoreFeed(), dict(SCRIPTS), silent=silent), run, **settings)
 
 
 @dataclass
@@ -143,25 +129,6 @@ def proxy(*, slow_reader: bool = False, **settings: Any) -> Proxy:
 def chat(prompt: str, **extra: Any) -> dict[str, Any]:
     """A chat request body for either app (guard proxy forwards any model name)."""
     return {"model": MODEL, "messages": [{"role": "user", "content": prompt}], **extra}
-
-
-def events(body: str) -> list[Any]:
-    """The ``data`` of each server-sent event (JSON, or the ``[DONE]`` string)."""
-    out = []
-    for block in body.split("\n\n"):
-        if block.startswith("data: "):
-            data = block[len("data: "):]
-            out.append(data if data == "[DONE]" else json.loads(data))
-    return out
-
-
-def streamed_text(chunks: list[Any]) -> str:
-    """The text of a stream's chunks (``[DONE]`` and error events skipped)."""
-    text = ""
-    for chunk in chunks:
-        for choice in chunk.get("choices", []) if isinstance(chunk, dict) else []:
-            text += choice.get("text") or (choice.get("delta") or {}).get("content") or ""
-    return text
 
 
 def sample(app: Any, name: str, **labels: str) -> float:

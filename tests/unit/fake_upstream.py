@@ -206,6 +206,44 @@ def _usage(body: dict[str, Any]) -> bool:
     return bool((body.get("stream_options") or {}).get("include_usage"))
 
 
+def run_app(fake: FakeUpstream, run: Any, *, probe: Probe | None = None, steering: Any = None,
+            **settings: Any) -> FakeUpstream:
+    """guard serve's app over ``fake`` (and its feed), driven by ``run(client, fake, app)`` in an event loop."""
+    from server.app import create_app
+    from server.settings import ServeSettings
+
+    upstream = httpx.AsyncClient(transport=fake.transport(), base_url="http://upstream")
+    app = create_app(ServeSettings.build(served_model_name=MODEL, **settings), "http://upstream", fake.feed,
+                     probe or make_probe(), fake, client=upstream, steering=steering)
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://guard") as client:
+            await run(client, fake, app)
+        await upstream.aclose()
+
+    asyncio.run(main())
+    return fake
+
+
+def events(body: str) -> list[Any]:
+    """The ``data`` of each server-sent event (JSON, or the ``[DONE]`` string)."""
+    out = []
+    for block in body.split("\n\n"):
+        if block.startswith("data: "):
+            data = block[len("data: "):]
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+def streamed_text(chunks: list[Any]) -> str:
+    """The text of a stream's chunks (``[DONE]`` and error events skipped)."""
+    text = ""
+    for chunk in chunks:
+        for choice in chunk.get("choices", []) if isinstance(chunk, dict) else []:
+            text += choice.get("text") or (choice.get("delta") or {}).get("content") or ""
+    return text
+
+
 class _AsyncBody(httpx.AsyncByteStream):
     def __init__(self, gen: Any) -> None:
         self._gen = gen

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from guard.policy import DEFAULT_ABSTAIN_MESSAGE
-from tests.unit.fake_faults import SCRIPTS, chat, events, proxy, sample, serve, streamed_text
+from tests.unit.fake_faults import SCRIPTS, chat, proxy, sample, serve
+from tests.unit.fake_upstream import events, streamed_text
 from tests.unit.fake_proxy import ANSWERS
 
 # prompt -> (status before any event, error code, metric kind); "event": the failure arrives mid-stream

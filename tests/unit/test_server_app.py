@@ -14,7 +14,18 @@ from guard.policy import DEFAULT_ABSTAIN_MESSAGE
 from server.app import create_app
 from server.score_feed import ScoreFeed
 from server.settings import ServeSettings
-from tests.unit.fake_upstream import BAD, GOOD, LABELS, MODEL, FakeUpstream, Script, make_probe
+from tests.unit.fake_upstream import (
+    BAD,
+    GOOD,
+    LABELS,
+    MODEL,
+    FakeUpstream,
+    Script,
+    make_probe,
+    run_app,
+)
+from tests.unit.fake_upstream import events as _events
+from tests.unit.fake_upstream import streamed_text as _streamed_text
 
 SCRIPTS = {
     "clean": Script([("Paris", GOOD), (" is", GOOD), (" in", GOOD), (" France", GOOD), (".", GOOD), (" Yes", GOOD),
@@ -28,40 +39,11 @@ SCRIPTS = {
 
 def _serve(run: Any, *, probe: Any = None, **settings: Any) -> FakeUpstream:
     """Build the app over a fake upstream and run ``run(client, fake, app)`` in an event loop."""
-    feed = ScoreFeed()
-    fake = FakeUpstream(feed, dict(SCRIPTS))
-    upstream = httpx.AsyncClient(transport=fake.transport(), base_url="http://upstream")
-    app = create_app(ServeSettings.build(served_model_name=MODEL, **settings), "http://upstream", feed,
-                     probe or make_probe(), fake, client=upstream)
-
-    async def main() -> None:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://guard") as client:
-            await run(client, fake, app)
-        await upstream.aclose()
-
-    asyncio.run(main())
-    return fake
+    return run_app(FakeUpstream(ScoreFeed(), dict(SCRIPTS)), run, probe=probe, **settings)
 
 
 def _chat(prompt: str, **extra: Any) -> dict[str, Any]:
     return {"model": MODEL, "messages": [{"role": "user", "content": prompt}], **extra}
-
-
-def _events(body: str) -> list[Any]:
-    out = []
-    for block in body.split("\n\n"):
-        if block.startswith("data: "):
-            data = block[len("data: "):]
-            out.append(data if data == "[DONE]" else json.loads(data))
-    return out
-
-
-def _streamed_text(chunks: list[dict[str, Any]]) -> str:
-    text = ""
-    for c in chunks:
-        for choice in c["choices"]:
-            text += choice.get("text") or (choice.get("delta") or {}).get("content") or ""
-    return text
 
 
 def test_flag_mode_keeps_the_text_and_adds_the_guard_summary_with_one_score_per_fed_back_token():

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import httpx
 import pytest
 
-from server.app import create_app
 from server.score_feed import ScoreFeed
-from server.settings import ServeSettings
 from server.steer import Steering
-from tests.unit.fake_upstream import BAD, GOOD, MODEL, FakeUpstream, Script, make_probe
+from tests.unit.fake_upstream import BAD, GOOD, MODEL, FakeUpstream, Script, run_app
 
 MIXED = Script([("Good", GOOD), (" one", GOOD), (".", GOOD), (" Bad", BAD), (" claim", BAD), (".", BAD),
                 (" More", GOOD), (".", GOOD)], n_prompt=11)
@@ -25,19 +21,8 @@ N_KEPT = 3  # "Good", " one", "." come before the flagged sentence's first token
 
 def _serve(run: Any, steered: Script | None = CONTINUATION, steering: Steering | None = Steering(4.0, "test-vector"),
            **settings: Any) -> FakeUpstream:
-    feed = ScoreFeed()
-    fake = FakeUpstream(feed, {"mixed": MIXED, "clean": CLEAN}, steered=steered)
-    upstream = httpx.AsyncClient(transport=fake.transport(), base_url="http://upstream")
-    app = create_app(ServeSettings.build(served_model_name=MODEL, **settings), "http://upstream", feed, make_probe(),
-                     fake, client=upstream, steering=steering)
-
-    async def main() -> None:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://guard") as client:
-            await run(client, fake, app)
-        await upstream.aclose()
-
-    asyncio.run(main())
-    return fake
+    fake = FakeUpstream(ScoreFeed(), {"mixed": MIXED, "clean": CLEAN}, steered=steered)
+    return run_app(fake, run, steering=steering, **settings)
 
 
 def _chat(prompt: str, guard: dict[str, Any], **extra: Any) -> dict[str, Any]:
