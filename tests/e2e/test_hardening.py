@@ -72,7 +72,7 @@ def _chat(content: str, **extra: Any) -> dict[str, Any]:
     (b'{"model": "smollm2", "messages": "\xff"}', 400, None, "not valid UTF-8"),
     (json.dumps(_chat("a\ud800b")).encode(), 400, "messages[0].content", "lone UTF-16 surrogate"),
     (json.dumps(_chat("hi", max_tokens="ten")).encode(), 400, "max_tokens", "positive integer"),
-    (json.dumps(_chat("hi", max_tokens=100_000)).encode(), 400, None, "max"),  # vLLM's own refusal, passed through
+    (json.dumps(_chat("hi", max_tokens=100_000)).encode(), 400, "max_tokens", "max"),  # vLLM's refusal, passed on
     (json.dumps(_chat("hi", guard={"mode": "loud"})).encode(), 400, "guard.mode", "guard.mode"),
 ])
 def test_the_real_server_refuses_bad_input_in_openai_shape_and_keeps_serving(served, raw, status, param, words):
