@@ -43,7 +43,7 @@ __all__ = ["ARMS", "DEFAULT_PROXY_RECORD", "main", "run", "summarise", "proxy_nu
 PROMPT = "Write a short paragraph about the history of the bicycle."
 ARMS = ("plain", "guarded", "steered", "opted_out")
 METRICS = ("throughput_tok_s", "ttft_s", "itl_s")
-DEFAULT_PROXY_RECORD = Path(__file__).parent / "results" / "proxy-cpu-quiet.json"
+DEFAULT_PROXY_RECORD = Path(__file__).parent / "results" / "proxy-cpu-after.json"
 
 
 def _time_batch(llm: Any, arm: str, prompts: list[str], params: Any, alpha: float) -> tuple[float, int]:
