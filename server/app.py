@@ -28,8 +28,8 @@ from server.routes import (
     scores_health,
 )
 from server.score_feed import ScoreFeed
-from server.steer import Steering
 from server.settings import ServeSettings
+from server.steer import Steering
 from server.tokens import TokenTexts
 
 __all__ = ["create_app"]

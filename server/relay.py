@@ -36,8 +36,8 @@ from server.protocol import (
 )
 from server.score_feed import ScoreFeed
 from server.session import GuardSession
-from server.steer import Steering, steer_always, steer_answer
 from server.settings import ServeSettings
+from server.steer import Steering, steer_always, steer_answer
 from server.streaming import open_stream
 from server.tokens import TokenTexts
 
