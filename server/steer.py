@@ -156,7 +156,9 @@ async def steered_chunks(relay: Relay, request: GuardedRequest, session: GuardSe
                     yield encode(chunk)
                     raise PassedOnError(relay.who)
                 if not chunk.get("choices"):  # the usage chunk
-                    _fix_usage(chunk.get("usage"), None, len(kept), session.n_prompt_first)
+                    usage = chunk.get("usage")
+                    if isinstance(usage, dict):  # the steered request's own counts: add the kept tokens
+                        _fix_usage(usage, int(usage.get("completion_tokens") or 0) + len(kept), session.n_prompt_first)
                     yield encode({**chunk, **_head(ids, request.endpoint)})
                     continue
                 yield encode(await guard_chunk(_client_chunk(chunk["choices"][0], ids, request.endpoint)))
@@ -182,12 +184,10 @@ def _head(ids: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
             "model": ids.get("model")}
 
 
-def _fix_usage(usage: Any, completion: int | None, extra: int = 0, prompt: int | None = None) -> None:
-    """Usage of the whole answer: the first request's prompt, the kept plus the steered tokens."""
+def _fix_usage(usage: Any, completion: int, prompt: int | None = None) -> None:
+    """Usage of the whole answer: ``completion`` (kept plus steered) tokens, the first request's ``prompt``."""
     if not isinstance(usage, dict):
         return
-    if completion is None:
-        completion = int(usage.get("completion_tokens") or 0) + extra
     usage["completion_tokens"] = completion
     if prompt is not None:
         usage["prompt_tokens"] = prompt
