@@ -16,6 +16,8 @@ Lifecycle: ``fit`` before ``predict``; calling out of order names the missing st
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -61,6 +63,7 @@ class MondrianConformal:
         self.counts: np.ndarray | None = None
         #: per class, its calibration nonconformity scores sorted ascending (``None`` when rebuilt from thresholds)
         self.scores: list[np.ndarray] | None = None
+        self._rows: _RowRule | None = None
 
     def fit(self, probs: np.ndarray, labels: np.ndarray) -> MondrianConformal:
         """Compute per-class thresholds from calibration probabilities ``(n, K)`` and labels ``(n,)``.
@@ -89,6 +92,7 @@ class MondrianConformal:
         self.scores = scores
         self.thresholds = np.asarray(thresholds, np.float64)
         self.counts = np.array([s.size for s in scores], np.int64)
+        self._rows = _RowRule(self.thresholds, scores)
         return self
 
     @classmethod
@@ -120,6 +124,7 @@ class MondrianConformal:
         """Rebuild fitted sets from stored per-class thresholds (e.g. a probe manifest's)."""
         cp = cls(alpha)
         cp.thresholds = np.asarray(thresholds, np.float64)
+        cp._rows = _RowRule(cp.thresholds, None)
         return cp
 
     def _require_fit(self) -> np.ndarray:
@@ -167,3 +172,54 @@ class MondrianConformal:
         _check_alpha(alpha)
         need = np.array([s.size + 1 - _rank(s.size, alpha) for s in self._require_scores()])
         return self._counts_at_least(probs) >= need
+
+    def row_set(self, probs: Sequence[float], alpha: float | None = None) -> tuple[bool, ...]:
+        """:meth:`predict_sets` of one row of probabilities in plain Python: the same float64
+        comparisons, so the same set, without numpy's per-call cost (what a server deciding one
+        sentence at a time needs).
+
+        Raises:
+            ConfigError: as :meth:`predict_sets`.
+        """
+        rows = self._require_rows()
+        if alpha is None or alpha == self.alpha:
+            return tuple(1.0 - p <= t for p, t in zip(probs, rows.thresholds, strict=True))
+        _check_alpha(alpha)
+        need = rows.need(alpha, self._require_scores())
+        return tuple(c >= k for c, k in zip(rows.counts_at_least(probs), need, strict=True))
+
+    def row_p_values(self, probs: Sequence[float]) -> tuple[float, ...]:
+        """:meth:`p_values` of one row of probabilities in plain Python (the same numbers).
+
+        Raises:
+            ConfigError: as :meth:`p_values`.
+        """
+        rows = self._require_rows()
+        self._require_scores()
+        return tuple((1.0 + c) / (1.0 + len(s)) for c, s in zip(rows.counts_at_least(probs), rows.scores, strict=True))
+
+    def _require_rows(self) -> _RowRule:
+        self._require_fit()
+        assert self._rows is not None  # set wherever the thresholds are
+        return self._rows
+
+
+class _RowRule:
+    """A fitted :class:`MondrianConformal` as Python lists, for one row at a time (built once per fit)."""
+
+    def __init__(self, thresholds: np.ndarray, scores: list[np.ndarray] | None) -> None:
+        self.thresholds: list[float] = thresholds.tolist()
+        self.scores: list[list[float]] = [s.tolist() for s in scores] if scores is not None else []
+        self._need: dict[float, list[int]] = {}
+
+    def counts_at_least(self, probs: Sequence[float]) -> list[int]:
+        """Per class, how many of its calibration scores are ``>=`` ``1 - p``."""
+        return [len(s) - bisect_left(s, 1.0 - p) for p, s in zip(probs, self.scores, strict=True)]
+
+    def need(self, alpha: float, scores: list[np.ndarray]) -> list[int]:
+        """Per class, the count at which a label is in the set at ``alpha`` (cached, a few alphas)."""
+        if (need := self._need.get(alpha)) is None:
+            if len(self._need) >= 64:
+                self._need.clear()
+            need = self._need[alpha] = [s.size + 1 - _rank(s.size, alpha) for s in scores]
+        return need

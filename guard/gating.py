@@ -16,7 +16,8 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from guard.errors import ArtifactError
+from guard.errors import AdapterError, ArtifactError
+from guard.probabilities import row_probabilities
 from guard.probe import Probe
 
 __all__ = ["GateDecision", "GateRule"]
@@ -71,10 +72,14 @@ class GateRule:
 
     def decide(self, row: np.ndarray, alpha: float | None = None) -> GateDecision:
         """The gate's decision for the prompt's last-token score row."""
-        cols = np.asarray(row, np.float64)[:, self.offset : self.offset + len(self.gate.labels)]
-        p = float(self.gate.probabilities(cols[None])[0, self._correct - self.offset])
+        cols = np.asarray(row)[:, self.offset : self.offset + len(self.gate.labels)]
+        probs = row_probabilities([cols.tolist()])  # one row: plain Python, as the stream's rows
+        if probs is None:
+            raise AdapterError(f"the gate's score row {cols.tolist()} holds NaN or infinite values")
+        p = probs[0][self._correct - self.offset]
         lam = self.threshold(alpha)
         certified = math.isfinite(lam)
-        return GateDecision(p_correct=round(p, 6), alpha=self.alpha if alpha is None else alpha,
-                            threshold=lam if certified else None, certified=certified,
-                            answer=not certified or p >= lam)
+        # checked numbers of the right types: no validation on the per-request path
+        return GateDecision.model_construct(p_correct=round(p, 6), alpha=self.alpha if alpha is None else alpha,
+                                            threshold=lam if certified else None, certified=certified,
+                                            answer=not certified or p >= lam)

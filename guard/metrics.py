@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -118,11 +119,15 @@ class GuardMetrics:
         self._flagged = 0
         self._alpha_sum = 0.0
         self._lock = threading.Lock()
+        self._request_counts: dict[tuple[str, str, str], Any] = {}  # labelled children, checked once per label set
 
     def record_request(self, endpoint: str, mode: str, decision: str) -> None:
         """Count one finished request."""
-        self.requests.labels(_check("endpoint", endpoint, ENDPOINTS), _check("decision", decision, DECISIONS),
-                             _check("mode", mode, MODES)).inc()
+        if (count := self._request_counts.get((endpoint, decision, mode))) is None:
+            count = self._request_counts[endpoint, decision, mode] = self.requests.labels(
+                _check("endpoint", endpoint, ENDPOINTS), _check("decision", decision, DECISIONS),
+                _check("mode", mode, MODES))
+        count.inc()
 
     def record_abstention(self, reason: str) -> None:
         """Count one abstention (``reason`` from :data:`ABSTAIN_REASONS`)."""

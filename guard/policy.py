@@ -43,6 +43,7 @@ import numpy as np
 
 from guard.errors import AdapterError, RequestOptionError
 from guard.options import DEFAULT_ABSTAIN_MESSAGE, GuardOptions, parse_guard_options
+from guard.outbox import NOTHING, Outbox
 from guard.sentences import Sentence, SentenceSplitter
 from guard.verdicts import (
     AbstainReason,
@@ -113,7 +114,7 @@ class StreamGuard:
         self._steering = self._hold and mode == "steer"  # a flagged sentence asks for steering
         self._splitter = SentenceSplitter()
         self._closed: deque[tuple[Sentence, int]] = deque()  # closed, not yet decided; (sentence, emit-up-to chars)
-        self._probs: dict[int, np.ndarray] = {}  # position -> (k,)
+        self._probs: dict[int, tuple[float, ...]] = {}  # position -> k class probabilities
         self._raw: dict[int, np.ndarray] = {}  # position -> (L, k), max pooling only
         self._unreleased: deque[tuple[int, int, int]] = deque()  # (position, char offset, length)
         self._log: list[tuple[int, str]] = []  # mode "steer" before steering: every token, to resume from
@@ -130,10 +131,7 @@ class StreamGuard:
             kind="request", how="always", alpha=self.alpha, strength=steer_strength, position=None, kept_chars=0)
         self._waiting = False  # asked to steer; waits for resume()
         self._finished = False
-        self._out_text: list[str] = []
-        self._out_scores: list[TokenScore] = []
-        self._out_sentences: list[SentenceVerdict] = []
-        self._out_abstained, self._out_steer = None, None  # AbstainReason | None, SteerPoint | None
+        self._out = Outbox()  # what the current call releases
 
     @property
     def stopped(self) -> bool:
@@ -151,10 +149,26 @@ class StreamGuard:
         Raises:
             AdapterError: positions out of order, or text after :meth:`finish`.
         """
+        return self.add_texts((position,), (text,))
+
+    def add_texts(self, positions: Sequence[int], texts: Sequence[str]) -> GuardEvent:
+        """:meth:`add_text` of several tokens in order, with one event for all (their events joined).
+
+        Raises:
+            AdapterError: as :meth:`add_text`.
+        """
         if self._finished:
-            raise AdapterError(f"text for position {position} arrived after finish(); feed all tokens first")
-        if self.stopped:
-            return GuardEvent()
+            raise AdapterError(f"text for position {positions[0]} arrived after finish(); feed all tokens first")
+        for position, text in zip(positions, texts, strict=True):
+            if self.stopped:
+                break
+            self._take_text(position, text)
+            if self._closed and self._closed[0][0].last < self._next_unscored:
+                self._advance()  # a sentence is decidable now: decide it before the next token, as add_text would
+        self._advance()
+        return self._out.take()
+
+    def _take_text(self, position: int, text: str) -> None:
         closed = self._splitter.feed(position, text)
         if self._first_position is None:
             self._first_position = self._next_unscored = self._forget_from = position
@@ -166,14 +180,14 @@ class StreamGuard:
         cut = self._received  # a sentence closed by this token ends, for emission, where this token starts
         self._unreleased.append((position, self._received, len(text)))
         self._received += len(text)
-        self._closed.extend((sentence, cut) for sentence in closed)
+        if closed:
+            self._closed.extend((sentence, cut) for sentence in closed)
         if self._steering and self._steered is None:
             self._log.append((position, text))
         if not self._hold:
             self._emit(text)
         elif self._steering:
             self._pending += text
-        return self._step()
 
     def add_probs(self, position: int, probs: np.ndarray) -> GuardEvent:
         """Add token ``position``'s class probabilities ``(k,)`` in the probe's label order.
@@ -186,8 +200,8 @@ class StreamGuard:
             raise AdapterError(f"probe {self.rule.name!r} pools by 'max' over raw per-layer scores; feed them with "
                                "add_scores(position, scores) of shape (layers, labels), not probabilities")
         probs = np.asarray(probs, np.float64)[None]
-        self._check([position], probs, (len(self.rule.labels),), "probs")
-        return self._store([position], probs, None)
+        self.rule.check_values([position], probs, (len(self.rule.labels),), "probs")
+        return self._store([position], [tuple(probs[0].tolist())], None)
 
     def add_scores(self, position: int, scores: np.ndarray) -> GuardEvent:
         """Add token ``position``'s raw probe scores ``(layers, k)`` (one row of ``TokenScores.scores``).
@@ -204,44 +218,41 @@ class StreamGuard:
         Raises:
             AdapterError: wrong shape, non-finite values or a duplicate position.
         """
-        scores = np.asarray(scores, np.float64)
-        self._check(positions, scores, (self.rule.layers, len(self.rule.labels)), "scores")
-        return self._store(positions, self.rule.probabilities(scores), scores if self.rule.pooling == "max" else None)
+        scores = np.asarray(scores)
+        probs = self.rule.row_probabilities(positions, scores)
+        return self._store(positions, probs, np.asarray(scores, np.float64) if self.rule.pooling == "max" else None)
 
     def finish(self) -> GuardEvent:
         """The stream ended: close the last sentence and decide every closed one with the scores there are."""
         if self._finished or self.stopped:
-            return GuardEvent()
+            return NOTHING
         self._finished = True
         self._closed.extend((sentence, self._received) for sentence in self._splitter.finish())
-        event = self._step()
-        if not (self._steering and not self.stopped and self._pending):
-            return event
-        self._emit(self._pending)  # "regenerate" held it all, and nothing was flagged
-        self._pending = ""
-        self._release_scores()
-        more = self._flush()
-        return GuardEvent(event.text + more.text, event.token_scores + more.token_scores,
-                          event.sentences + more.sentences)
+        self._advance()
+        if self._steering and not self.stopped and self._pending:
+            self._emit(self._pending)  # "regenerate" held it all, and nothing was flagged
+            self._pending = ""
+            self._release_scores()
+        return self._out.take()
 
     def gate_abstain(self, reason: str = "") -> GuardEvent:
         """The pre-generation gate says no: call before any text. Abstains (modes "flag" and "abstain"), asks
         for steering from the first generated token (mode "steer"), or is ignored (mode "pass", and
         ``steer_how="always"``, which steers from the first token anyway)."""
         if self.stopped or self.options.mode == "pass":
-            return GuardEvent()
+            return NOTHING
         if self._steering:
             self._ask_to_steer(None, "gate", self.alpha)
         elif self.options.mode != "steer":  # steer_how "always": already steered from the first token
             self._abstain(AbstainReason(kind="gate", alpha=self.alpha, detail=reason))
-        return self._flush()
+        return self._out.take()
 
     def fail_closed(self, reason: str = "") -> GuardEvent:
         """The guard cannot judge the answer (``on_guard_failure: fail_closed``): abstain, kind ``guard_failure``
         (every mode but "pass")."""
         if not self.stopped and self.options.mode != "pass":
             self._abstain(AbstainReason(kind="guard_failure", alpha=self.alpha, detail=reason))
-        return self._flush()
+        return self._out.take()
 
     def resume(self) -> GuardEvent:
         """Steering has started: drop what it replaces and go on as in mode "flag".
@@ -281,22 +292,19 @@ class StreamGuard:
         if text:
             self._emit(text)
         self._release_scores()
-        return self._flush()
+        return self._out.take()
 
     def summary(self) -> GuardSummary:
         """The response-level verdict so far (final after :meth:`finish` or an abstention)."""
         return GuardSummary.of(self._verdicts, self.options.mode, self.alpha, self._tokens, self._tokens_scored,
                                self._abstained, self._steered)
 
-    def _check(self, positions: Sequence[int], values: np.ndarray, shape: tuple[int, ...], name: str) -> None:
-        self.rule.check_values(positions, values, shape, name)
+    def _store(self, positions: Sequence[int], probs: list[tuple[float, ...]], raw: np.ndarray | None) -> GuardEvent:
         for position in positions:
             if position in self._probs and position >= self._ignore_below:
                 raise AdapterError(f"position {position} was scored twice; deliver each token's score once")
-
-    def _store(self, positions: Sequence[int], probs: np.ndarray, raw: np.ndarray | None) -> GuardEvent:
         if self.stopped or self._finished:
-            return GuardEvent()
+            return NOTHING
         floor = max(self._ignore_below, self._forget_from if self._first_position is not None else -1)
         for i, position in enumerate(positions):
             if position < floor:
@@ -306,19 +314,19 @@ class StreamGuard:
                 self._raw[position] = raw[i]
             self._tokens_scored += 1
         self._advance_unscored()
-        return self._step()
+        self._advance()
+        return self._out.take()
 
     def _advance_unscored(self) -> None:
         if self._first_position is not None:
             while self._next_unscored in self._probs:
                 self._next_unscored += 1
 
-    def _step(self) -> GuardEvent:
+    def _advance(self) -> None:
         """Decide every closed sentence whose tokens are all scored (all, once finished), in order."""
         while self._closed and not self.stopped and (self._finished or self._closed[0][0].last < self._next_unscored):
             self._decide(*self._closed.popleft())
         self._release_scores()
-        return self._flush()
 
     def _decide(self, sentence: Sentence, cut: int) -> None:
         if sentence.index < self._skip_below:
@@ -326,7 +334,7 @@ class StreamGuard:
         scored = [p for p in range(sentence.first, sentence.last + 1) if p in self._probs]
         pooled = None
         if scored:
-            pooled = (self.rule.pool_max([self._raw[p] for p in scored]) if self.rule.pooling == "max"
+            pooled = (self.rule.pool_max([self._raw[p] for p in scored]).tolist() if self.rule.pooling == "max"
                       else self._probs[scored[-1]])
         verdict = self.rule.judge(sentence, pooled, len(scored), self.alpha)
         if self._hold and verdict.verdict == "flagged":
@@ -334,12 +342,12 @@ class StreamGuard:
                 self._ask_to_steer(verdict, "sentence", self.alpha)
             else:
                 self._verdicts.append(verdict)
-                self._out_sentences.append(verdict)
+                self._out.sentences.append(verdict)
                 self._abstain(AbstainReason(kind="sentence", alpha=self.alpha, sentence=sentence.index,
                                             p_true=verdict.p_true))
             return
         self._verdicts.append(verdict)
-        self._out_sentences.append(verdict)
+        self._out.sentences.append(verdict)
         if not self._hold:
             return
         if not self._steering:
@@ -357,18 +365,18 @@ class StreamGuard:
         if position is not None:
             kept = sum(len(t) for p, t in self._log if p < position)
         assert self.steer_strength is not None  # checked at construction
-        self._steered = self._out_steer = SteerPoint(kind=kind, how=how, alpha=alpha, strength=self.steer_strength,
+        self._steered = self._out.steer = SteerPoint(kind=kind, how=how, alpha=alpha, strength=self.steer_strength,
                                                      position=position, kept_chars=kept, flagged=verdict)
         self._waiting = True
         self._closed.clear()
 
     def _emit(self, text: str) -> None:
-        self._out_text.append(text)
+        self._out.text.append(text)
         self._emitted += len(text)
 
     def _abstain(self, reason: AbstainReason) -> None:
-        self._abstained = self._out_abstained = reason
-        self._out_text.append(self.options.message)
+        self._abstained = self._out.abstained = reason
+        self._out.text.append(self.options.message)
         self._closed.clear()
 
     def _release_scores(self) -> None:
@@ -380,7 +388,7 @@ class StreamGuard:
                 break  # in order: a later score waits for an earlier one until the stream ends
             self._unreleased.popleft()
             if position in self._probs:
-                self._out_scores.append(TokenScore(position, tuple(self._probs[position].tolist())))
+                self._out.scores.append(TokenScore(position, self._probs[position]))
         if self._verdicts and self._first_position is not None:
             keep = min(self._verdicts[-1].last, self._unreleased[0][0] if self._unreleased else self._next_unscored)
             for position in range(self._forget_from, keep):
@@ -390,10 +398,3 @@ class StreamGuard:
     def _drop(self, position: int) -> None:
         self._probs.pop(position, None)
         self._raw.pop(position, None)
-
-    def _flush(self) -> GuardEvent:
-        event = GuardEvent("".join(self._out_text), tuple(self._out_scores), tuple(self._out_sentences),
-                           self._out_abstained, self._out_steer)
-        self._out_text, self._out_scores, self._out_sentences = [], [], []
-        self._out_abstained, self._out_steer = None, None
-        return event

@@ -26,6 +26,7 @@ from guard.errors import ArtifactError, ConfigError
 from guard.manifest import check_model_fit, read_manifest
 from guard.mlp_head import mlp_hidden, mlp_hidden_units
 from guard.model_spec import ModelSpec
+from guard.probabilities import class_probabilities
 from guard.selective import SelectiveCalibration
 from guard.tensorfile import load_tensors, save_tensors
 
@@ -181,9 +182,7 @@ class Probe:
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n, k)`` from per-token scores ``(n, L, k)``: layers averaged, then softmax."""
-        z = np.asarray(scores, np.float64).mean(axis=1)
-        e = np.exp(z - z.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
+        return class_probabilities(scores)
 
     def conformal(self) -> MondrianConformal | None:
         """The manifest's split-conformal calibration as fitted sets (``None`` when the probe has none).

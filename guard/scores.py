@@ -34,6 +34,7 @@ __all__ = [
     "WIRE_VERSION",
     "ScoreSegment",
     "TokenScores",
+    "combine",
     "ScoreSink",
     "ScoreSource",
     "ScoreStore",
@@ -194,15 +195,28 @@ class ScoreStore:
     def take(self, key: str, start: int = 0) -> TokenScores:
         """Non-blocking: the scores of ``key`` received so far at positions ``>= start`` (nothing is forgotten).
 
-        Work is proportional to the segments that reach ``start`` or beyond, so a consumer that polls
-        with a growing ``start`` while a request streams pays for each new segment once. Segments of
-        one key arrive in position order (one publisher, engine steps in sequence).
-
         Example:
             >>> store = ScoreStore()
             >>> store.publish([ScoreSegment("k", 0, np.zeros((4, 1, 1), np.float32))])
             >>> store.take("k", 2).positions.tolist()
             [2, 3]
+        """
+        return combine(key, self.take_segments(key, start))
+
+    def take_segments(self, key: str, start: int = 0) -> list[ScoreSegment]:
+        """Non-blocking, without copies: the segments of ``key`` received so far that reach position
+        ``start``, in position order, the first one cut to begin at ``start`` or later.
+
+        The cheap form of :meth:`take` for a consumer that polls with a growing ``start`` while a
+        request streams (usually one segment of one row comes back): work is proportional to the
+        segments that reach ``start``, each paid for once. Segments of one key arrive in position
+        order (one publisher, engine steps in sequence).
+
+        Example:
+            >>> store = ScoreStore()
+            >>> store.publish([ScoreSegment("k", 0, np.zeros((4, 1, 1), np.float32))])
+            >>> [(s.start, s.n) for s in store.take_segments("k", 2)]
+            [(2, 2)]
         """
         with self._cond:
             segs = self._segments.get(key, ())
@@ -211,12 +225,11 @@ class ScoreStore:
                 if seg.start + seg.n <= start:
                     break
                 recent.append(seg)
-        snap = self._combine(key, recent[::-1])
-        keep = snap.positions >= start
-        if keep.all():
-            return snap
-        hidden = snap.hidden[keep] if snap.hidden is not None else None
-        return TokenScores(key, snap.positions[keep], snap.scores[keep], hidden, snap.segments)
+        recent.reverse()
+        if recent and recent[0].start < start:
+            first, cut = recent[0], start - recent[0].start
+            recent[0] = ScoreSegment(key, start, first.scores[cut:], None if first.hidden is None else first.hidden[cut:])
+        return recent
 
     def pop(self, key: str) -> TokenScores:
         """Return and forget the scores of ``key`` (empty if none arrived)."""
@@ -225,17 +238,23 @@ class ScoreStore:
             self._segments.pop(key, None)
             return snap
 
-    def _snapshot(self, key: str) -> TokenScores:
-        return self._combine(key, sorted(self._segments.get(key, ()), key=lambda s: s.start))
+    def discard(self, key: str) -> None:
+        """Forget the scores of ``key`` (nothing is returned, nothing is copied)."""
+        with self._cond:
+            self._segments.pop(key, None)
 
-    @staticmethod
-    def _combine(key: str, segs: list[ScoreSegment]) -> TokenScores:
-        if not segs:
-            return TokenScores(key, np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32), None)
-        if len(segs) == 1:  # the common case while a request streams: one engine step's rows, no copy
-            s = segs[0]
-            return TokenScores(key, np.arange(s.start, s.start + s.n), s.scores, s.hidden, 1)
-        positions = np.concatenate([np.arange(s.start, s.start + s.n) for s in segs])
-        scores = np.concatenate([s.scores for s in segs])
-        hidden = np.concatenate([s.hidden for s in segs]) if all(s.hidden is not None for s in segs) else None
-        return TokenScores(key, positions, scores, hidden, len(segs))
+    def _snapshot(self, key: str) -> TokenScores:
+        return combine(key, sorted(self._segments.get(key, ()), key=lambda s: s.start))
+
+
+def combine(key: str, segs: list[ScoreSegment]) -> TokenScores:
+    """Segments of ``key``, in position order, as one :class:`TokenScores` (no copy for a single segment)."""
+    if not segs:
+        return TokenScores(key, np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32), None)
+    if len(segs) == 1:  # the common case while a request streams: one engine step's rows, no copy
+        s = segs[0]
+        return TokenScores(key, np.arange(s.start, s.start + s.n), s.scores, s.hidden, 1)
+    positions = np.concatenate([np.arange(s.start, s.start + s.n) for s in segs])
+    scores = np.concatenate([s.scores for s in segs])
+    hidden = np.concatenate([s.hidden for s in segs]) if all(s.hidden is not None for s in segs) else None
+    return TokenScores(key, positions, scores, hidden, len(segs))

@@ -30,6 +30,7 @@ ABBREVIATIONS = frozenset({"e.g", "i.e", "dr", "mr", "mrs", "ms", "prof", "sr", 
 _TERMINATORS = ".!?…"
 _CLOSERS = "\"')]}”’»"
 _OPENERS = "\"'([{“‘«"
+_RUNS = re.compile(r"\s+|\S+")  # runs of whitespace (str.isspace) and of other characters
 _DOTTED = re.compile(r"^(?:[A-Za-z]{1,2}\.)+[A-Za-z]{1,2}$")  # U.S, e.g, a.m, Ph.D
 
 
@@ -95,8 +96,8 @@ class SentenceSplitter:
                                "feed generated tokens in order, each once")
         self._last_position = position
         closed = []
-        for ch in text:
-            sentence = self._push(ch, position)
+        for run in _RUNS.findall(text):
+            sentence = self._push(run, position)
             if sentence is not None:
                 closed.append(sentence)
         return closed
@@ -106,24 +107,26 @@ class SentenceSplitter:
         self._finished = True
         return [self._close()] if self._chars else []
 
-    def _push(self, ch: str, position: int) -> Sentence | None:
+    def _push(self, run: str, position: int) -> Sentence | None:
+        """One run of whitespace or of other characters: every decision falls on a run's first
+        character (the rest of a run only extends it), so runs give what characters one by one would."""
         closed = None
-        if ch.isspace():
+        if run[0].isspace():
             if not self._in_space and self._words:
                 self._candidate = _ends_sentence("".join(self._word), self._words == 1)
             self._in_space = True
-            self._newline = self._newline or ch == "\n"
+            self._newline = self._newline or "\n" in run
         else:
-            if self._in_space and self._words and (self._newline or (self._candidate and not ch.islower())):
+            if self._in_space and self._words and (self._newline or (self._candidate and not run[0].islower())):
                 closed = self._close()
             if self._in_space or not self._word:
                 self._word, self._words = [], self._words + 1
                 self._newline = self._candidate = False
             self._in_space = False
-            self._word.append(ch)
+            self._word.append(run)
             self._first = position if self._first is None else self._first
             self._last = position
-        self._chars.append(ch)
+        self._chars.append(run)
         self._first_any = position if self._first_any is None else self._first_any
         self._last_any = position
         return closed

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from guard.conformal import MondrianConformal
 from guard.errors import AdapterError, ArtifactError
+from guard.probabilities import class_probabilities, row_probabilities
 from guard.probe import Probe
 from guard.sentences import Sentence
 
@@ -152,10 +153,13 @@ class GuardSummary(BaseModel):
         counts = {name: sum(v.verdict == name for v in verdicts) for name in ("supported", "uncertain", "flagged",
                                                                                "unscored")}
         p_true = [v.p_true for v in verdicts if v.p_true is not None]
-        return cls(decision=response_decision(mode, counts["flagged"], abstained is not None, steered is not None),
-                   mode=mode, alpha=alpha, score=min(p_true) if p_true else None, abstained=abstained,
-                   sentences=tuple(verdicts), steered=steered,
-                   counts=VerdictCounts(sentences=len(verdicts), tokens=tokens, tokens_scored=tokens_scored, **counts))
+        # built from checked records and counts: no validation, once or twice per request
+        return cls.model_construct(
+            decision=response_decision(mode, counts["flagged"], abstained is not None, steered is not None),
+            mode=mode, alpha=alpha, score=min(p_true) if p_true else None, abstained=abstained,
+            sentences=tuple(verdicts), steered=steered,
+            counts=VerdictCounts.model_construct(sentences=len(verdicts), tokens=tokens, tokens_scored=tokens_scored,
+                                                 **counts))
 
 
 def response_decision(mode: Mode, flagged: int, abstained: bool, steered: bool = False) -> Decision:
@@ -195,6 +199,11 @@ class GuardEvent:
     sentences: tuple[SentenceVerdict, ...] = ()
     abstained: AbstainReason | None = None
     steer: SteerPoint | None = None
+
+    def __bool__(self) -> bool:
+        """Whether it carries anything to send."""
+        return bool(self.text or self.token_scores or self.sentences or self.abstained is not None
+                    or self.steer is not None)
 
 
 class VerdictRule:
@@ -261,39 +270,62 @@ class VerdictRule:
             AdapterError: names the positions, the problem and the expected shape and label order.
         """
         if values.shape != (len(positions), *row) or not np.isfinite(values).all():
-            problem = ("NaN or infinite values" if values.shape == (len(positions), *row) else
-                       f"shape {values.shape[1:]} per position" if values.shape[:1] == (len(positions),) else
-                       f"{values.shape[0] if values.ndim else 0} rows for {len(positions)} positions")
-            raise AdapterError(f"{name} for positions {list(positions)[:8]} have {problem}; expected finite values of "
-                               f"shape {row} per position in label order {list(self.labels)}")
+            self._refuse(positions, values, row, name)
+
+    def _refuse(self, positions: Sequence[int], values: np.ndarray, row: tuple[int, ...], name: str) -> None:
+        problem = ("NaN or infinite values" if values.shape == (len(positions), *row) else
+                   f"shape {values.shape[1:]} per position" if values.shape[:1] == (len(positions),) else
+                   f"{values.shape[0] if values.ndim else 0} rows for {len(positions)} positions")
+        raise AdapterError(f"{name} for positions {list(positions)[:8]} have {problem}; expected finite values of "
+                           f"shape {row} per position in label order {list(self.labels)}")
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """Raw scores ``(..., layers, k)`` -> class probabilities ``(..., k)``: layers averaged, then softmax."""
-        return _softmax(np.asarray(scores, np.float64).mean(axis=-2))
+        return class_probabilities(scores)
+
+    def row_probabilities(self, positions: Sequence[int], scores: np.ndarray) -> list[tuple[float, ...]]:
+        """Checked raw scores ``(n, layers, k)`` of ``positions`` -> each row's class probabilities.
+
+        The numbers of :meth:`probabilities`, as tuples; a few rows (what a streamed chunk brings)
+        are done in plain Python (:func:`guard.probabilities.row_probabilities`), more with numpy.
+
+        Raises:
+            AdapterError: the wrong shape, or NaN or infinite values.
+        """
+        row = (self.layers, len(self.labels))
+        if scores.shape != (len(positions), *row):
+            self._refuse(positions, scores, row, "scores")
+        if len(positions) > _PLAIN_ROWS:
+            self.check_values(positions, scores, row, "scores")
+            return [tuple(p) for p in class_probabilities(scores).tolist()]
+        probs = row_probabilities(scores.tolist())
+        if probs is None:
+            self._refuse(positions, scores, row, "scores")
+        return probs
 
     def pool_max(self, raw: list[np.ndarray]) -> np.ndarray:
         """``max`` pooling: per-layer elementwise max over tokens of raw scores, layers averaged, softmax.
 
         This is the score the calibration split was conformalised on (``calibration.pipeline``).
         """
-        return _softmax(np.stack(raw).max(axis=0).mean(axis=0))  # (t, L, k) -> (k,)
+        return class_probabilities(np.stack(raw).max(axis=0))  # (t, L, k) -> (k,)
 
-    def judge(self, sentence: Sentence, pooled: np.ndarray | None, tokens_scored: int, alpha: float) -> SentenceVerdict:
+    def judge(self, sentence: Sentence, pooled: Sequence[float] | None, tokens_scored: int,
+              alpha: float) -> SentenceVerdict:
         """The verdict on ``sentence`` from its pooled probabilities ``(k,)`` (``None``: no token scored)."""
         span = {"index": sentence.index, "start": sentence.start, "end": sentence.end, "first": sentence.first,
                 "last": sentence.last, "tokens_scored": tokens_scored}
         if pooled is None:
             return SentenceVerdict(verdict="unscored", p_true=None, prediction_set=(), probs=None, **span)
-        row = pooled[None]  # (1, k)
-        inside = self.conformal.predict_sets(row, alpha)[0]
-        p_true = float(self.conformal.p_values(row)[0, self._true]) if self.has_p_values else None
+        inside = self.conformal.row_set(pooled, alpha)
+        p_true = self.conformal.row_p_values(pooled)[self._true] if self.has_p_values else None
         members = tuple(label for label, keep in zip(self.labels, inside) if keep)
         verdict: Verdict = ("flagged" if not inside[self._true] else
                             "supported" if members == (TRUE_LABEL,) else "uncertain")
-        return SentenceVerdict(verdict=verdict, p_true=p_true, prediction_set=members,
-                               probs=dict(zip(self.labels, pooled.tolist())), **span)
+        # built from checked numbers of the right types: no validation on this per-sentence path
+        return SentenceVerdict.model_construct(verdict=verdict, p_true=p_true, prediction_set=members,
+                                               probs=dict(zip(self.labels, map(float, pooled))), **span)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+#: up to this many rows :meth:`VerdictRule.row_probabilities` works in plain Python
+_PLAIN_ROWS = 4

@@ -11,6 +11,7 @@ Answers carry the guard's results in an extra field ``guard`` on each choice (se
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from dataclasses import dataclass
@@ -126,11 +127,17 @@ def guard_options(raw: object, default_mode: Mode, abstain_message: str | None) 
             defaults["abstain_message"] = abstain_message
         raw = {**defaults, **raw}
     elif raw is None:
-        return GuardOptions(mode=default_mode, abstain_message=abstain_message)
+        return _defaults(default_mode, abstain_message)
     try:
         return parse_guard_options(raw)
     except RequestOptionError as exc:
         raise invalid_request(str(exc), param=exc.param) from exc
+
+
+@functools.lru_cache(maxsize=8)
+def _defaults(mode: Mode, abstain_message: str | None) -> GuardOptions:
+    """The options of a request without ``guard`` (validated once per server setting; they are frozen)."""
+    return GuardOptions(mode=mode, abstain_message=abstain_message)
 
 
 def _check_model(model: object, served_name: str) -> None:

@@ -145,9 +145,11 @@ class Relay(Forwarder):
         return JSONReply(200, payload)
 
     def finish_request(self, request: GuardedRequest, session: GuardSession) -> None:
-        """Record a request that completed: its summary, the scores it missed and the guard's latency."""
-        self.metrics.record_summary(request.endpoint, session.summary())
-        record(self.metrics, session.failure, self.settings.on_guard_failure)
+        """Record a request that completed: its summary, the scores it missed and the guard's latency (which
+        counts this recording too, all but the latency's own observation)."""
+        with session.timed():
+            self.metrics.record_summary(request.endpoint, session.summary())
+            record(self.metrics, session.failure, self.settings.on_guard_failure)
         self.metrics.observe_guard_latency(session.busy, session.waited, session.cpu)
 
 

@@ -90,7 +90,7 @@ class ScoreFeed(ScoreStore):
             self._waiters.pop(key, None)
 
     def _arrived(self, key: str, until: int) -> bool:
-        return self.take(key, until - 1).positions.size > 0
+        return bool(self.take_segments(key, until - 1))
 
     def close(self, key: str) -> None:
         """Forget ``key`` and drop any of its scores that arrive later."""
@@ -98,7 +98,7 @@ class ScoreFeed(ScoreStore):
             self._closed[key] = None
             while len(self._closed) > self._max_keys:
                 self._closed.popitem(last=False)
-        self.pop(key)
+        self.discard(key)
 
     @property
     def open_keys(self) -> int:

@@ -15,13 +15,14 @@ a non-streamed answer's text is split per token by the tokenizer (:mod:`server.t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 from guard.gating import GateDecision, GateRule
 from guard.metrics import GuardMetrics
+from guard.outbox import Outbox
 from guard.policy import GuardEvent, GuardOptions, StreamGuard, TokenScore
-from guard.verdicts import AbstainReason, GuardSummary, SentenceVerdict, SteerPoint, VerdictRule
+from guard.scores import combine
+from guard.verdicts import GuardSummary, VerdictRule
 from server.errors import UpstreamError
 from server.failure import FailurePolicy, GuardFailure, fail, scores_missing
 from server.score_feed import ScoreFeed
@@ -73,21 +74,13 @@ class GuardSession:
         self._next_score = 0
         self._carry = ""  # text that came without a token id, given to the next token
         self._text_time: dict[int, float] = {}
-        self._text: list[str] = []
-        self._scores: list[TokenScore] = []
-        self._sentences: list[SentenceVerdict] = []
-        self._abstained: AbstainReason | None = None
-        self._steer: SteerPoint | None = None
+        self._outbox = Outbox()  # what the guard released since the last drain
+        self._timed = _Timed(self)
 
-    @contextmanager
-    def timed(self) -> Iterator[None]:
-        """Count the enclosed work as time the guard added (wall clock), and its CPU time on this thread."""
-        start, cpu = time.perf_counter(), time.thread_time()
-        try:
-            yield
-        finally:
-            self.busy += time.perf_counter() - start
-            self.cpu += time.thread_time() - cpu
+    def timed(self) -> _Timed:
+        """``with session.timed():`` counts the enclosed work as time the guard added (wall clock), and its
+        CPU time on this thread (not reentrant)."""
+        return self._timed
 
     @property
     def stopped(self) -> bool:
@@ -121,52 +114,60 @@ class GuardSession:
         """
         if self.gate is None or self.gate_decision is not None or self.n_prompt is None or self.n_prompt < 1:
             return
-        start = time.perf_counter()
-        arrived = await self.feed.wait_for(self.key, self.n_prompt, self.score_timeout)
-        self.waited += time.perf_counter() - start
-        self.busy += time.perf_counter() - start
+        row = self.n_prompt - 1
         with self.timed():
-            got = self.feed.take(self.key, self.n_prompt - 1)
-            if not arrived or not got.positions.size or int(got.positions[0]) != self.n_prompt - 1:
+            segments = self.feed.take_segments(self.key, row)
+        if not segments:  # the prefill step's rows are not in yet
+            start = time.perf_counter()
+            if await self.feed.wait_for(self.key, self.n_prompt, self.score_timeout):
+                segments = self.feed.take_segments(self.key, row)
+            self.waited += time.perf_counter() - start
+            self.busy += time.perf_counter() - start
+        with self.timed():
+            if not segments or segments[0].start != row:
                 self.gate = None
                 return
-            self.gate_decision = self.gate.decide(got.scores[0], self.options.gate_alpha)
-            if not self.gate_decision.answer:
-                d = self.gate_decision
+            self.gate_decision = d = self.gate.decide(segments[0].scores[0], self.options.gate_alpha)
+            if not d.answer:
                 self._merge(self.guard.gate_abstain(
                     f"the pre-generation gate gives p(correct)={d.p_correct:.3f} < certified threshold {d.threshold} "
                     f"at gate alpha {d.alpha}"))
 
-    def add_chunk(self, token_ids: list[int], text: str) -> None:
+    def add_chunk(self, token_ids: Sequence[int], text: str) -> None:
         """A streamed chunk: its text goes to its last token, ``""`` to the others."""
         if not token_ids:
             self._carry += text
             return
-        pieces = [""] * (len(token_ids) - 1) + [text]
-        self.add_pieces(pieces)
+        self.add_pieces([text] if len(token_ids) == 1 else [""] * (len(token_ids) - 1) + [text])
 
     def add_pieces(self, pieces: list[str]) -> None:
         """The texts of the next generated tokens, one per token, in order."""
-        base = self._base()
-        now = time.perf_counter()
-        for i, piece in enumerate(pieces):
-            position = base + self.n_gen + i
-            if self.streamed:
+        first = self._base() + self.n_gen
+        positions = range(first, first + len(pieces))
+        if self.streamed:
+            now = time.perf_counter()
+            for position in positions:
                 self._text_time[position] = now
-            if self._carry:
-                piece, self._carry = self._carry + piece, ""
-            self._merge(self.guard.add_text(position, piece))
+        if self._carry and pieces:
+            pieces = [self._carry + pieces[0], *pieces[1:]]
+            self._carry = ""
+        self._merge(self.guard.add_texts(positions, pieces))
         self.n_gen += len(pieces)
 
     def pull(self) -> None:
         """Feed the scores that have arrived since the last pull (never blocks)."""
         if self.n_prompt is None:
             return
-        got = self.feed.take(self.key, self._next_score)
-        if not got.positions.size:
+        segments = self.feed.take_segments(self.key, self._next_score)
+        if not segments:
             return
-        positions = got.positions.tolist()
-        self._merge(self.guard.add_rows(positions, got.scores[:, :, : self._k]))
+        if len(segments) == 1:  # one engine step's rows: what a stream usually brings
+            positions: Sequence[int] = range(segments[0].start, segments[0].start + segments[0].n)
+            scores = segments[0].scores
+        else:  # several steps' rows (a non-streamed answer, or a stream that fell behind): one batch
+            got = combine(self.key, segments)
+            positions, scores = got.positions.tolist(), got.scores
+        self._merge(self.guard.add_rows(positions, scores[:, :, : self._k]))
         if self._text_time:
             now = time.perf_counter()
             for position in positions:
@@ -199,10 +200,7 @@ class GuardSession:
 
     def drain(self) -> GuardEvent:
         """What the guard released since the last drain."""
-        event = GuardEvent("".join(self._text), tuple(self._scores), tuple(self._sentences), self._abstained,
-                           self._steer)
-        self._text, self._scores, self._sentences, self._abstained, self._steer = [], [], [], None, None
-        return event
+        return self._outbox.take()
 
     def summary(self) -> GuardSummary:
         """The response-level verdict so far."""
@@ -215,12 +213,23 @@ class GuardSession:
         return self.n_prompt
 
     def _merge(self, event: GuardEvent) -> None:
-        if event.text:
-            self._text.append(event.text)
-        self._scores.extend(event.token_scores)
-        self.released.extend(event.token_scores)
-        self._sentences.extend(event.sentences)
-        if event.abstained is not None and self._abstained is None:
-            self._abstained = event.abstained
-        if event.steer is not None:
-            self._steer = event.steer
+        if event:
+            self._outbox.add(event)
+            self.released.extend(event.token_scores)
+
+class _Timed:
+    """The context manager of :meth:`GuardSession.timed`: one per session, no allocation per use."""
+
+    __slots__ = ("_session", "_wall", "_cpu")
+
+    def __init__(self, session: GuardSession) -> None:
+        self._session = session
+        self._wall = self._cpu = 0.0
+
+    def __enter__(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.thread_time()
+
+    def __exit__(self, *exc: object) -> None:
+        session = self._session
+        session.busy += time.perf_counter() - self._wall
+        session.cpu += time.thread_time() - self._cpu

@@ -53,6 +53,10 @@ class _Stream:
     finished: bool = False
     prompt_ids: list[int] = field(default_factory=list)  # mode "steer": what a steered request starts from
     generated: list[int] = field(default_factory=list)
+    held: bool = field(init=False)  #: whether the guard holds text until it is decided
+
+    def __post_init__(self) -> None:
+        self.held = _held(self.request)
 
 
 async def open_stream(relay: Relay, request: GuardedRequest, session: GuardSession) -> AsyncIterator[bytes]:
@@ -86,39 +90,45 @@ async def _guarded(stream: _Stream, response: httpx.Response) -> AsyncIterator[b
     if not (stream.finished or session.stopped):
         raise UpstreamError("protocol", "the upstream stream ended before the choice finished")
     await response.aclose()  # at once: after an abstention this is what stops generation upstream
+    with session.timed():
+        summary = _summary_chunk(stream)
     relay.finish_request(stream.request, session)
-    yield encode(_summary_chunk(stream))
+    yield encode(summary)
 
 
 async def _guard_chunk(stream: _Stream, chunk: dict[str, Any]) -> dict[str, Any]:
-    """Feed one upstream chunk to the guard and shape what the client receives."""
+    """Feed one upstream chunk to the guard and shape what the client receives.
+
+    Hot path: one timed block per chunk; it awaits only on the first chunk (the gate's row) and
+    the last (the last scores).
+    """
     request, session = stream.request, stream.session
-    with session.timed():
-        n_prompt = prompt_length(chunk, request.endpoint)
-        if n_prompt is not None:
+    if (n_prompt := prompt_length(chunk, request.endpoint)) is not None:
+        with session.timed():
             session.start(n_prompt)
-    await session.check_gate()  # before any text leaves: the gate may abstain on the question alone
+        await session.check_gate()  # before any text leaves: the gate may abstain on the question alone
     with session.timed():
-        stream.ids = chunk_ids(chunk)
-        choices = chunk.get("choices") or []
+        if not stream.ids:  # every chunk of a stream carries the same
+            stream.ids = chunk_ids(chunk)
+        choices = chunk.get("choices")
         if not choices:  # the usage chunk
             hide_token_ids(chunk, stream=True)
             return chunk
         choice = choices[0]
-        token_ids = choice.get("token_ids") or []
+        token_ids = choice.get("token_ids") or ()
         if request.options.mode == "steer":
             _remember(stream, chunk, choice, token_ids)
         text = choice_text(choice, request.endpoint, stream=True)
         if token_ids or text:
-            session.add_chunk(list(token_ids), text)
+            session.add_chunk(token_ids, text)
         session.pull()
-    if choice.get("finish_reason") is not None:
-        stream.finished = True
-        await session.finish()
+        if choice.get("finish_reason") is None:
+            _shape(stream, chunk, choice)
+            return chunk
+    stream.finished = True
+    await session.finish()
     with session.timed():
-        _shape(choice, request, session)
-        if _held(request) or not request.wants_token_ids:
-            hide_token_ids(chunk, stream=True)
+        _shape(stream, chunk, choice)
     return chunk
 
 
@@ -130,9 +140,15 @@ def _remember(stream: _Stream, chunk: dict[str, Any], choice: dict[str, Any], to
     stream.generated.extend(token_ids)
 
 
-def _shape(choice: dict[str, Any], request: GuardedRequest, session: GuardSession) -> None:
+def _shape(stream: _Stream, chunk: dict[str, Any], choice: dict[str, Any]) -> None:
+    """The guard's increment into the chunk's choice; the text it holds and the token ids the client did not
+    ask for out of it."""
+    request, session = stream.request, stream.session
+    held = stream.held
+    if held or not request.wants_token_ids:
+        hide_token_ids(chunk, stream=True)
     event = session.drain()
-    if _held(request) or event.abstained is not None:  # a gate abstains in any mode but pass
+    if held or event.abstained is not None:  # a gate abstains in any mode but pass
         set_choice_text(choice, request.endpoint, True, event.text)
         if "logprobs" in choice:
             choice["logprobs"] = None
