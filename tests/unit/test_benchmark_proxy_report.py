@@ -79,3 +79,19 @@ def test_summary_reports_the_added_latency_per_chunk_the_servers_own_time_and_th
 def test_summary_refuses_a_run_without_both_modes():
     with pytest.raises(ValueError, match="no phases in mode 'streamed'"):
         summarise([_phase(0, "non_streamed", 0.5, 8e-4)], GOAL_REQUEST_MS, GOAL_CHUNK_MS)
+
+
+def test_each_requests_own_server_time_gives_the_exact_p50_that_decides_the_per_request_goal():
+    phases = [_phase(r, mode, per_chunk_ms=0.5, own_s=8e-4) for r in range(2) for mode in ("non_streamed", "streamed")]
+    for phase in phases:  # the bucket says (0.5, 1] ms; the requests' own values put the p50 at 1.2 ms
+        for i, rec in enumerate(r for r in phase["records"] if r["path"] == "guard"):
+            rec.update(guard_ms=[0.4, 1.2, 1.2, 3.0][i], guard_wait_ms=0.0, guard_cpu_ms=[0.3, 1.0, 1.0, 2.0][i])
+    s = summarise(phases, GOAL_REQUEST_MS, GOAL_CHUNK_MS)
+    exact = s["non_streamed"]["guard_processing"]["per_request"]
+    assert exact["latency_ms"]["p50"] == pytest.approx(1.2) and exact["cpu_ms"]["p50"] == pytest.approx(1.0)
+    assert s["streamed"]["guard_processing"]["per_request"]["latency_per_chunk_ms"]["p50"] == pytest.approx(0.12)
+    goals = s["goals"]["per_request"]
+    assert goals["p50_ms"] == pytest.approx(1.2) and goals["p50_bucket_ms"] == [0.5, 1.0] and not goals["met"]
+    record = {"summary": s, "rounds": 2, "requests": 4, "concurrency": 1, "max_tokens": 10,
+              "load_average_1m": {"start": 1.0, "end": 2.0}}
+    assert "p50 1.20 ms, p99" in summary_text(record) and "<= 1 ms p50 per request NOT met" in summary_text(record)
