@@ -43,7 +43,7 @@ __all__ = ["ARMS", "DEFAULT_PROXY_RECORD", "main", "run", "summarise", "proxy_nu
 PROMPT = "Write a short paragraph about the history of the bicycle."
 ARMS = ("plain", "guarded", "steered", "opted_out")
 METRICS = ("throughput_tok_s", "ttft_s", "itl_s")
-DEFAULT_PROXY_RECORD = Path(__file__).parent / "results" / "proxy-cpu-after.json"
+DEFAULT_PROXY_RECORD = Path(__file__).parent / "results" / "proxy-cpu-hotpath.json"
 
 
 def _time_batch(llm: Any, arm: str, prompts: list[str], params: Any, alpha: float) -> tuple[float, int]:
@@ -142,6 +142,8 @@ def proxy_numbers(record: dict[str, Any], source: str) -> dict[str, Any]:
         "source": source,
         "command": record.get("command"),
         "guard_processing_ms_per_request": ns["guard_processing"]["mean_ms"],
+        "guard_processing_p50_ms_per_request": (ns["guard_processing"].get("per_request") or {}).get(
+            "latency_ms", {}).get("p50"),  # each request's own value (records from concurrency 1 runs)
         "guard_processing_ms_per_chunk": st["guard_processing"]["per_chunk_ms"],
         "guard_cpu_ms_per_request": ns["guard_process_cpu"]["per_request_ms"],
         "guard_cpu_ms_per_chunk": st["guard_process_cpu"]["per_chunk_ms"],
