@@ -77,9 +77,9 @@ class GateRule:
         if probs is None:
             raise AdapterError(f"the gate's score row {cols.tolist()} holds NaN or infinite values")
         p = probs[0][self._correct - self.offset]
-        lam = self.threshold(alpha)
+        lam = float(self.threshold(alpha))
         certified = math.isfinite(lam)
-        # checked numbers of the right types: no validation on the per-request path
-        return GateDecision.model_construct(p_correct=round(p, 6), alpha=self.alpha if alpha is None else alpha,
+        # plain Python numbers of the declared types: no validation on the per-request path
+        return GateDecision.model_construct(p_correct=round(p, 6), alpha=float(self.alpha if alpha is None else alpha),
                                             threshold=lam if certified else None, certified=certified,
-                                            answer=not certified or p >= lam)
+                                            answer=bool(not certified or p >= lam))

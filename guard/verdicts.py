@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NoReturn
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -272,7 +272,7 @@ class VerdictRule:
         if values.shape != (len(positions), *row) or not np.isfinite(values).all():
             self._refuse(positions, values, row, name)
 
-    def _refuse(self, positions: Sequence[int], values: np.ndarray, row: tuple[int, ...], name: str) -> None:
+    def _refuse(self, positions: Sequence[int], values: np.ndarray, row: tuple[int, ...], name: str) -> NoReturn:
         problem = ("NaN or infinite values" if values.shape == (len(positions), *row) else
                    f"shape {values.shape[1:]} per position" if values.shape[:1] == (len(positions),) else
                    f"{values.shape[0] if values.ndim else 0} rows for {len(positions)} positions")
@@ -323,7 +323,8 @@ class VerdictRule:
         verdict: Verdict = ("flagged" if not inside[self._true] else
                             "supported" if members == (TRUE_LABEL,) else "uncertain")
         # built from checked numbers of the right types: no validation on this per-sentence path
-        return SentenceVerdict.model_construct(verdict=verdict, p_true=p_true, prediction_set=members,
+        return SentenceVerdict.model_construct(verdict=verdict, p_true=None if p_true is None else float(p_true),
+                                               prediction_set=members,
                                                probs=dict(zip(self.labels, map(float, pooled))), **span)
 
 

@@ -217,6 +217,7 @@ class GuardSession:
             self._outbox.add(event)
             self.released.extend(event.token_scores)
 
+
 class _Timed:
     """The context manager of :meth:`GuardSession.timed`: one per session, no allocation per use."""
 

@@ -136,3 +136,24 @@ def test_an_outbox_gathers_events_in_order_and_an_empty_one_gives_the_shared_emp
     assert event and event.text == "ab" and [s.position for s in event.token_scores] == [1, 2]
     assert event.abstained is first  # the first abstention stands
     assert box.take() is NOTHING
+
+
+def test_the_gate_decides_from_one_row_as_the_numpy_formula_and_its_decision_serialises():
+    from guard.gating import GateRule
+    from guard.probe import Probe
+    from guard.shipped import SHIPPED_DIR
+
+    gate = Probe.load(SHIPPED_DIR / "smollm2-135m-instruct-gate.safetensors")
+    rule = GateRule(gate, offset=3)
+    rows = np.random.default_rng(0).normal(size=(20, len(gate.manifest.layers), 5)).astype(np.float32)
+    for row in rows:
+        decision = rule.decide(row)
+        expected = gate.probabilities(row[None, :, 3:])[0, list(gate.labels).index("correct")]
+        assert decision.p_correct == round(float(expected), 6)
+        dumped = decision.model_dump(mode="json")
+        assert type(dumped["answer"]) is bool and type(dumped["alpha"]) is float
+        assert decision.answer == (not decision.certified or float(expected) >= rule.threshold())
+    bad = rows[0].copy()
+    bad[0, 4] = np.nan
+    with pytest.raises(AdapterError, match="NaN or infinite"):
+        rule.decide(bad)
