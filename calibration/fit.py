@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from guard.errors import ConfigError
+from guard.probabilities import softmax
 
 __all__ = ["standardise", "fit_mass_mean", "fit_logistic", "fit_one_vs_rest", "sigmoid", "softmax"]
 
@@ -20,13 +21,6 @@ __all__ = ["standardise", "fit_mass_mean", "fit_logistic", "fit_one_vs_rest", "s
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function."""
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, np.float64)))
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax."""
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _check(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -185,8 +185,8 @@ class MondrianConformal:
         if alpha is None or alpha == self.alpha:
             return tuple(1.0 - p <= t for p, t in zip(probs, rows.thresholds, strict=True))
         _check_alpha(alpha)
-        need = rows.need(alpha, self._require_scores())
-        return tuple(c >= k for c, k in zip(rows.counts_at_least(probs), need, strict=True))
+        self._require_scores()
+        return tuple(c >= k for c, k in zip(rows.counts_at_least(probs), rows.need(alpha), strict=True))
 
     def row_p_values(self, probs: Sequence[float]) -> tuple[float, ...]:
         """:meth:`p_values` of one row of probabilities in plain Python (the same numbers).
@@ -216,10 +216,10 @@ class _RowRule:
         """Per class, how many of its calibration scores are ``>=`` ``1 - p``."""
         return [len(s) - bisect_left(s, 1.0 - p) for p, s in zip(probs, self.scores, strict=True)]
 
-    def need(self, alpha: float, scores: list[np.ndarray]) -> list[int]:
+    def need(self, alpha: float) -> list[int]:
         """Per class, the count at which a label is in the set at ``alpha`` (cached, a few alphas)."""
         if (need := self._need.get(alpha)) is None:
             if len(self._need) >= 64:
                 self._need.clear()
-            need = self._need[alpha] = [s.size + 1 - _rank(s.size, alpha) for s in scores]
+            need = self._need[alpha] = [len(s) + 1 - _rank(len(s), alpha) for s in self.scores]
         return need

@@ -63,10 +63,10 @@ __all__ = ["DEFAULT_ABSTAIN_MESSAGE", "GuardOptions", "parse_guard_options", "re
 class StreamGuard:
     """The per-choice state machine: feed text and scores as they arrive, emit what is safe to send.
 
-    Feed every generated token's text in order with :meth:`add_text` (tokens with empty text, such
-    as an end-of-sequence token, too: they carry the previous token's score forward), each score
-    with :meth:`add_probs` or :meth:`add_scores` (any order relative to the text; positions of
-    generated tokens only), then call :meth:`finish`. A sentence with no scored token at all is
+    Feed every generated token's text in order with :meth:`add_text` or :meth:`add_texts` (tokens with
+    empty text, such as an end-of-sequence token, too: they carry the previous token's score forward),
+    scores with :meth:`add_probs`, :meth:`add_scores` or :meth:`add_rows` (any order relative to the
+    text; positions of generated tokens only), then call :meth:`finish`. A sentence with no scored token at all is
     ``unscored`` and never flagged. A score that never arrives (only the last token's, in vLLM) holds
     its sentence's decision, and in the holding modes its text, until :meth:`finish`. Every call
     returns a :class:`GuardEvent`; while the guard is stopped (it abstained, or waits for

@@ -14,7 +14,7 @@ from math import exp, isfinite
 
 import numpy as np
 
-__all__ = ["class_probabilities", "row_probabilities"]
+__all__ = ["class_probabilities", "row_probabilities", "softmax"]
 
 
 def class_probabilities(scores: np.ndarray) -> np.ndarray:
@@ -23,7 +23,8 @@ def class_probabilities(scores: np.ndarray) -> np.ndarray:
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis (max-shifted)."""
+    """Softmax over the last axis, in float64 (max-shifted)."""
+    z = np.asarray(z, np.float64)
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
