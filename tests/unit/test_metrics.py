@@ -108,3 +108,22 @@ def test_every_metric_the_dashboard_queries_exists_in_the_registry():
                for suffix in suffixes[family.type]}
     assert referenced and referenced <= exposed, referenced - exposed
     assert {"guard_flag_rate_rolling", "guard_flag_rate_expected", "guard_latency_seconds_bucket"} <= referenced
+
+
+def test_the_per_token_histogram_exposes_exactly_what_prometheus_clients_histogram_does():
+    import random
+
+    from prometheus_client import Histogram
+
+    from guard.metrics import LATENCY_BUCKETS, TokenHistogram
+
+    reference, fast = CollectorRegistry(), CollectorRegistry()
+    histogram = Histogram("x_seconds", "doc", buckets=LATENCY_BUCKETS, registry=reference)
+    tally = TokenHistogram("x_seconds", "doc", LATENCY_BUCKETS)
+    fast.register(tally)
+    rng = random.Random(0)
+    for value in [*LATENCY_BUCKETS, 0.0, 99.0, *(rng.expovariate(200.0) for _ in range(500))]:  # bounds included
+        histogram.observe(value)
+        tally.observe(value)
+    expected = [line for line in generate_latest(reference).decode().splitlines() if "_created" not in line]
+    assert generate_latest(fast).decode().splitlines() == expected
