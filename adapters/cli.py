@@ -126,12 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _hardening_flags(parser: argparse.ArgumentParser) -> None:
-    """guard serve's and guard proxy's failure policy and content logging (docs/operations.md)."""
+    """guard serve's and guard proxy's failure policy, content logging and shutdown deadline (docs/operations.md)."""
     parser.add_argument("--on-guard-failure", default=None, choices=("fail_open", "fail_closed"),
                         help="when the guard cannot judge an answer: pass it marked unverified (fail_open, default) "
                              "or abstain (fail_closed)")
     parser.add_argument("--log-content", action="store_true", default=None,
                         help="log prompts and completions (off by default; the log then holds user data)")
+    parser.add_argument("--shutdown-timeout", type=float, default=None, metavar="SECONDS",
+                        help="on SIGTERM, let running requests finish for at most this long, then abort the rest "
+                             "(default 5)")
 
 
 def _layers(raw: str) -> tuple[int, ...]:
@@ -282,7 +285,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = ServeSettings.build(config=args.config, model=args.model, probe=args.probe, host=args.host,
                                    port=args.port, mode=args.mode, enforce_eager=args.eager or None, gate=args.gate,
                                    use_gate=False if args.no_gate else None, on_guard_failure=args.on_guard_failure,
-                                   log_content=args.log_content, steering=args.steering, steer_alpha=args.steer_alpha)
+                                   log_content=args.log_content, steering=args.steering, steer_alpha=args.steer_alpha,
+                                   shutdown_timeout=args.shutdown_timeout)
     if settings.probe is None:
         settings = settings.model_copy(update={"probe": _default_probe(settings.model)})
     if settings.use_gate and settings.gate is None:
@@ -302,7 +306,8 @@ def _proxy(args: argparse.Namespace) -> int:
     settings = ProxySettings.build(config=args.config, upstream=args.upstream, model=args.model, probe=args.probe,
                                    host=args.host, port=args.port, mode=args.mode, enforce_eager=args.eager or None,
                                    upstream_timeout=args.upstream_timeout, on_guard_failure=args.on_guard_failure,
-                                   log_content=args.log_content, upstream_guarded=args.upstream_guarded)
+                                   log_content=args.log_content, upstream_guarded=args.upstream_guarded,
+                                   shutdown_timeout=args.shutdown_timeout)
     if settings.probe is None:
         settings = settings.model_copy(update={"probe": _default_probe(settings.model)})
     try:

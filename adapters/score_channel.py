@@ -8,6 +8,7 @@ never blocks the engine (a full queue drops and counts), and pyzmq already ships
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from typing import Any
@@ -123,7 +124,7 @@ class ScoreCollector:
                 self.last_error = str(exc)
 
     def close(self) -> None:
-        """Stop receiving and release the endpoint."""
+        """Stop receiving and release the endpoint; an ``ipc://`` socket file it bound is removed."""
         if self._thread is None:
             with _INPROC_LOCK:
                 _INPROC.pop(self.endpoint, None)
@@ -133,3 +134,9 @@ class ScoreCollector:
         self._sock.close(linger=0)
         self._ctx.term()
         self._thread = None
+        path = self.endpoint.removeprefix("ipc://")
+        if path != self.endpoint and not path.startswith("@"):  # zmq leaves the file behind (@: abstract, no file)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass

@@ -72,7 +72,7 @@ def run_steer_build(out: str | Path, model: str = "default", layers: Sequence[in
     from adapters.vllm.engine import GuardedLLM
     from calibration.activations import collect_vllm
     from calibration.knowledge import known_facts
-    from calibration.steering import mean_difference, probe_difference
+    from calibration.steering import mean_difference, probe_difference, residual_norm
     from guard.config import GuardConfig
     from guard.model_spec import ModelSpec
     from guard.probe import Probe
@@ -112,12 +112,13 @@ def run_steer_build(out: str | Path, model: str = "default", layers: Sequence[in
     sv = SteeringVector.from_vectors(
         vectors, steer_layers, spec, kind=source if domain is None else f"{source}:{domain}", model_id=model,
         description=f"{origin}, last token of {what}; unit directions scaled to the median residual norm",
-        default_alpha=default_alpha)
+        default_alpha=default_alpha, residual_norm=residual_norm(features))
     path = sv.save(out)
     projection = np.einsum("nlh,lh->nl", features.astype(np.float64), vectors.astype(np.float64))  # (n, L)
     return {"path": str(path), "source": source, "domain": domain, "layers": list(steer_layers),
             "statements": len(chosen), "true": int((labels == 0).sum()), "false": int((labels == 1).sum()),
             "facts_dropped_unknown": len(unknown), "norms": list(sv.manifest.norms), "default_alpha": default_alpha,
+            "max_alpha": sv.max_alpha,
             "separation_auroc": [auroc(projection[:, i], labels == 0) for i in range(len(steer_layers))]}
 
 

@@ -27,7 +27,7 @@ from guard.model_spec import ModelSpec
 from guard.probe import Probe
 from guard.steering import SteeringVector
 
-__all__ = ["mean_difference", "probe_difference", "scale_to_residual", "build_steering_vector"]
+__all__ = ["mean_difference", "probe_difference", "residual_norm", "scale_to_residual", "build_steering_vector"]
 
 
 def mean_difference(features: np.ndarray, labels: Sequence[int] | np.ndarray, true_label: int = 0,
@@ -99,6 +99,11 @@ def probe_difference(probe: Probe, features: np.ndarray | None = None) -> np.nda
     return scale_to_residual(direction, features).astype(np.float32)
 
 
+def residual_norm(features: np.ndarray) -> float:
+    """The median Euclidean norm of residual-stream rows ``(n, L, H)``, the largest over layers (bounds strength)."""
+    return float(np.median(np.linalg.norm(np.asarray(features, np.float64), axis=-1), axis=0).max())
+
+
 def scale_to_residual(direction: np.ndarray, features: np.ndarray) -> np.ndarray:
     """Unit directions ``(L, H)`` times the median residual norm of ``features (n, L, H)`` at each layer.
 
@@ -130,5 +135,6 @@ def build_steering_vector(features: np.ndarray, labels: Sequence[int] | np.ndarr
     scale = "unit directions scaled to the median residual norm" if normalize else "raw mean differences"
     description = f"mean(true) - mean(false) over {len(labels)} statements; {scale}" + (f"; {note}" if note else "")
     sv = SteeringVector.from_vectors(vectors, layers, spec, kind="mean-difference", model_id=model_id,
-                                     description=description, default_alpha=default_alpha)
+                                     description=description, default_alpha=default_alpha,
+                                     residual_norm=residual_norm(features))
     return sv.save(out)

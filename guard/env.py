@@ -64,6 +64,8 @@ ENV_VARS: dict[str, str] = {
     "GUARD_ON_GUARD_FAILURE": "guard serve/proxy: fail_open (pass, marked unverified) or fail_closed (abstain)",
     # Opt-in logging of prompts and completions (off by default; a warning at start-up when on).
     "GUARD_LOG_CONTENT": "guard serve/proxy: 1 to log prompts and completions",
+    # SIGTERM drains running requests for at most this long, then aborts the rest and stops the engine.
+    "GUARD_SHUTDOWN_TIMEOUT": "guard serve/proxy: seconds to drain on SIGTERM before aborting (default 5)",
     # `guard proxy` reads the same settings as `guard serve` (its engine is the local reader), plus:
     # Base URL of the foreign OpenAI-compatible API, as an OpenAI SDK's base_url (http:// or https://).
     "GUARD_UPSTREAM": "guard proxy: base URL of the foreign OpenAI-compatible API",

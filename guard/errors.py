@@ -9,7 +9,8 @@
     ├── ArtifactError      a probe/steering artefact is missing, corrupt or for another model
     ├── ModelError         the model cannot be found, prepared or verified
     ├── AdapterError       an engine integration (vLLM, transformers) misbehaves
-    │   └── SelfTestError  the in-engine capture did not fire or captured wrong rows
+    │   ├── SelfTestError  the in-engine capture did not fire or captured wrong rows
+    │   └── NonFiniteScores  the engine's scores for a request hold NaN or infinity
     └── ChannelError       scores could not be delivered between processes
 
 Messages name the offending value, what was expected, and how to fix it.
@@ -26,6 +27,7 @@ __all__ = [
     "ModelError",
     "AdapterError",
     "SelfTestError",
+    "NonFiniteScores",
     "ChannelError",
 ]
 
@@ -69,6 +71,14 @@ class AdapterError(GuardError):
 
 class SelfTestError(AdapterError):
     """The start-up self-test proved that the capture hooks are not working."""
+
+
+class NonFiniteScores(AdapterError):
+    """The engine's scores for a request hold NaN or infinity: its hidden states left the finite range.
+
+    A request that steered brought it on itself; for one that did not, the engine is broken (a
+    serving layer marks itself unhealthy).
+    """
 
 
 class ChannelError(GuardError):

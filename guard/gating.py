@@ -16,7 +16,7 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from guard.errors import AdapterError, ArtifactError
+from guard.errors import ArtifactError, NonFiniteScores
 from guard.probabilities import row_probabilities
 from guard.probe import Probe
 
@@ -75,7 +75,7 @@ class GateRule:
         cols = np.asarray(row)[:, self.offset : self.offset + len(self.gate.labels)]
         probs = row_probabilities([cols.tolist()])  # one row: plain Python, as the stream's rows
         if probs is None:
-            raise AdapterError(f"the gate's score row {cols.tolist()} holds NaN or infinite values")
+            raise NonFiniteScores(f"the gate's score row {cols.tolist()} holds NaN or infinite values")
         p = probs[0][self._correct - self.offset]
         lam = float(self.threshold(alpha))
         certified = math.isfinite(lam)

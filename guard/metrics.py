@@ -33,7 +33,7 @@ from guard.errors import ConfigError
 from guard.verdicts import GuardSummary, SentenceVerdict
 
 __all__ = ["GuardMetrics", "TokenHistogram", "ENDPOINTS", "DECISIONS", "MODES", "ABSTAIN_REASONS", "UPSTREAM_ERRORS",
-           "GUARD_FAILURES", "FAILURE_POLICIES", "STEER_KINDS", "STEER_HOWS", "LATENCY_BUCKETS", "P_VALUE_BUCKETS"]
+           "GUARD_FAILURES", "FAILURE_POLICIES", "NONFINITE_SOURCES", "STEER_KINDS", "STEER_HOWS", "LATENCY_BUCKETS", "P_VALUE_BUCKETS"]
 
 ENDPOINTS = ("chat_completions", "completions")
 #: the policy's decisions, plus ``error`` for a request the guard could not complete
@@ -42,15 +42,18 @@ MODES = ("pass", "flag", "abstain", "steer")
 #: what made a choice steer (:class:`guard.verdicts.SteerPoint`): ``kind`` and ``how``
 STEER_KINDS = ("gate", "sentence", "request")
 STEER_HOWS = ("continue", "regenerate", "always")
-#: ``gate``: the pre-generation gate; ``sentence``: a flagged sentence; ``upstream_error``: the engine
-#: failed and the guard fails closed; ``guard_error``: the guard itself failed and fails closed;
-#: ``guard_failure``: the guard could not judge an answer (scores missing, reader failed) under ``fail_closed``
-ABSTAIN_REASONS = ("gate", "sentence", "upstream_error", "guard_error", "guard_failure")
+#: ``gate``: the pre-generation gate; ``sentence``: a flagged sentence; ``guard_failure``: the guard could
+#: not judge an answer (scores missing, reader failed) under ``fail_closed`` (the kinds of
+#: :class:`guard.verdicts.Abstention`; a test holds the two equal)
+ABSTAIN_REASONS = ("gate", "sentence", "guard_failure")
 #: ``reader``: guard proxy's local reader engine failed (the other kinds name the upstream's failures)
 UPSTREAM_ERRORS = ("timeout", "connection", "http_status", "protocol", "scores_missing", "reader", "other")
 #: why the guard could not judge an answer the upstream did produce: its scores did not arrive in
 #: time (``scores_missing``), or guard proxy's reader failed (``reader``)
 GUARD_FAILURES = ("scores_missing", "reader")
+#: whose hidden states went non-finite: a request that ``steered`` (refused, its own doing) or one that did not
+#: (``unsteered``: the engine is broken and the server reports itself unhealthy)
+NONFINITE_SOURCES = ("steered", "unsteered")
 #: the ``on_guard_failure`` setting: pass the answer marked unverified, or abstain
 FAILURE_POLICIES = ("fail_open", "fail_closed")
 #: seconds: 50 µs to 5 s, dense below a millisecond where the guard's own overhead lives
@@ -113,10 +116,13 @@ class GuardMetrics:
                                        registry=r)
         self.guard_failures = Counter("guard_guard_failures", "Answers the guard could not judge, by kind and the "
                                       "on_guard_failure policy applied", ["kind", "policy"], registry=r)
-        self.client_disconnects = Counter("guard_client_disconnects", "Streams the client closed before their end "
+        self.client_disconnects = Counter("guard_client_disconnects", "Requests (streamed or not) the client closed "
+                                          "before their end "
                                           "(logged as status 499)", ["endpoint"], registry=r)
         self.steered = Counter("guard_steered", "Choices steered (mode 'steer') by trigger and how", ["kind", "how"],
                                registry=r)
+        self.nonfinite = Counter("guard_nonfinite_scores", "Requests whose engine scores held NaN or infinity, by "
+                                 "whether the request steered", ["source"], registry=r)
         self.in_flight = Gauge("guard_requests_in_flight", "Guarded requests being served", registry=r)
         self.flag_rate_rolling = Gauge("guard_flag_rate_rolling", "Share of flagged sentences among the last "
                                        "decided, scored ones", registry=r)
@@ -151,6 +157,10 @@ class GuardMetrics:
     def record_disconnect(self, endpoint: str) -> None:
         """Count one stream the client closed before it ended."""
         self.client_disconnects.labels(_check("endpoint", endpoint, ENDPOINTS)).inc()
+
+    def record_nonfinite(self, source: str) -> None:
+        """Count one request whose scores held NaN or infinity (``source`` from :data:`NONFINITE_SOURCES`)."""
+        self.nonfinite.labels(_check("source", source, NONFINITE_SOURCES)).inc()
 
     def record_sentence(self, verdict: SentenceVerdict, alpha: float) -> None:
         """Count one decided sentence and update the drift gauges (unscored sentences only count tokens)."""

@@ -5,6 +5,12 @@ that steers with strength ``alpha`` gets ``alpha * vectors[l]`` added to the res
 decoder layer ``layers[l]`` (HF ``hidden_states[layers[l] + 1]``) at the token positions it chose;
 :meth:`SteeringVector.apply` is the numpy reference of that addition.
 
+Strength is bounded: a request may move a steered row by at most :data:`MAX_SHIFT` times the
+median residual-stream norm the vector was built against (``residual_norm`` in the manifest), so
+``|alpha| <= MAX_SHIFT * residual_norm / max(norms)`` (:attr:`SteeringVector.max_alpha`). Past that
+the residual stream leaves the range the model was trained on, and values that overflow to
+infinity there are written into the KV cache, whose blocks later requests reuse.
+
 On disk a steering vector is ``NAME.safetensors`` (tensors) beside ``NAME.json`` (the manifest),
 like a probe. The manifest names the model it was made for, and :meth:`SteeringVector.check_model`
 refuses a vector made for another model. The device copy and the hook live in ``adapters.vllm``.
@@ -12,6 +18,7 @@ refuses a vector made for another model. The device copy and the hook live in ``
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +29,23 @@ from guard.manifest import check_model_fit, read_manifest
 from guard.model_spec import ModelSpec
 from guard.tensorfile import load_tensors, save_tensors
 
-__all__ = ["STEERING_SCHEMA_VERSION", "SteeringManifest", "SteeringVector"]
+__all__ = ["MAX_SHIFT", "STEERING_SCHEMA_VERSION", "SteeringManifest", "SteeringVector", "strength_limit"]
 
 STEERING_SCHEMA_VERSION = 1
+#: the most a request may move a steered row, in median residual-stream norms (``|alpha| * norm <= this * residual_norm``)
+MAX_SHIFT = 4.0
+
+
+def strength_limit(max_alpha: float) -> str:
+    """The bound on steering strengths, and why, for error messages.
+
+    Example:
+        >>> strength_limit(4.0)[:52]
+        'steering strengths must be finite and within [-4, 4]'
+    """
+    return (f"steering strengths must be finite and within [-{max_alpha:.4g}, {max_alpha:.4g}] for this steering "
+            f"vector (a steered row may move by at most {MAX_SHIFT:g} median residual-stream norms; more drives the "
+            "model's hidden states out of range)")
 
 
 class SteeringManifest(BaseModel):
@@ -44,6 +65,9 @@ class SteeringManifest(BaseModel):
     norms: tuple[float, ...] = ()
     #: the strength a request gets when it asks to steer without one (``None``: it must give one)
     default_alpha: float | None = Field(default=None, allow_inf_nan=False)
+    #: median Euclidean norm of the residual stream at the steered layers when the vector was built
+    #: (``None``: unknown; the largest vector norm stands in for it, so ``|alpha| <= MAX_SHIFT``)
+    residual_norm: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 class SteeringVector:
@@ -77,17 +101,42 @@ class SteeringVector:
             raise ArtifactError(f"steering layers {list(manifest.layers)} must be distinct non-negative indices")
         self.vectors = np.asarray(vectors, np.float32)
         norms = tuple(float(n) for n in np.linalg.norm(self.vectors.astype(np.float64), axis=-1))
+        if max(norms) == 0.0:
+            raise ArtifactError("steering tensor 'vectors' is all zeros: it steers nowhere; rebuild the steering vector")
         self.manifest = manifest.model_copy(update={"norms": norms})
+        self.max_alpha = MAX_SHIFT * (manifest.residual_norm or max(norms)) / max(norms)
+        if manifest.default_alpha is not None and not self.allows(manifest.default_alpha):
+            raise ArtifactError(f"the steering manifest's default_alpha={manifest.default_alpha!r} is out of range: "
+                                f"{self.limit_text()}; rebuild with a smaller --default-alpha")
 
     @classmethod
     def from_vectors(cls, vectors: np.ndarray, layers: tuple[int, ...], spec: ModelSpec, kind: str,
-                     model_id: str = "", description: str = "", default_alpha: float | None = None
-                     ) -> SteeringVector:
-        """Wrap ``(L, H)`` directions for ``layers`` of the model described by ``spec``."""
+                     model_id: str = "", description: str = "", default_alpha: float | None = None,
+                     residual_norm: float | None = None) -> SteeringVector:
+        """Wrap ``(L, H)`` directions for ``layers`` of the model described by ``spec``.
+
+        ``residual_norm`` is the median residual-stream norm at those layers (it bounds the strength).
+        """
         manifest = SteeringManifest(kind=kind, layers=tuple(layers), hidden_size=spec.hidden_size,
                                     num_layers=spec.num_layers, model_fingerprint=spec.fingerprint,
-                                    model_id=model_id, description=description, default_alpha=default_alpha)
+                                    model_id=model_id, description=description, default_alpha=default_alpha,
+                                    residual_norm=residual_norm)
         return cls(manifest, vectors)
+
+    def allows(self, alpha: float) -> bool:
+        """Whether ``alpha`` is a finite strength within ``[-max_alpha, max_alpha]``.
+
+        Example:
+            >>> spec = ModelSpec(model_type="llama", hidden_size=4, num_layers=2, fingerprint="x")
+            >>> sv = SteeringVector.from_vectors(np.ones((1, 4), np.float32), (1,), spec, kind="demo")
+            >>> sv.allows(4.0), sv.allows(4.5), sv.allows(float("nan"))
+            (True, False, False)
+        """
+        return math.isfinite(alpha) and abs(alpha) <= self.max_alpha
+
+    def limit_text(self) -> str:
+        """Why and where strengths are bounded, for messages."""
+        return strength_limit(self.max_alpha)
 
     @property
     def layers(self) -> tuple[int, ...]:

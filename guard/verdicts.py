@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from guard.conformal import MondrianConformal
-from guard.errors import AdapterError, ArtifactError
+from guard.errors import AdapterError, ArtifactError, NonFiniteScores
 from guard.probabilities import class_probabilities, row_probabilities
 from guard.probe import Probe
 from guard.sentences import Sentence
@@ -276,8 +276,9 @@ class VerdictRule:
         problem = ("NaN or infinite values" if values.shape == (len(positions), *row) else
                    f"shape {values.shape[1:]} per position" if values.shape[:1] == (len(positions),) else
                    f"{values.shape[0] if values.ndim else 0} rows for {len(positions)} positions")
-        raise AdapterError(f"{name} for positions {list(positions)[:8]} have {problem}; expected finite values of "
-                           f"shape {row} per position in label order {list(self.labels)}")
+        error = NonFiniteScores if values.shape == (len(positions), *row) else AdapterError
+        raise error(f"{name} for positions {list(positions)[:8]} have {problem}; expected finite values of "
+                    f"shape {row} per position in label order {list(self.labels)}")
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """Raw scores ``(..., layers, k)`` -> class probabilities ``(..., k)``: layers averaged, then softmax."""

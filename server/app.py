@@ -18,6 +18,7 @@ from guard.gating import GateRule
 from guard.metrics import GuardMetrics
 from guard.probe import Probe
 from guard.verdicts import VerdictRule
+from server.protocol import DEFAULT_MODE_HEADER
 from server.relay import Relay
 from server.routes import (
     build_app,
@@ -78,7 +79,28 @@ def create_app(settings: ServeSettings, upstream_url: str, feed: ScoreFeed, prob
     metrics = metrics or GuardMetrics()
     relay = Relay(settings, client, rule, feed, texts, metrics, gate, steering)
     state = _State(settings, upstream_url, relay, metrics, probe, feed, collector)
-    return build_app("guard", state, lambda _, endpoint, read_body: relay.handle(endpoint, read_body), _router, owned)
+    app = build_app("guard", state, lambda _, endpoint, read_body: relay.handle(endpoint, read_body), _router, owned)
+    app.add_middleware(_DefaultModeHeader, mode=settings.mode)
+    return app
+
+
+class _DefaultModeHeader:
+    """ASGI middleware adding :data:`DEFAULT_MODE_HEADER` to every response (one header, no body work)."""
+
+    def __init__(self, app: Any, mode: str) -> None:
+        self.app, self.header = app, (DEFAULT_MODE_HEADER.encode(), mode.encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_marked(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_marked)
 
 
 def _state(request: Request) -> _State:
@@ -89,14 +111,16 @@ def _state(request: Request) -> _State:
 async def models(request: Request) -> Response:
     """The upstream's model list."""
     state = _state(request)
-    return await forward_models(state.relay.client, "/v1/models", state.relay.who, state.metrics)
+    return await forward_models(state.relay.client, "/v1/models", state.relay.who, state.metrics, public=True)
 
 
 @_router.get("/healthz")
 async def healthz(request: Request) -> JSONResponse:
-    """Upstream and score-channel state; 503 while the upstream is not healthy."""
+    """Upstream and score-channel state; 503 while the upstream is not healthy or its outputs are not finite."""
     state = _state(request)
     healthy, detail = await engine_health(state.relay.client, "upstream")
+    if state.relay.engine_broken is not None:  # the engine answers, but its hidden states are not finite
+        healthy, detail = False, "the engine produced non-finite hidden states for a request that did not steer; restart"
     body = {
         "status": "ok" if healthy else "unavailable",
         "model": state.settings.served_name,

@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 
-from guard.errors import AdapterError, GuardError
+from guard.errors import AdapterError, GuardError, NonFiniteScores
 
 __all__ = ["APIError", "UpstreamError", "ReaderError", "invalid_request", "from_upstream", "error_body", "upstream_failure",
-           "guard_failure"]
+           "guard_failure", "NONFINITE_CODES"]
 
 
 class APIError(GuardError):
@@ -115,7 +115,7 @@ def upstream_failure(exc: httpx.HTTPError, who: str = "the upstream vLLM server"
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamError("timeout", f"{who} did not answer in time ({type(exc).__name__}); "
                              "retry, or raise upstream_timeout (GUARD_UPSTREAM_TIMEOUT) for long generations", status=504)
-    if isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.CloseError)):
+    if isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.CloseError)) or _dropped(exc):
         return UpstreamError("connection", f"{who} is unreachable ({type(exc).__name__}: {exc}); "
                              "check GET /healthz and the server's log")
     if isinstance(exc, httpx.RemoteProtocolError):
@@ -123,7 +123,30 @@ def upstream_failure(exc: httpx.HTTPError, who: str = "the upstream vLLM server"
     return UpstreamError("other", f"talking to {who} failed ({type(exc).__name__}: {exc})")
 
 
-def guard_failure(exc: AdapterError) -> APIError:
-    """The guard could not process the engine's scores (e.g. the engine runs another probe)."""
+def _dropped(exc: httpx.HTTPError) -> bool:
+    """httpx's word for a peer that closed the connection mid-answer (a drop, not malformed HTTP)."""
+    text = str(exc).lower()
+    return isinstance(exc, httpx.RemoteProtocolError) and ("peer closed" in text or "disconnected" in text)
+
+
+def guard_failure(exc: AdapterError, steered: bool = False) -> APIError:
+    """The guard could not process the engine's scores (e.g. the engine runs another probe).
+
+    Non-finite scores (:class:`NonFiniteScores`) are told apart: a request that ``steered`` drove its
+    own hidden states out of range (400 ``steering_diverged``); one that did not means the engine is
+    broken (500 ``engine_nonfinite``; the server then reports itself unhealthy).
+    """
+    if isinstance(exc, NonFiniteScores):
+        if steered:
+            return invalid_request(f"steering drove this request's hidden states out of the finite range ({exc}); "
+                                   "send a smaller guard.steer_alpha", param="guard.steer_alpha",
+                                   code=NONFINITE_CODES[True])
+        return APIError(500, f"the engine produced non-finite hidden states for a request that did not steer ({exc}); "
+                             "the engine is unhealthy: restart the server", type="server_error",
+                        code=NONFINITE_CODES[False])
     return APIError(500, f"the guard could not process this request's scores: {exc}", type="server_error",
                     code="guard_error")
+
+
+#: the error codes of non-finite scores, by whether the request steered
+NONFINITE_CODES = {True: "steering_diverged", False: "engine_nonfinite"}

@@ -8,6 +8,7 @@ error reply. The upstream is named in every message by ``who``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +17,12 @@ import httpx
 
 from guard.errors import AdapterError
 from guard.metrics import GuardMetrics
-from server.errors import APIError, UpstreamError, from_upstream, guard_failure, upstream_failure
+from server.errors import NONFINITE_CODES, APIError, UpstreamError, from_upstream, guard_failure, upstream_failure
 from server.protocol import Endpoint
 
 __all__ = ["Forwarder", "JSONReply", "StreamReply"]
+
+_log = logging.getLogger("guard.server")
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,21 @@ class Forwarder:
 
     who: str
     metrics: GuardMetrics
+    #: set once the engine produced non-finite scores for a request that did not steer: ``/healthz`` fails
+    engine_broken: str | None = None
 
     def record_error(self, endpoint: Endpoint, mode: str, exc: APIError) -> None:
         """Count a refused or failed request (and the upstream's failure, if it was one)."""
         self.metrics.record_request(endpoint, mode, "error")
         if isinstance(exc, UpstreamError):
             self.metrics.record_upstream_error(exc.kind)
+        if exc.code in (NONFINITE_CODES[True], NONFINITE_CODES[False]):
+            steered = exc.code == NONFINITE_CODES[True]
+            self.metrics.record_nonfinite("steered" if steered else "unsteered")
+            if not steered and self.engine_broken is None:
+                self.engine_broken = exc.message
+                _log.error("the engine produced non-finite hidden states for a request that did not steer; GET "
+                           "/healthz now answers 503: restart the server")
 
     def error_reply(self, endpoint: Endpoint, mode: str, exc: APIError | AdapterError) -> JSONReply:
         """Count a failed request and answer it in OpenAI's shape.
@@ -63,7 +75,7 @@ class Forwarder:
             exc: the refusal or failure; an :class:`AdapterError` (the engine's scores do not fit this
                 server's probe) answers 500 ``guard_error``.
         """
-        failure = guard_failure(exc) if isinstance(exc, AdapterError) else exc
+        failure = guard_failure(exc, steered=mode == "steer") if isinstance(exc, AdapterError) else exc
         self.record_error(endpoint, mode, failure)
         return JSONReply(failure.status, failure.body())
 

@@ -23,9 +23,10 @@ from guard.policy import GuardOptions, TokenScore, parse_guard_options
 from guard.request_options import HIDDEN_FIELD, KEY_FIELD, STEER_FIELD, STEER_FROM_FIELD
 from guard.verdicts import GuardSummary, Mode, SentenceVerdict
 from server.errors import APIError, invalid_request
+from server.json_body import JSONBodyError, load_json
 from server.request_shape import check_request
 
-__all__ = ["Endpoint", "ENDPOINT_PATHS", "GuardedRequest", "parse_body", "guarded_request", "guard_options", "prompt_length",
+__all__ = ["DEFAULT_MODE_HEADER", "Endpoint", "ENDPOINT_PATHS", "GuardedRequest", "parse_body", "guarded_request", "guard_options", "prompt_length",
            "choice_text", "set_choice_text", "hide_token_ids", "token_payload", "sentence_payload",
            "summary_payload"]
 
@@ -33,6 +34,9 @@ Endpoint = Literal["chat_completions", "completions"]
 ENDPOINT_PATHS: dict[str, str] = {"chat_completions": "/v1/chat/completions", "completions": "/v1/completions"}
 #: what a guarded answer's ``guard.source`` says: scores came from inside the engine
 SOURCE = "engine"
+#: the response header naming the mode guard serve applies to requests without a ``guard`` object: a
+#: guard proxy in front of it learns from it, before any body, that it cannot apply another mode itself
+DEFAULT_MODE_HEADER = "x-guard-default-mode"
 
 
 @dataclass(frozen=True)
@@ -57,22 +61,23 @@ class GuardedRequest:
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object.
+    """The request body as a JSON object (strict JSON: :func:`server.json_body.load_json`).
 
     Raises:
-        APIError: 400 when it is not valid JSON or not an object.
+        APIError: 400 when it is not valid UTF-8 JSON, nests more than
+            :data:`~server.json_body.MAX_DEPTH` levels, holds a non-finite number (``param`` names
+            the field), or is not an object.
     """
     try:
-        body = json.loads(raw)
+        body = load_json(raw)
+    except JSONBodyError as exc:
+        raise invalid_request(str(exc), param=exc.param) from exc
     except UnicodeDecodeError as exc:
         raise invalid_request(f"the request body is not valid UTF-8 ({exc.reason} at byte {exc.start}); send the JSON "
                               "body encoded as UTF-8") from exc
     except ValueError as exc:
         raise invalid_request(f"the request body is not valid JSON ({exc}); send a JSON object such as "
                               '{"model": "...", "messages": [...]}') from exc
-    except RecursionError as exc:  # thousands of nested arrays or objects: refused, never a crash
-        raise invalid_request("the request body nests arrays or objects too deeply to parse; send a flat JSON object "
-                              'such as {"model": "...", "messages": [...]}') from exc
     if not isinstance(body, dict):
         raise invalid_request(f"the request body is a JSON {type(body).__name__}; expected a JSON object such as "
                               '{"model": "...", "messages": [...]}')

@@ -4,7 +4,10 @@ No web framework here: :meth:`ProxyRelay.handle` turns a request into a :class:`
 :class:`StreamReply` (:mod:`server.proxy_stream`). Every choice's answer text is read by the
 reader (each choice its own reader request, concurrently) and gets ``guard`` with ``source:
 "reader"``; a choice that already carries ``guard`` (the upstream is itself guarded) keeps it and
-is not read. Every POST is counted once in ``guard_requests_total``: with the most severe
+is not read. A guarded upstream (guard serve says so in the ``x-guard-default-mode`` header) that
+applies another mode than the request's, while the guard object is not passed on
+(``upstream_guarded`` off), gets the request refused with 400 ``mode_unavailable``: never a
+silent downgrade. Every POST is counted once in ``guard_requests_total``: with the most severe
 decision of its choices (abstain > flag > pass), or ``error``. A reader failure does not fail the
 request: the choice is a guard failure, handled by ``on_guard_failure`` (:mod:`server.failure`).
 """
@@ -22,10 +25,18 @@ from guard.errors import AdapterError
 from guard.metrics import DECISIONS, GuardMetrics
 from guard.policy import GuardOptions, StreamGuard
 from guard.verdicts import VerdictRule
-from server.errors import APIError, ReaderError, UpstreamError
+from server.errors import APIError, ReaderError, UpstreamError, invalid_request
 from server.failure import GuardFailure, fail, mark, reader_failed, record
 from server.forwarding import Forwarder, JSONReply, StreamReply
-from server.protocol import Endpoint, choice_text, parse_body, set_choice_text, summary_payload, token_payload
+from server.protocol import (
+    DEFAULT_MODE_HEADER,
+    Endpoint,
+    choice_text,
+    parse_body,
+    set_choice_text,
+    summary_payload,
+    token_payload,
+)
 from server.proxy_protocol import ProxyRequest, choice_index, proxy_request
 from server.proxy_stream import open_proxy_stream
 from server.reader import Reader, Reading
@@ -87,7 +98,20 @@ class ProxyRelay(Forwarder):
             UpstreamError: unreachable (502), timed out (504), failed with a 5xx (502).
             APIError: the upstream's own 4xx, with its status, in OpenAI's shape.
         """
-        return await self.post(self.upstream, _PATHS[request.endpoint], request.body, request.headers)
+        response = await self.post(self.upstream, _PATHS[request.endpoint], request.body, request.headers)
+        applied = response.headers.get(DEFAULT_MODE_HEADER)
+        if applied is not None and not self.settings.upstream_guarded and applied != request.options.mode:
+            await response.aclose()  # a stream's generation stops; nothing reached the client
+            raise self.mode_unavailable(request.options.mode, applied)
+        return response
+
+    def mode_unavailable(self, asked: str, applied: str) -> APIError:
+        """400 for a mode this proxy cannot honour: its upstream is guard serve, which applies ``applied``."""
+        return invalid_request(
+            f"guard.mode={asked!r} cannot be honoured: {self.who} is itself guard serve and judges its answers in "
+            f"mode {applied!r}, and this proxy does not pass the guard object on; start guard proxy with "
+            "--upstream-guarded (GUARD_UPSTREAM_GUARDED=1) so the upstream applies the request's guard options, or "
+            f"send guard.mode={applied!r}", param="guard.mode", code="mode_unavailable")
 
     async def read_all(self, request: ProxyRequest, answers: dict[int, str]) -> dict[int, Reading]:
         """Read every choice's answer (choice index -> text), each in its own reader request, concurrently."""
@@ -137,6 +161,9 @@ class ProxyRelay(Forwarder):
         payload = self._answer(await self.read(await self.send(request)))
         choices = payload["choices"]
         passed = [c["guard"] for c in choices if "guard" in c]  # the upstream is itself guarded: not read
+        applied = {g.get("mode") for g in passed if isinstance(g, dict)} - {request.options.mode}
+        if applied and not self.settings.upstream_guarded:  # a guarded upstream that sent no mode header
+            raise self.mode_unavailable(request.options.mode, str(sorted(map(str, applied))[0]))
         answers = {choice_index(c, i): _text(choice_text(c, request.endpoint, False))
                    for i, c in enumerate(choices) if "guard" not in c}
         started = time.perf_counter()

@@ -105,6 +105,8 @@ async def healthz(request: Request) -> JSONResponse:
     state = _state(request)
     upstream = await _upstream_health(state.relay.upstream)
     reader_ok, reader_detail = await engine_health(state.reader_client, "reader")
+    if state.relay.engine_broken is not None:  # the reader answers, but its hidden states are not finite
+        reader_ok, reader_detail = False, "the reader produced non-finite hidden states; restart guard proxy"
     healthy = upstream["healthy"] and reader_ok
     body = {
         "status": "ok" if healthy else "unavailable",

@@ -2,9 +2,10 @@
 
 :func:`build_app` makes either FastAPI app: docs off, ``POST /v1/chat/completions`` and ``POST
 /v1/completions`` answered by the app's relay, the app's own routes, ``GET /metrics``, framework
-errors in OpenAI's shape, the clients it created closed on shutdown. Streams notice a client that
-leaves: the guarded stream is closed at once (the upstream stops generating) and the client's exit
-is counted (``guard_client_disconnects_total``) and logged as status 499; an internal error in a
+errors in OpenAI's shape, the clients it created closed on shutdown. A client that leaves is
+noticed: its stream is closed at once, or the JSON answer still being computed for it is cancelled
+(either way the upstream request is closed, so vLLM stops generating), and the client's exit is
+counted (``guard_client_disconnects_total``) and logged as status 499; an internal error in a
 stream ends it with an OpenAI-shaped error event, and one in a JSON answer is a 500 in OpenAI's
 shape, both logged without request content. The rest are the pieces of the
 GET routes both apps answer alike: ``/v1/models`` passed through from the upstream
@@ -21,7 +22,7 @@ import logging
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request
@@ -29,11 +30,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from guard.metrics import GuardMetrics
 from guard.probe import Probe
 from server.content_log import ContentLog
-from server.errors import APIError, error_body, from_upstream, upstream_failure
+from server.errors import APIError, UpstreamError, error_body, from_upstream, upstream_failure
 from server.forwarding import JSONReply, StreamReply
 from server.protocol import ENDPOINT_PATHS, Endpoint
 from server.score_feed import ScoreFeed
@@ -48,6 +50,7 @@ _INTERNAL = error_body("internal error in guard; the request was not completed, 
                        "log's traceback if it persists", "server_error", None, "internal_error")
 #: replies to a completions POST: ``answer(request, endpoint, read_body)``
 Answer = Callable[[Request, Endpoint, Callable[[], Awaitable[bytes]]], Awaitable[JSONReply | StreamReply]]
+_T = TypeVar("_T")
 
 
 def http_client(given: httpx.AsyncClient | None, base_url: str, timeout: float,
@@ -100,12 +103,19 @@ def _completions_route(endpoint: Endpoint, answer: Answer,
     async def route(request: Request) -> Response:
         state = request.app.state.guard
 
+        body_read = asyncio.Event()
+
         async def read() -> bytes:
             raw = await read_body(request, state.settings.max_request_bytes)
             content.request(endpoint, raw)
+            body_read.set()
             return raw
 
-        reply = await answer(request, endpoint, read)
+        reply = await _unless_client_leaves(answer(request, endpoint, read), request.receive, body_read)
+        if reply is None:
+            state.metrics.record_disconnect(endpoint)
+            _log.info("499: the client closed its %s request before the answer", endpoint)
+            return Response(status_code=499)  # nobody reads it
         if isinstance(reply, JSONReply):
             content.answer(endpoint, reply.status, reply.body)
             return JSONResponse(reply.body, reply.status)
@@ -113,6 +123,33 @@ def _completions_route(endpoint: Endpoint, answer: Answer,
 
     route.__doc__ = f"The guarded {endpoint.replace('_', ' ')} (OpenAI's API plus the ``guard`` extension)."
     return route
+
+
+async def _unless_client_leaves(work: Awaitable[_T], receive: Receive, body_read: asyncio.Event) -> _T | None:
+    """``work``'s result, or ``None`` when the client disconnects first.
+
+    The ASGI channel is watched from the moment the body has been read (``body_read``; before, the
+    body's reader notices a disconnect). On a disconnect ``work`` is cancelled and awaited: the
+    relay's clean-up runs (session closed, in-flight gauge decremented) and its upstream request is
+    closed, which makes vLLM abort the generation. A stream's own watch takes over once ``work``
+    returns it.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(receive, body_read))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this route is cancelled (the shutdown deadline passed): nothing is left running
+        watcher.cancel()
+        task.cancel()  # a no-op once it is done
+        await asyncio.wait((task, watcher))
+    return None if task.cancelled() else task.result()
+
+
+async def _disconnect(receive: Receive, body_read: asyncio.Event) -> None:
+    """Return once the client has disconnected (after the body was read; the next message says so)."""
+    await body_read.wait()
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -136,8 +173,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def forward_models(client: httpx.AsyncClient, path: str, who: str, metrics: GuardMetrics,
-                         headers: Mapping[str, str] | None = None) -> Response:
-    """The upstream's model list (``GET path``), or its failure in OpenAI's shape (a transport failure counted)."""
+                         headers: Mapping[str, str] | None = None, public: bool = False) -> Response:
+    """The upstream's model list (``GET path``), or its failure in OpenAI's shape (a transport failure counted).
+
+    ``public``: the upstream is this server's own engine, whose model cards name local folders
+    (``root``): each card's ``root`` becomes its ``id``, so no local path reaches a client.
+    """
     try:
         answer = await client.get(path, headers=headers)
     except httpx.HTTPError as exc:
@@ -146,7 +187,18 @@ async def forward_models(client: httpx.AsyncClient, path: str, who: str, metrics
         return error_response(failure)
     if answer.status_code != 200:
         return error_response(from_upstream(answer.status_code, answer.content, who))
-    return Response(answer.content, media_type="application/json")
+    if not public:
+        return Response(answer.content, media_type="application/json")
+    try:
+        listing = json.loads(answer.content)
+        cards = listing["data"]
+        for card in cards:
+            card["root"] = card["id"]
+    except (ValueError, KeyError, TypeError) as exc:
+        failure = UpstreamError("protocol", f"{who} answered GET {path} with no list of model cards ({exc})")
+        metrics.record_upstream_error(failure.kind)
+        return error_response(failure)
+    return JSONResponse(listing)
 
 
 async def engine_health(client: httpx.AsyncClient, name: str) -> tuple[bool, str]:
@@ -160,7 +212,8 @@ async def engine_health(client: httpx.AsyncClient, name: str) -> tuple[bool, str
 
 def scores_health(collector: Any, feed: ScoreFeed) -> dict[str, Any]:
     """``/healthz``'s ``scores``: the score channel's endpoint and counters."""
-    return {"endpoint": getattr(collector, "endpoint", None),
+    endpoint = getattr(collector, "endpoint", None)
+    return {"channel": None if endpoint is None else str(endpoint).split("://", 1)[0],  # a scheme: no local path
             "malformed_batches": getattr(collector, "malformed_batches", 0),
             "open_keys": feed.open_keys, "dropped_keys": feed.dropped_keys, "late_segments": feed.late_segments}
 

@@ -51,6 +51,8 @@ class ServeSettings(BaseSettings):
             reader failed): ``fail_open`` passes it marked ``verified: false``, ``fail_closed`` abstains
             (see :mod:`server.failure`).
         log_content: log prompts and completions (off: never logged; a warning at start-up when on).
+        shutdown_timeout: seconds SIGTERM waits for running requests to finish before it aborts the rest
+            (the engine is then stopped; keep it under the orchestrator's kill delay, e.g. docker's 10 s).
 
     Example:
         >>> ServeSettings.build(port=9000, mode="abstain").port
@@ -81,6 +83,7 @@ class ServeSettings(BaseSettings):
     max_num_seqs: int = Field(default=64, ge=1)
     on_guard_failure: Literal["fail_open", "fail_closed"] = "fail_open"
     log_content: bool = False
+    shutdown_timeout: float = Field(default=5.0, ge=0, allow_inf_nan=False)
 
     @property
     def served_name(self) -> str:

@@ -126,7 +126,7 @@ async def guarded_events(events: AsyncIterator[bytes], response: httpx.Response,
         except httpx.HTTPError as exc:
             failure = upstream_failure(exc, relay.who)
         except AdapterError as exc:
-            failure = guard_failure(exc)
+            failure = guard_failure(exc, steered=mode == "steer")
         except APIError as exc:
             failure = exc
         if failure is None:

@@ -15,14 +15,17 @@ the steered text, in its own endpoint's shape, with ``guard.steered`` saying whe
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from guard.errors import ConfigError
 from guard.options import GuardOptions
 from guard.request_options import KEY_FIELD, STEER_FIELD, STEER_FROM_FIELD
+from guard.steering import SteeringVector, strength_limit
 from server.errors import UpstreamError, invalid_request
 from server.protocol import Endpoint, GuardedRequest, parse_body, set_choice_text
 from server.sse import EventSource, PassedOnError, encode, parse_chunk
@@ -50,30 +53,57 @@ class Steering:
     Attributes:
         default_strength: the strength of requests that send no ``guard.steer_alpha`` (``None``: they must).
         source: the vector's path, for messages.
+        max_strength: the largest ``|alpha|`` the vector allows (:attr:`guard.steering.SteeringVector.max_alpha`).
+
+    Raises:
+        ConfigError: the default strength is out of range (names the limit).
     """
 
     default_strength: float | None
     source: str
+    max_strength: float = math.inf
+
+    def __post_init__(self) -> None:
+        if self.default_strength is not None and not _allowed(self.default_strength, self.max_strength):
+            raise ConfigError(f"steer_alpha={self.default_strength!r} is out of range: "
+                              f"{strength_limit(self.max_strength)}; set a smaller "
+                              "--steer-alpha (GUARD_STEER_ALPHA)")
+
+    @classmethod
+    def of(cls, vector: SteeringVector, source: str, default_strength: float | None = None) -> Steering:
+        """The server's view of ``vector``; ``default_strength`` overrides the vector's default."""
+        default = default_strength if default_strength is not None else vector.manifest.default_alpha
+        return cls(default, source, vector.max_alpha)
 
     @staticmethod
     def strength_for(steering: Steering | None, options: GuardOptions) -> float:
         """The strength a mode-"steer" request gets.
 
         Raises:
-            APIError: 400 when the server has no steering vector (param ``guard.mode``), or neither the
-                request nor the vector gives a strength (param ``guard.steer_alpha``).
+            APIError: 400 when the server has no steering vector (param ``guard.mode``), neither the
+                request nor the vector gives a strength, or the request's is out of range (param
+                ``guard.steer_alpha``, naming the limit).
         """
         if steering is None:
             raise invalid_request("guard.mode='steer' needs a steering vector and this server has none: start guard "
                                   "serve with --steering PATH (`guard steer build` makes one), or use mode 'flag' "
                                   "or 'abstain'", param="guard.mode")
         if options.steer_alpha is not None:
+            if not _allowed(options.steer_alpha, steering.max_strength):
+                raise invalid_request(f"guard.steer_alpha={options.steer_alpha!r} is out of range: "
+                                      f"{strength_limit(steering.max_strength)}; "
+                                      "send a smaller guard.steer_alpha", param="guard.steer_alpha",
+                                      code="steer_alpha_out_of_range")
             return options.steer_alpha
         if steering.default_strength is None:
             raise invalid_request(f"guard.steer_alpha is missing and the server's steering vector {steering.source!r} "
-                                  "has no default strength; send guard.steer_alpha (a number, e.g. 4.0) or set the "
+                                  "has no default strength; send guard.steer_alpha (a number, e.g. 0.2) or set the "
                                   "server's steer_alpha setting", param="guard.steer_alpha")
         return steering.default_strength
+
+
+def _allowed(alpha: float, limit: float) -> bool:
+    return math.isfinite(alpha) and abs(alpha) <= limit
 
 
 def steer_always(request: GuardedRequest, strength: float) -> GuardedRequest:

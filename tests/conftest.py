@@ -1,12 +1,22 @@
-"""Tier markers by folder: tests/unit -> unit, tests/engine -> engine, tests/e2e -> e2e."""
+"""Tier markers by folder (tests/unit -> unit, tests/engine -> engine, tests/e2e -> e2e), and the run order:
+unit, then engine, then e2e — fast feedback first, and the pure tests run before anything that starts an
+engine (torch's compiler changes process-wide state such as the recursion limit when it first runs)."""
 
 from __future__ import annotations
 
 import pytest
 
+TIERS = ("unit", "engine", "e2e")
+
+
+def _tier(item: pytest.Item) -> int:
+    path = str(item.fspath)
+    return next((i for i, tier in enumerate(TIERS) if f"/tests/{tier}/" in path), len(TIERS))
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        for tier in ("unit", "engine", "e2e"):
-            if f"/tests/{tier}/" in str(item.fspath):
-                item.add_marker(getattr(pytest.mark, tier))
+        rank = _tier(item)
+        if rank < len(TIERS):
+            item.add_marker(getattr(pytest.mark, TIERS[rank]))
+    items.sort(key=_tier)  # stable: the order within a tier is pytest's

@@ -135,9 +135,9 @@ class CaptureState:
         return self._options[req_id]
 
     def _resolve_steering(self, req_id: str, opts: RequestOptions) -> RequestOptions:
-        """Drop steering on an engine without a steering vector; resolve ``steer_from`` against the prompt length
-        (default: the prompt length; negative: counted back from it)."""
-        if self.steer is None:
+        """Drop steering on an engine without a steering vector or with a strength beyond its ``max_alpha``;
+        resolve ``steer_from`` against the prompt length (default: the prompt length; negative: counted back)."""
+        if self.steer is None or abs(opts.steer) > self.steer.max_alpha:  # validated at the edges; never here
             self.bad_options += 1
             return opts.model_copy(update={"steer": None, "steer_from": None})
         if opts.steer_from is None or opts.steer_from < 0:
@@ -297,4 +297,5 @@ def worker_status(worker: Any) -> dict[str, Any]:
         "steering_layers": list(state.spec.steering_layers),
         "steer_fired": [] if state.steer is None else list(state.steer.fired),
         "steps_steered": 0 if state.steer is None else state.steer.steps_steered,
+        "steer_refused_rows": 0 if state.steer is None else state.steer.refused_rows,
     }

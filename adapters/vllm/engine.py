@@ -165,6 +165,8 @@ class GuardedLLM:
             if alpha is not None and not guarded:
                 raise ConfigError(f"steer={alpha} was given for a prompt with guard=False; steering is part of the "
                                   "guard opt-in, so guard that prompt or pass steer=None for it")
+            if alpha is not None and self.steering is not None and not self.steering.allows(alpha):
+                raise ConfigError(f"steer={alpha!r} is out of range: {self.steering.limit_text()}; pass a smaller steer")
             if key is not None:
                 opts = RequestOptions(key=key, hidden=hidden, steer=alpha,
                                       steer_from=None if alpha is None else start)

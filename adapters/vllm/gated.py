@@ -64,7 +64,8 @@ def steer_strength(options: GuardOptions, vector: SteeringVector | None) -> floa
     Returns ``None`` in other modes.
 
     Raises:
-        ConfigError: mode ``steer`` without a steering vector, or with neither strength.
+        ConfigError: mode ``steer`` without a steering vector, with neither strength, or with one out of
+            the vector's range (:meth:`guard.steering.SteeringVector.allows`).
 
     Example:
         >>> steer_strength(GuardOptions(mode="flag"), None) is None
@@ -76,6 +77,9 @@ def steer_strength(options: GuardOptions, vector: SteeringVector | None) -> floa
         raise ConfigError("mode 'steer' needs an engine started with a steering vector: build one with "
                           "`guard steer build --out PATH` and pass GuardConfig(steering=PATH)")
     if options.steer_alpha is not None:
+        if not vector.allows(options.steer_alpha):
+            raise ConfigError(f"options.steer_alpha={options.steer_alpha!r} is out of range: {vector.limit_text()}; "
+                              "set a smaller GuardOptions(steer_alpha=...)")
         return options.steer_alpha
     if vector.manifest.default_alpha is None:
         raise ConfigError(f"mode 'steer' has no strength: options.steer_alpha is None and steering vector "

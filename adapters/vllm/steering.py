@@ -5,8 +5,17 @@ Per engine step, the capture's ``before`` hands :meth:`SteerState.plan` the batc
 device as one index tensor and one ``alpha`` tensor. During the forward, each steered decoder layer
 calls the opaque custom op ``guard::steer_layer``, declared as mutating ``residual``: vLLM's Llama
 layers return ``(hidden, residual)`` whose sum is the residual stream the next layer's fused norm
-reads, so ``residual.index_add_(0, rows, alpha[:, None] * v[slot])`` steers exactly those rows.
+reads, so adding ``alpha[:, None] * v[slot]`` to ``residual[rows]`` steers exactly those rows.
 Every other row is untouched, bit for bit. No host syncs, no per-token Python.
+
+No non-finite value enters the residual stream through steering: a steered row whose sum is not
+finite keeps its unsteered values (decided on the device, ``torch.where``) and is counted in
+``refused_rows`` (a device counter read with the step's scores). The KV cache is written from the
+residual stream, and vLLM reuses freed cache blocks for later requests, whose attention reads the
+stale slots of a block under a zero weight: ``0 * inf`` is NaN, so one request's overflow would
+otherwise reach every request after it. Strengths beyond the vector's
+:attr:`~guard.steering.SteeringVector.max_alpha` never reach a plan (the capture drops them and
+counts a bad option).
 
 The steering hooks are registered before the capture hooks, so at a layer that is both steered
 and captured, scores are read *after* the addition.
@@ -53,9 +62,11 @@ class SteerState:
         device: where the model runs.
     """
 
-    def __init__(self, vectors: np.ndarray, device: Any) -> None:
+    def __init__(self, vectors: np.ndarray, device: Any, max_alpha: float = float("inf")) -> None:
         self.vectors = torch.from_numpy(vectors).to(device)  # (L, H) float32
         self.device = device
+        self.max_alpha = max_alpha
+        self.refused = torch.zeros((), dtype=torch.int64, device=device)  # steered rows kept unsteered: not finite
         self.fired = [0] * vectors.shape[0]
         self.steps_steered = 0
         self.rows: torch.Tensor | None = None  # (n,) batch rows to steer
@@ -84,8 +95,16 @@ class SteerState:
         rows, alpha = self.rows, self.alpha
         if rows is None or alpha is None:
             return
-        delta = alpha[:, None] * self.vectors[slot]  # (n, H)
-        residual.index_add_(0, rows, delta.to(residual.dtype))
+        current = residual.index_select(0, rows)  # (n, H)
+        steered = current + (alpha[:, None] * self.vectors[slot]).to(residual.dtype)  # (n, H)
+        finite = torch.isfinite(steered).all(dim=1, keepdim=True)  # (n, 1)
+        residual.index_copy_(0, rows, torch.where(finite, steered, current))
+        self.refused += rows.numel() - finite.sum()
+
+    @property
+    def refused_rows(self) -> int:
+        """Steered rows that kept their unsteered values because the sum was not finite (a host sync)."""
+        return int(self.refused.item())
 
 
 def install_steering(path: str, layers: Sequence[int], decoder_layers: Sequence[Any], model_spec: ModelSpec,
@@ -102,7 +121,7 @@ def install_steering(path: str, layers: Sequence[int], decoder_layers: Sequence[
     if tuple(vector.layers) != tuple(layers):
         raise AdapterError(f"steering layers {list(layers)} in the capture spec differ from the artefact's "
                            f"{list(vector.layers)} ({path!r} changed after the engine arguments were built); restart")
-    state = SteerState(vector.vectors, device)
+    state = SteerState(vector.vectors, device, vector.max_alpha)
     for slot, index in enumerate(vector.layers):
         decoder_layers[index].register_forward_hook(_make_hook(slot))
     _STATE = state

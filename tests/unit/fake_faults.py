@@ -46,6 +46,9 @@ async def _broken(request: httpx.Request, events: list[bytes], end: str) -> Asyn
         await asyncio.sleep(0)
     if end == "drop":
         raise httpx.ReadError("connection reset by peer", request=request)
+    if end == "peer_closed":  # what httpx raises when a real upstream dies mid-body (h11's wording)
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body "
+                                        "(incomplete chunked read)", request=request)
 
 
 def _chunk(text: str, chat: bool, **extra: Any) -> bytes:
@@ -79,12 +82,12 @@ class FaultyUpstream(FakeUpstream):
             first = first.replace(b'"choices"', b'"prompt_token_ids": [0, 1, 2], "choices"', 1)
         if prompt == "BADEVENT":
             events = [first, b"data: {not json\n\n"]
-        elif prompt in ("DROP", "TRUNCATED"):
+        elif prompt in ("DROP", "PEERCLOSED", "TRUNCATED"):
             events = [first, _chunk(" is", chat, token_ids=[102])]
         else:
             return await super()._answer(request)
         self.requests.append(body)
-        end = "drop" if prompt == "DROP" else "end"
+        end = {"DROP": "drop", "PEERCLOSED": "peer_closed"}.get(prompt, "end")
         return httpx.Response(200, headers={"content-type": "text/event-stream"},
                               stream=_Body(_broken(request, events, end)))
 

@@ -25,6 +25,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.errors import invalid_request
+from server.protocol import DEFAULT_MODE_HEADER
 from server.proxy_app import create_proxy_app
 from server.score_feed import ScoreFeed
 from server.settings import ProxySettings
@@ -39,6 +40,7 @@ ANSWERS = {
     "wrong": "Paris is nice. The capital of France is Berlin.",
     "middle": "Paris is nice. Its river is the Rome. The rest is long and would take many more words.",
     "GUARDED": "Paris is in France.",
+    "GUARDED_QUIETLY": "Paris is in France.",
 }
 #: the foreign API's own guard field (as guard serve would send it)
 ENGINE_GUARD = {"decision": "pass", "mode": "flag", "alpha": 0.1, "source": "engine", "sentences": []}
@@ -127,7 +129,9 @@ class FakeForeign:
 
     Special questions: ``CRASH`` (500), ``SLOW`` (read timeout), ``DOWN`` (connection refused),
     ``GARBAGE`` (200 that is not JSON), ``UNAUTHORIZED`` (401), ``LIMIT`` (429), ``MIDERROR`` (an
-    error event mid-stream), ``GUARDED`` (each choice already carries ``guard``); ``n`` choices are
+    error event mid-stream), ``GUARDED`` (each choice already carries ``guard``, and the answer
+    guard serve's ``x-guard-default-mode`` header), ``GUARDED_QUIETLY`` (the same without the header, as
+    an older guard serve); ``n`` choices are
     ``capital``'s answer, then ``wrong``'s, alternating.
     """
 
@@ -154,9 +158,10 @@ class FakeForeign:
         texts = [ANSWERS["capital"] if i % 2 == 0 else ANSWERS["wrong"] for i in range(body.get("n") or 1)]
         if question in ANSWERS:
             texts = [ANSWERS[question]] * len(texts)
-        guarded = question == "GUARDED"
+        guarded = question in ("GUARDED", "GUARDED_QUIETLY")
+        marked = {DEFAULT_MODE_HEADER: ENGINE_GUARD["mode"]} if question == "GUARDED" else {}
         if body.get("stream"):
-            return httpx.Response(200, headers={"content-type": "text/event-stream"},
+            return httpx.Response(200, headers={"content-type": "text/event-stream", **marked},
                                   content=b"".join(_stream(chat, texts, guarded, question == "MIDERROR",
                                                            bool((body.get("stream_options") or {}).get("include_usage")))))
         choices = []
@@ -166,7 +171,7 @@ class FakeForeign:
             if guarded:
                 choice["guard"] = ENGINE_GUARD
             choices.append(choice)
-        return httpx.Response(200, json={"id": "chatcmpl-f", "object": "chat.completion" if chat else "text_completion",
+        return httpx.Response(200, headers=marked, json={"id": "chatcmpl-f", "object": "chat.completion" if chat else "text_completion",
                                          "created": 5, "model": body.get("model"), "choices": choices,
                                          "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}})
 

@@ -23,6 +23,7 @@ SERVE_FAULTS = {
     "GARBAGE": (502, "upstream_protocol", "protocol"),
     "BADEVENT": ("event", "upstream_protocol", "protocol"),
     "DROP": ("event", "upstream_connection", "connection"),
+    "PEERCLOSED": ("event", "upstream_connection", "connection"),
     "TRUNCATED": ("event", "upstream_protocol", "protocol"),
 }
 

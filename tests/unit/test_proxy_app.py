@@ -264,3 +264,29 @@ def test_an_upstream_guarded_proxy_passes_the_guard_object_on_so_steering_reache
         assert "guard" not in proxy.foreign.requests[-1]["body"]  # nothing to pass on: the upstream's defaults
 
     Proxy(upstream_guarded=True).serve(run)
+
+
+# without the header (an older guard serve) a stream's mode shows only after its 200 went out: JSON answers only
+@pytest.mark.parametrize(("question", "stream"), [("GUARDED", False), ("GUARDED", True), ("GUARDED_QUIETLY", False)])
+def test_a_mode_a_guarded_upstream_overrides_is_refused_naming_the_fix_never_downgraded(question, stream):
+    async def run(client, proxy):
+        answer = await client.post("/v1/chat/completions", json=chat(question, stream=stream, guard={"mode": "abstain"}))
+        error = answer.json()["error"]
+        assert answer.status_code == 400 and error["code"] == "mode_unavailable" and error["param"] == "guard.mode"
+        assert "--upstream-guarded" in error["message"] and "'flag'" in error["message"]
+        assert proxy.reader.requests == []
+        same = await client.post("/v1/chat/completions", json=chat(question, stream=stream, guard={"mode": "flag"}))
+        assert same.status_code == 200  # the upstream's own mode is honoured as it is
+
+    Proxy().serve(run)
+
+
+def test_guard_serve_names_its_default_mode_in_a_header_of_every_answer():
+    from tests.unit.fake_faults import serve
+
+    async def run(client, upstream, app):
+        for body in (chat("clean"), chat("clean", stream=True), {"messages": "bad"}):
+            answer = await client.post("/v1/chat/completions", json=body)
+            assert answer.headers["x-guard-default-mode"] == "abstain", answer.status_code
+
+    serve(run, mode="abstain")

@@ -146,3 +146,65 @@ def test_capture_spec_carries_steering_with_its_layers_or_not_at_all():
     assert CaptureSpec.from_additional_config(spec.to_additional_config()) == spec
     with pytest.raises(ValueError, match="disagree"):
         CaptureSpec(layers=(3,), steering="/s.safetensors")
+
+
+def test_the_strength_bound_lets_a_row_move_at_most_max_shift_median_residual_norms():
+    from guard.steering import MAX_SHIFT
+
+    vectors = np.zeros((2, 8), np.float32)
+    vectors[0, 0], vectors[1, 1] = 2.0, 5.0  # the larger norm decides
+    sv = SteeringVector.from_vectors(vectors, (1, 3), SPEC, kind="t", residual_norm=50.0)
+    assert sv.max_alpha == pytest.approx(MAX_SHIFT * 50.0 / 5.0)
+    assert sv.allows(sv.max_alpha) and sv.allows(-sv.max_alpha)
+    assert not sv.allows(sv.max_alpha * 1.001) and not sv.allows(float("inf")) and not sv.allows(float("nan"))
+    unknown = SteeringVector.from_vectors(vectors, (1, 3), SPEC, kind="t")  # no residual norm: the vector's own
+    assert unknown.max_alpha == pytest.approx(MAX_SHIFT)
+
+
+def test_the_residual_norm_survives_a_round_trip_and_bounds_the_loaded_vector(tmp_path):
+    sv = SteeringVector.from_vectors(np.ones((1, 8), np.float32), (1,), SPEC, kind="t", residual_norm=10.0)
+    back = SteeringVector.load(sv.save(tmp_path / "sv"))
+    assert back.manifest.residual_norm == 10.0 and back.max_alpha == sv.max_alpha
+
+
+def test_a_default_strength_beyond_the_bound_is_refused_at_load_naming_the_range():
+    with pytest.raises(ArtifactError, match=r"default_alpha=9.0 is out of range: .*\[-4, 4\]"):
+        SteeringVector.from_vectors(np.ones((1, 8), np.float32), (1,), SPEC, kind="t", default_alpha=9.0)
+
+
+def test_an_all_zero_vector_is_refused():
+    with pytest.raises(ArtifactError, match="all zeros"):
+        SteeringVector.from_vectors(np.zeros((1, 8), np.float32), (1,), SPEC, kind="t")
+
+
+def test_the_shipped_steering_vector_is_bounded_at_four():
+    from guard.shipped import shipped_steering
+
+    sv = SteeringVector.load(shipped_steering("3df7dd159573250b"))
+    assert sv.max_alpha == pytest.approx(4.0) and sv.allows(sv.manifest.default_alpha)
+
+
+def test_built_vectors_record_the_median_residual_norm_of_their_features(tmp_path):
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((40, 2, 8)) * 3.0
+    path = build_steering_vector(features, [0] * 20 + [1] * 20, (1, 3), SPEC, tmp_path / "sv")
+    norms = np.median(np.linalg.norm(features, axis=-1), axis=0)
+    assert SteeringVector.load(path).manifest.residual_norm == pytest.approx(norms.max())
+
+
+def test_the_python_api_and_the_server_refuse_a_strength_beyond_the_bound():
+    from adapters.vllm.gated import steer_strength
+    from guard.options import GuardOptions
+    from server.errors import APIError
+    from server.steer import Steering
+
+    sv = _vector()
+    with pytest.raises(ConfigError, match="out of range"):
+        steer_strength(GuardOptions(mode="steer", steer_alpha=sv.max_alpha * 2), sv)
+    assert steer_strength(GuardOptions(mode="steer", steer_alpha=sv.max_alpha), sv) == sv.max_alpha
+    steering = Steering.of(sv, "sv.safetensors", default_strength=0.5)
+    with pytest.raises(APIError) as refused:
+        Steering.strength_for(steering, GuardOptions(mode="steer", steer_alpha=-sv.max_alpha * 2))
+    assert refused.value.status == 400 and refused.value.param == "guard.steer_alpha"
+    with pytest.raises(ConfigError, match="steer_alpha=.* is out of range"):
+        Steering.of(sv, "sv.safetensors", default_strength=sv.max_alpha * 2)

@@ -1,0 +1,247 @@
+"""The engine's lifecycle end to end, with real `guard serve` processes, a real vLLM engine and real signals.
+
+Claims: an engine that dies (SIGKILL of vLLM's server) stops guard serve with a non-zero status
+and a log line that says why, within seconds, leaving no engine process; SIGKILL of guard serve
+leaves no engine process either; SIGTERM with a long stream running exits 0 within the drain
+deadline plus the engine's bounded stop, and ends the stream with an error event and ``[DONE]``;
+a client that leaves a non-streamed request makes the engine stop generating it. Engine processes
+are found through /proc by PID, never by name. Each start of the engine costs a minute or two on
+a CPU, so the server the one non-destructive test uses is shared (:class:`_Servers`); a test that
+ends a server takes it for itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.upstream import ENGINE_GRACE
+from tests.e2e.launch import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore")]
+
+MODEL = "smollm2"
+DRAIN_S = 2.0  # --shutdown-timeout of every server here
+LONG = 1800  # max_tokens of a request that would run for minutes on a CPU (with ignore_eos)
+PROMPT = "Write a very long story about a lighthouse keeper."
+
+
+@dataclass
+class _Guard:
+    """A running `guard serve` and what the tests read about it."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    group: int = 0  #: the engine's process group (the leash's pid), once it serves
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def engine(self) -> list[int]:
+        """Every process under guard serve (leash, vLLM's server, engine core, workers), by PID."""
+        return _descendants(self.process.pid)
+
+    def upstream(self) -> str:
+        return httpx.get(f"{self.url}/healthz", timeout=10).json()["upstream"]["url"]
+
+
+class _Servers:
+    """Starts `guard serve` when a test needs one; ``shared()`` reuses a live one, ``take()`` hands it over."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.current, self.started = tmp, None, []
+        self.config = tmp / "serve.yaml"
+        self.config.write_text(f"served_model_name: {MODEL}\nmax_model_len: 2048\nmax_num_seqs: 4\n")
+
+    def shared(self) -> _Guard:
+        if self.current is None or self.current.process.poll() is not None:
+            self.current = self._start()
+        return self.current
+
+    def take(self) -> _Guard:
+        guard, self.current = self.shared(), None
+        return guard
+
+    def _start(self) -> _Guard:
+        port, log = free_port(), self.tmp / f"serve-{len(self.started)}.log"
+        with open(log, "w") as out:
+            process = subprocess.Popen([sys.executable, "-m", "guard", "serve", "--eager", "--no-gate", "--port",
+                                        str(port), "--config", str(self.config), "--shutdown-timeout", str(DRAIN_S)],
+                                       stdout=out, stderr=subprocess.STDOUT)
+        guard = _Guard(process, f"http://127.0.0.1:{port}", log)
+        self.started.append(guard)
+        assert _within(600, lambda: "guard: serving" in log.read_text() or process.poll() is not None, 1.0)
+        assert process.poll() is None, guard.tail()
+        guard.group = next(pid for pid in guard.engine() if "leash.py" in _cmdline(pid))  # it leads the group
+        return guard
+
+    def close(self) -> None:
+        """SIGKILL whatever a failed test left running: guard serve and its engine's process group."""
+        for guard in self.started:
+            guard.process.kill()
+            guard.process.wait()
+            if guard.group > 0:  # never 0: that is this process's own group
+                try:
+                    os.killpg(guard.group, signal.SIGKILL)
+                except ProcessLookupError:  # gone, as it should be
+                    pass
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Servers]:
+    pool = _Servers(tmp_path_factory.mktemp("lifecycle"))
+    yield pool
+    pool.close()
+
+
+def _within(seconds: float, condition: Callable[[], bool], every: float = 0.1) -> bool:
+    """Whether ``condition()`` holds within ``seconds`` (polled: processes and metrics give no other signal)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/PID/stat``'s fields after the name (state, ppid, pgrp, ...), or ``None`` once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has ended: it holds no memory and no CPU)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def _descendants(root: int) -> list[int]:
+    parents = {int(p): int(f[1]) for p in os.listdir("/proc") if p.isdigit() and (f := _stat(int(p))) is not None}
+    found, frontier = [], [root]
+    while frontier:
+        kids = [pid for pid, parent in parents.items() if parent in frontier]
+        found += kids
+        frontier = kids
+    return [pid for pid in found if _alive(pid)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _vllm_metric(upstream: str, name: str) -> float:
+    text = httpx.get(f"{upstream}/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name)
+
+
+def _body(**extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "prompt": PROMPT, "max_tokens": LONG, "ignore_eos": True, "temperature": 0, **extra}
+
+
+def test_a_client_leaving_a_non_streamed_request_stops_its_generation_in_the_engine(servers):
+    guard = servers.shared()
+    upstream = guard.upstream()
+    generated_before = _vllm_metric(upstream, "vllm:generation_tokens_total")
+    raw = json.dumps(_body()).encode()
+    port = int(guard.url.rsplit(":", 1)[1])
+    client = socket.create_connection(("127.0.0.1", port))
+    client.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw))
+    assert _within(60, lambda: _vllm_metric(upstream, "vllm:num_requests_running") == 1), guard.tail()
+    client.close()
+    left = time.monotonic()
+    assert _within(10, lambda: _vllm_metric(upstream, "vllm:num_requests_running") == 0), guard.tail()
+    print(f"\nengine stopped generating {time.monotonic() - left:.2f} s after the client left")
+    generated = _vllm_metric(upstream, "vllm:generation_tokens_total") - generated_before
+    assert generated < LONG / 2, f"the engine generated {generated:.0f} of {LONG} tokens for a client that left"
+    metrics = httpx.get(f"{guard.url}/metrics", timeout=10).text
+    assert 'guard_client_disconnects_total{endpoint="completions"} 1.0' in metrics
+    assert "guard_requests_in_flight 0.0" in metrics
+
+
+def test_sigterm_with_a_long_stream_running_exits_0_within_the_drain_deadline(servers):
+    guard = servers.take()
+    engine = guard.engine()
+    events: list[tuple[float, str]] = []  # (when it arrived, the line)
+
+    def consume() -> None:
+        with httpx.stream("POST", f"{guard.url}/v1/completions", json=_body(stream=True), timeout=120) as answer:
+            events.extend((time.monotonic(), line) for line in answer.iter_lines() if line)
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    assert _within(60, lambda: len(events) >= 3), guard.tail()  # it is generating
+    started = time.monotonic()
+    guard.process.send_signal(signal.SIGTERM)
+    code = guard.process.wait(timeout=60)
+    took = time.monotonic() - started
+    reader.join(timeout=10)
+    (ended, stopped), (_, done) = events[-2:]
+    print(f"\nSIGTERM -> stream ended after {ended - started:.2f} s, exit {code} after {took:.2f} s "
+          f"(drain deadline {DRAIN_S} s, engine grace {ENGINE_GRACE} s)")
+    assert code == 0, guard.tail()
+    assert DRAIN_S <= ended - started < DRAIN_S + 1.5  # the stream ran on until the deadline, then was ended
+    assert took < DRAIN_S + ENGINE_GRACE + 3.0, guard.tail()
+    assert done == "data: [DONE]"  # in OpenAI's shape, not cut
+    assert json.loads(stopped.removeprefix("data: "))["error"]["code"] == "server_shutting_down"
+    assert '"finish_reason":"length"' not in "".join(line for _, line in events).replace(" ", "")
+    assert not [pid for pid in engine if _alive(pid)]
+
+
+def test_sigkill_of_the_engine_stops_guard_serve_with_an_error_within_seconds(servers):
+    guard = servers.take()
+    engine = guard.engine()
+    vllm = [pid for pid in engine if "vllm.entrypoints.openai.api_server" in _cmdline(pid)
+            and "leash.py" not in _cmdline(pid)]
+    assert len(vllm) == 1, [_cmdline(pid) for pid in engine]
+    os.kill(vllm[0], signal.SIGKILL)
+    killed = time.monotonic()
+    health: list[int] = []
+
+    def gone() -> bool:
+        try:
+            health.append(httpx.get(f"{guard.url}/healthz", timeout=5).status_code)
+        except httpx.HTTPError:  # it stopped listening
+            pass
+        return guard.process.poll() is not None
+
+    assert _within(30, gone, 0.2), guard.tail()
+    print(f"\nguard serve exited {guard.process.returncode} {time.monotonic() - killed:.2f} s after vLLM's SIGKILL")
+    assert guard.process.returncode == 2, guard.tail()
+    assert f"the vLLM engine (pid {vllm[0]}) was killed by SIGKILL while serving" in guard.log.read_text()
+    assert 200 not in health
+    assert _within(5, lambda: not [pid for pid in engine if _alive(pid)]), [_cmdline(p) for p in engine if _alive(p)]
+
+
+def test_sigkill_of_guard_serve_leaves_no_engine_process(servers):
+    guard = servers.take()
+    engine = guard.engine()
+    assert len(engine) >= 3, [_cmdline(pid) for pid in engine]  # the leash, vLLM's server, its engine core
+    guard.process.kill()
+    guard.process.wait()
+    killed = time.monotonic()
+    assert _within(10, lambda: not [pid for pid in engine if _alive(pid)]), [_cmdline(p) for p in engine if _alive(p)]
+    print(f"\nevery engine process was gone {time.monotonic() - killed:.2f} s after guard serve's SIGKILL")
+    assert f"the server (pid {guard.process.pid}) is gone; stopping the vLLM server" in guard.log.read_text()
