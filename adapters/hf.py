@@ -35,7 +35,7 @@ class HFReference:
             self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         except (OSError, ValueError) as exc:
             raise ModelError(f"transformers cannot load {model_path!r}: {exc}") from exc
-        self.model.eval()
+        self.model.eval()  # type: ignore[no-untyped-call]  # transformers leaves its models' eval() unannotated
 
     def hidden_states(self, token_ids: Sequence[int], layers: Sequence[int]) -> np.ndarray:
         """Residual stream after each decoder layer in ``layers`` for every token.
@@ -82,7 +82,8 @@ class HFReference:
         """Logits for the token after ``token_ids``: ``(vocab,)``."""
         ids = torch.tensor([list(token_ids)], dtype=torch.long)
         with torch.no_grad():
-            return self.model(input_ids=ids, use_cache=False).logits[0, -1].float().numpy()
+            logits: np.ndarray = self.model(input_ids=ids, use_cache=False).logits[0, -1].float().numpy()
+        return logits
 
 
     def steered_forward(self, token_ids: Sequence[int], vectors: np.ndarray, steer_layers: Sequence[int], alpha: float,

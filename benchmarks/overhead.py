@@ -38,7 +38,8 @@ from benchmarks.latency import median_ci
 from benchmarks.machine import machine
 from benchmarks.record import save_record
 
-__all__ = ["ARMS", "DEFAULT_PROXY_RECORD", "main", "run", "summarise", "proxy_numbers", "build_steering", "add_arguments"]
+__all__ = ["ARMS", "DEFAULT_PROXY_RECORD", "main", "run", "summarise", "proxy_numbers", "build_steering",
+           "add_arguments"]
 
 PROMPT = "Write a short paragraph about the history of the bicycle."
 ARMS = ("plain", "guarded", "steered", "opted_out")
@@ -183,7 +184,8 @@ def summary_text(record: dict[str, Any]) -> str:
                 f"{x['median']:>8.3f} ({x['min']:.2f}-{x['max']:.2f})" for x in cols))
     if record.get("proxy"):
         px = record["proxy"]
-        lines.append(f"proxy ({px['source']}): guard processing {px['guard_processing_ms_per_request']:.2f} ms/request, "
+        lines.append(f"proxy ({px['source']}): guard processing "
+                     f"{px['guard_processing_ms_per_request']:.2f} ms/request, "
                      f"{px['guard_processing_ms_per_chunk']:.3f} ms/chunk; CPU {px['guard_cpu_ms_per_request']:.2f} "
                      f"ms/request, {px['guard_cpu_ms_per_chunk']:.3f} ms/chunk")
     return "\n".join(lines)
@@ -200,7 +202,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe", default=None, help="probe artefact (default: the probe shipped for the model)")
     parser.add_argument("--proxy-record", default=str(DEFAULT_PROXY_RECORD),
                         help="benchmarks.proxy JSON to quote the proxy's added latency from ('' for none)")
-    parser.add_argument("--run-proxy", action="store_true", help="measure the proxy afresh (benchmarks.proxy, 3 rounds)")
+    parser.add_argument("--run-proxy", action="store_true",
+                        help="measure the proxy afresh (benchmarks.proxy, 3 rounds)")
     parser.add_argument("--out", default=None, help="JSON path; the plot goes beside it as .png")
 
 
@@ -221,7 +224,7 @@ def execute(args: argparse.Namespace, command: str) -> int:
     """Start both engines, run, write the JSON record and the plot (``--out``), print the table."""
     from vllm import LLM
 
-    from adapters.cli import _default_probe
+    from adapters.defaults import default_probe as _default_probe
     from adapters.model_store import resolve_model
     from adapters.vllm import internals
     from adapters.vllm.engine import GuardedLLM
@@ -237,7 +240,8 @@ def execute(args: argparse.Namespace, command: str) -> int:
     cfg = GuardConfig.build(probe=probe, steering=str(steering), enforce_eager=args.eager or None,
                             max_num_seqs=max(64, *levels), max_model_len=1024)
     guarded = GuardedLLM(cfg)
-    plain_kwargs = {k: v for k, v in guarded.engine_kwargs.items() if k not in ("additional_config", "worker_extension_cls")}
+    plain_kwargs = {k: v for k, v in guarded.engine_kwargs.items()
+                    if k not in ("additional_config", "worker_extension_cls")}
     plain = LLM(**plain_kwargs)
     try:
         result = run(plain, guarded, levels=levels, rounds=args.rounds, new_tokens=args.new_tokens,

@@ -71,7 +71,8 @@ def plot_quality(record: dict[str, Any], path: str | Path) -> bool:
         ax = row[0]
         layers = [int(k) for k in ds["per_layer"]]
         for metric, style in (("auroc_true_vs_false", "o-"), ("accuracy", "s-"), ("macro_f1", "^-")):
-            ax.plot(layers, [ds["per_layer"][str(k)][metric] for k in layers], style, label=f"per-layer probe: {metric}")
+            ax.plot(layers, [ds["per_layer"][str(k)][metric] for k in layers], style,
+                    label=f"per-layer probe: {metric}")
         if ds.get("shipped_probe"):
             ax.axhline(ds["shipped_probe"]["auroc_true_vs_false"], color="black", lw=1.5,
                        label=f"shipped probe AUROC ({ds['shipped_probe']['auroc_true_vs_false']:.3f})")
@@ -79,7 +80,8 @@ def plot_quality(record: dict[str, Any], path: str | Path) -> bool:
             value = ds["baselines"][base]["auroc_true_vs_false"]
             if value is not None:
                 ax.axhline(value, color=colour, ls="--", lw=1, label=f"{base} AUROC ({value:.3f})")
-        ax.set(xlabel="decoder layer", ylabel="held-out metric", ylim=(0, 1.02), title=f"{name}: per layer (test split)")
+        ax.set(xlabel="decoder layer", ylabel="held-out metric", ylim=(0, 1.02),
+               title=f"{name}: per layer (test split)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
         _matrix(row[1], ds.get("cross_domain"), name)

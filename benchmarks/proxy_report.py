@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.latency import difference_ci, distribution, histogram_quantile, median_ci
+from benchmarks.latency import (
+    difference_ci,
+    distribution,
+    histogram_quantile,
+    median_ci,
+)
 
 __all__ = ["JUDGED_ON", "summarise", "summary_text"]
 
@@ -188,7 +193,8 @@ def summary_text(record: dict[str, Any]) -> str:
             f"{engine}, {record['rounds']} interleaved rounds of {record['requests']} requests per path and mode, "
             f"concurrency {record['concurrency']}, {record['max_tokens']} tokens each. Non-streamed: direct p50 "
             f"{total['direct']['p50']:.1f} ms / p99 {total['direct']['p99']:.1f} ms, through guard serve "
-            f"{total['guard']['p50']:.1f} / {total['guard']['p99']:.1f} ms (ratio {ratio['p50']:.3f} / {ratio['p99']:.3f}; added p50 {total['added_ms']['p50']:+.1f} ms, 95 % CI "
+            f"{total['guard']['p50']:.1f} / {total['guard']['p99']:.1f} ms (ratio {ratio['p50']:.3f} / "
+            f"{ratio['p99']:.3f}; added p50 {total['added_ms']['p50']:+.1f} ms, 95 % CI "
             f"{_ci(total['added_ms']['p50_ci95'])}). Streamed: first chunk p50 direct {ttfc['direct']['p50']:.1f} ms, "
             f"guard {ttfc['guard']['p50']:.1f} ms; inter-chunk gap p50 {gap['direct']['p50']:.2f} vs "
             f"{gap['guard']['p50']:.2f} ms; added per chunk (median over pairs) "

@@ -94,7 +94,8 @@ def per_layer(last: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.
     out = {}
     for li, layer in enumerate(layers):
         x = last[:, li].astype(np.float64)
-        weight, bias, mean, scale = fit_one_vs_rest(x[train], np.searchsorted(classes, labels[train]), len(classes), l2=L2)
+        weight, bias, mean, scale = fit_one_vs_rest(x[train], np.searchsorted(classes, labels[train]), len(classes),
+                                                    l2=L2)
         probs = np.zeros((len(test), len(LABELS)))
         probs[:, classes] = softmax(((x[test] - mean) / scale) @ weight.T + bias)
         out[str(layer)] = class_metrics(probs, labels[test])
@@ -135,7 +136,8 @@ def cross_domain(x: np.ndarray, labels: np.ndarray, domains: np.ndarray, train: 
     def enough(idx: np.ndarray) -> bool:
         return min((labels[idx] == 0).sum(), (labels[idx] == 1).sum()) >= MIN_PER_CLASS
 
-    sides = {d: (train[(domains[train] == d) & (labels[train] < 2)], held_out[(domains[held_out] == d) & (labels[held_out] < 2)])
+    sides = {d: (train[(domains[train] == d) & (labels[train] < 2)],
+                 held_out[(domains[held_out] == d) & (labels[held_out] < 2)])
              for d in sorted(set(domains.tolist()))}
     kept = [d for d, (a, b) in sides.items() if enough(a) and enough(b)]
     grid: dict[str, dict[str, float]] = {}
@@ -173,7 +175,8 @@ def evaluate_dataset(llm: Any, statements: list[Statement], probe: Probe | None,
         "facts_unknown_held_out": len(unknown), "engine_s": engine_s,
         "per_layer": per_layer(feats["last"], labels, splits.train, test, layers),
         "shipped_probe": _shipped(probe, feats["last"], layers, labels, test) if probe is not None else None,
-        "baselines": {name: {"auroc_true_vs_false": _tf_auroc(score[test], labels[test])} for name, score in base.items()},
+        "baselines": {name: {"auroc_true_vs_false": _tf_auroc(score[test], labels[test])}
+                      for name, score in base.items()},
         "cross_domain": {"layer": matrix_layer, **cross_domain(feats["last"][:, layers.index(matrix_layer)], labels,
                                                                domains, splits.train, held_out)},
     }
@@ -200,10 +203,12 @@ def summary_text(record: dict[str, Any]) -> str:
         lines.append(f"  best per-layer probe (layer {best}): AUROC {pl['auroc_true_vs_false']:.3f} "
                      f"acc {pl['accuracy']:.3f} macro-F1 {pl['macro_f1']:.3f}")
         if sp:
-            lines.append(f"  shipped probe {sp['layers']}: AUROC {sp['auroc_true_vs_false']:.3f} acc {sp['accuracy']:.3f} "
+            lines.append(f"  shipped probe {sp['layers']}: AUROC {sp['auroc_true_vs_false']:.3f} "
+                         f"acc {sp['accuracy']:.3f} "
                          f"macro-F1 {sp['macro_f1']:.3f} coverage {sp.get('coverage', float('nan')):.3f}")
-        lines.append("  baselines AUROC: " + ", ".join(f"{k} {v['auroc_true_vs_false']:.3f}" for k, v in
-                                                         ds["baselines"].items() if v["auroc_true_vs_false"] is not None))
+        lines.append("  baselines AUROC: " + ", ".join(f"{k} {v['auroc_true_vs_false']:.3f}"
+                                                         for k, v in ds["baselines"].items()
+                                                         if v["auroc_true_vs_false"] is not None))
         cd = ds["cross_domain"]
         if len(cd["domains"]) > 1:
             diag = np.mean([cd["auroc"][d][d] for d in cd["domains"]])
@@ -240,8 +245,9 @@ def _datasets(args: argparse.Namespace) -> dict[str, list[Statement]]:
 
 def execute(args: argparse.Namespace, command: str) -> int:
     """Start one capture engine at the layer sweep plus the probe's layers, run, write JSON + PNG."""
-    from adapters.cli import _default_probe, _layers
+    from adapters.defaults import default_probe as _default_probe
     from adapters.model_store import resolve_model
+    from adapters.vllm.cli import parse_layers as _layers
     from adapters.vllm.engine import GuardedLLM
     from benchmarks.plots import plot_quality
     from guard.config import GuardConfig
@@ -250,7 +256,10 @@ def execute(args: argparse.Namespace, command: str) -> int:
     datasets = _datasets(args)
     probe_path = args.probe or _default_probe("default")
     probe = Probe.load(probe_path)
-    sweep = _layers(args.layers) if args.layers else default_sweep(ModelSpec.from_folder(resolve_model("default")).num_layers)
+    if args.layers:
+        sweep = _layers(args.layers)
+    else:
+        sweep = default_sweep(ModelSpec.from_folder(resolve_model("default")).num_layers)
     layers = tuple(sorted(set(sweep) | set(probe.layers)))
     load_start = os.getloadavg()[0]
     start = time.perf_counter()

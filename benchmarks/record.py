@@ -27,7 +27,10 @@ def finite(value: Any) -> Any:
 
 
 def save_record(out: str | None, record: dict[str, Any], summary: str, indent: int = 2) -> None:
-    """Print ``summary`` and, with ``out``, write ``record`` there as strict JSON (NaN as ``null``; creating its folder)."""
+    """Print ``summary`` and, with ``out``, write ``record`` there as strict JSON.
+
+    NaN becomes ``null``; the folder of ``out`` is created when missing.
+    """
     print(summary)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,8 @@ def signals(answered: Sequence[AnsweredItem], probe: Probe, gate: Probe | None, 
     return out
 
 
-def _report(conf: np.ndarray, correct: np.ndarray, alpha: float, delta: float, splits: int, seed: int) -> dict[str, Any]:
+def _report(conf: np.ndarray, correct: np.ndarray, alpha: float, delta: float, splits: int,
+            seed: int) -> dict[str, Any]:
     rep = selective_report(conf, correct, alpha, delta, splits, seed)
     rows = split_outcomes(conf, correct, alpha, delta, splits, seed)
     rep["per_split"] = {"certified": [c for c, _ in rows], "coverage": [round(o["coverage"], 5) for _, o in rows],
@@ -140,7 +141,8 @@ def run(llm: Any, items: Sequence[QAItem], probe: Probe, gate: Probe | None, *, 
     correct = np.array([a.correct for a in answered])
     conf = signals(answered, probe, gate, cross_fit_gate, consistency, seed)
     methods = {name: _report(c, correct, alpha, delta, splits, seed) for name, c in conf.items()}
-    sweep = {str(a): {name: {k: v for k, v in selective_report(c, correct, a, delta, splits, seed).items() if k != "curve"}
+    sweep = {str(a): {name: {k: v for k, v in selective_report(c, correct, a, delta, splits, seed).items()
+                             if k != "curve"}
                       for name, c in conf.items()} for a in alphas}
     return {"n": len(items), "accuracy": float(correct.mean()), "alpha": alpha, "delta": delta, "splits": splits,
             "samples": samples, "temperature": temperature, "max_tokens": max_tokens,
@@ -167,7 +169,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delta", type=float, default=0.1, help="failure probability of the guarantee (default 0.1)")
     parser.add_argument("--splits", type=int, default=200, help="random calibration/test halvings (default 200)")
     parser.add_argument("--samples", type=int, default=5, help="sampled answers per question for consistency (0: off)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the consistency baseline")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="sampling temperature of the consistency baseline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compiled", action="store_true", help="run the engine with torch.compile (default eager)")
     parser.add_argument("--out", default=None, help="JSON path; the plot goes beside it as .png")
@@ -175,7 +178,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace, command: str) -> int:
     """Start one engine (capture at the probe's layers), run, write JSON + PNG."""
-    from adapters.cli import _default_gate, _default_probe
+    from adapters.defaults import default_gate as _default_gate
+    from adapters.defaults import default_probe as _default_probe
     from adapters.vllm.engine import GuardedLLM
     from benchmarks.plots import plot_selective
     from calibration.statements import generate_qa

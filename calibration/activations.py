@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from calibration.engine_port import GuardEngine
 from guard import env
+from guard.errors import ConfigError
 from guard.tensorfile import load_tensors, save_tensors
 
 __all__ = ["collect_vllm", "collect_hf", "cache_path"]
@@ -40,7 +42,8 @@ class _Progress:
         elapsed = max(time.monotonic() - self.start, 1e-9)
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate else float("inf")
-        print(f"\r{self.label}: {self.done}/{self.total} [{rate:.1f}/s, ETA {eta:.0f}s]", end="", file=sys.stderr, flush=True)
+        print(f"\r{self.label}: {self.done}/{self.total} [{rate:.1f}/s, ETA {eta:.0f}s]", end="", file=sys.stderr,
+              flush=True)
         if self.done >= self.total:
             print(file=sys.stderr)
 
@@ -53,7 +56,7 @@ def _cached(path: Path) -> dict[str, np.ndarray] | None:
     return load_tensors(path)[0] if path.is_file() else None
 
 
-def collect_vllm(llm: Any, texts: Sequence[str], fingerprint: str, batch: int = 128,
+def collect_vllm(llm: GuardEngine, texts: Sequence[str], fingerprint: str, batch: int = 128,
                  keep_tokens: bool = False, cache: bool = True) -> dict[str, np.ndarray]:
     """Features of ``texts`` through a ``GuardedLLM`` started with ``capture_hidden`` (one prefill each).
 
@@ -75,6 +78,8 @@ def collect_vllm(llm: Any, texts: Sequence[str], fingerprint: str, batch: int = 
     for i in range(0, len(texts), batch):
         chunk = list(texts[i : i + batch])
         for res in llm.generate(chunk, SamplingParams(max_tokens=1, temperature=0.0), hidden=True):
+            if res.scores is None or res.scores.hidden is None:
+                raise ConfigError("the engine delivered no hidden rows; start it with capture_hidden=True")
             # positions 0..P-1 are the prompt; keep exactly the statement's tokens
             rows = res.scores.hidden[: len(res.prompt_token_ids)]
             a, b = _pool(rows)

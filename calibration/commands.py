@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from calibration.engine_port import GuardEngine
 from calibration.gate import cross_fitted_confidence, fit_gate
 from calibration.pipeline import split_indices
 from calibration.qa import AnsweredItem, answer_confidence, answer_questions
@@ -56,9 +57,10 @@ def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = No
         result = calibrate(llm, out / "probe", statements=statements, alpha=alpha, seed=seed, family=family,
                            model_id=model, known_only=known_only, negations=negations)
         layer_index = [sweep.index(layer) for layer in result.probe.layers]
-        answered = answer_questions(llm, generate_qa(seed), prompt_rows=True, probe=result.probe, layer_index=layer_index)
+        answered = answer_questions(llm, generate_qa(seed), prompt_rows=True, probe=result.probe,
+                                    layer_index=layer_index)
     correct = np.array([a.correct for a in answered])
-    rows = np.stack([a.prompt_rows for a in answered])
+    rows = _prompt_rows(answered)
     cross_fitted = cross_fitted_confidence(rows, correct, seed=seed)  # every item scored by a gate that never saw it
     train, cal, _ = split_indices(correct.astype(int), seed, fractions=(0.5, 0.5))
     gate = fit_gate(rows, correct, train, cal, result.probe.layers, spec, model, alpha=gate_alpha, delta=delta,
@@ -67,12 +69,27 @@ def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = No
     qa = selective_methods(answered, result.probe, None, alpha=gate_alpha, delta=delta, seed=seed,
                            gate_confidence=cross_fitted)
     report = write_report(result, out, qa=qa, gate=gate)
-    return {"probe": str(result.path), "gate": str(gate_path), "report": str(report), "layers": list(result.probe.layers),
+    return {"probe": str(result.path), "gate": str(gate_path), "report": str(report),
+            "layers": list(result.probe.layers),
             "layer_auroc": result.layer_auroc, "metrics": result.metrics, "gate_metrics": gate.manifest.metrics,
             "qa": _without_curves(qa)}
 
 
-def score_statements(llm: Any, texts: Sequence[str]) -> np.ndarray:
+def _engine_probe(llm: GuardEngine, job: str) -> Probe:
+    if llm.probe is None:
+        raise ConfigError(f"{job} needs an engine started with a probe")
+    return llm.probe
+
+
+def _prompt_rows(answered: Sequence[AnsweredItem]) -> np.ndarray:
+    """``(n, L, H)``: each answer's last-prompt-token rows."""
+    rows = [a.prompt_rows for a in answered]
+    if any(r is None for r in rows):
+        raise ConfigError("the answers carry no prompt rows; answer them with answer_questions(..., prompt_rows=True)")
+    return np.stack([r for r in rows if r is not None])
+
+
+def score_statements(llm: GuardEngine, texts: Sequence[str]) -> np.ndarray:
     """Class probabilities ``(n, k)`` of each text from the probe running *in the engine*.
 
     Pooling follows the probe's manifest: the last token's scores, or the maximum over the text's
@@ -80,25 +97,29 @@ def score_statements(llm: Any, texts: Sequence[str]) -> np.ndarray:
     """
     from vllm import SamplingParams
 
-    if llm.probe is None:
-        raise ConfigError("scoring statements needs an engine started with a probe")
-    pooling = llm.probe.manifest.pooling
+    probe = _engine_probe(llm, "scoring statements")
+    pooling = probe.manifest.pooling
     out = []
     for res in llm.generate(list(texts), SamplingParams(max_tokens=1, temperature=0.0)):
         n = len(res.prompt_token_ids)
+        if res.scores is None:
+            raise ArtifactError(f"engine delivered no scores for a guarded prompt of {n} tokens; "
+                                "is the capture installed?")
         keep = res.scores.positions < n
         scores = res.scores.scores[keep].mean(axis=1)  # (prompt tokens, k)
         if len(scores) != n:
-            raise ArtifactError(f"engine delivered scores for {len(scores)} of {n} prompt tokens; is prefix caching on?")
+            raise ArtifactError(f"engine delivered scores for {len(scores)} of {n} prompt tokens; "
+                                "is prefix caching on?")
         out.append(scores[-1] if pooling == "last" else scores.max(axis=0))
-    return llm.probe.probabilities(np.stack(out)[:, None, :])  # layers already averaged
+    return probe.probabilities(np.stack(out)[:, None, :])  # layers already averaged
 
 
-def evaluate_statements(llm: Any, statements: Sequence[Statement]) -> dict[str, float]:
+def evaluate_statements(llm: GuardEngine, statements: Sequence[Statement]) -> dict[str, float]:
     """AUROC, accuracy, macro-F1, ECE and (when the probe carries conformal thresholds) coverage and set size."""
-    probe: Probe = llm.probe
+    probe = _engine_probe(llm, "evaluating statements")
     if tuple(probe.labels) != LABELS:
-        raise ArtifactError(f"probe labels {list(probe.labels)} are not {list(LABELS)}; evaluate needs a three-way probe")
+        raise ArtifactError(f"probe labels {list(probe.labels)} are not {list(LABELS)}; "
+                            "evaluate needs a three-way probe")
     probs = score_statements(llm, [s.text for s in statements])
     labels = np.array([LABELS.index(s.label) for s in statements])
     sets = probe.conformal()
@@ -115,7 +136,8 @@ def run_evaluate(probe: str, statements_file: str, model: str = "default", eager
     config = GuardConfig.build(model=model, probe=probe, enforce_eager=eager, max_model_len=512)
     with GuardedLLM(config) as llm:
         metrics = evaluate_statements(llm, statements)
-        alpha = llm.probe.manifest.conformal.alpha if llm.probe.manifest.conformal else None
+        conformal = _engine_probe(llm, "evaluate").manifest.conformal
+        alpha = conformal.alpha if conformal else None
     return {"probe": probe, "statements": statements_file, "alpha": alpha, "metrics": metrics}
 
 
@@ -132,7 +154,7 @@ def selective_methods(answered: Sequence[AnsweredItem], probe: Probe, gate: Prob
     signals = {"answer_probe": answer_confidence(probe, answered),
                "logprob": np.exp(np.array([a.mean_logprob for a in answered]))}
     if gate is not None and gate_confidence is None:
-        rows = np.stack([a.prompt_rows for a in answered])
+        rows = _prompt_rows(answered)
         gate_confidence = gate.probabilities(gate.score(rows))[:, list(gate.labels).index("correct")]
     if gate_confidence is not None:
         signals["gate"] = np.asarray(gate_confidence, np.float64)
@@ -166,13 +188,14 @@ def run_evaluate_qa(probe: str, qa_file: str | None = None, alpha: float = 0.1, 
     config = GuardConfig.build(model=model, probe=probe, enforce_eager=eager, max_model_len=1024,
                                capture_hidden=gate_probe is not None)
     with GuardedLLM(config) as llm:
+        answer_probe = _engine_probe(llm, "evaluate-qa")
         if gate_probe is not None:
             gate_probe.check_model(ModelSpec.from_folder(llm.model_path), model)
-            if gate_probe.layers != llm.probe.layers:
+            if gate_probe.layers != answer_probe.layers:
                 raise ArtifactError(f"gate {gate!r} reads layers {list(gate_probe.layers)} but probe {probe!r} reads "
-                                    f"{list(llm.probe.layers)}; use the gate calibrated with this probe")
+                                    f"{list(answer_probe.layers)}; use the gate calibrated with this probe")
         answered = answer_questions(llm, items, max_tokens=max_tokens, prompt_rows=gate_probe is not None)
-        methods = selective_methods(answered, llm.probe, gate_probe, alpha, delta, splits)
+        methods = selective_methods(answered, answer_probe, gate_probe, alpha, delta, splits)
     correct = np.array([a.correct for a in answered])
     return {"probe": probe, "gate": gate, "qa": qa_file or "guard's own QA items", "n": len(items),
             "accuracy": float(correct.mean()), "alpha": alpha, "delta": delta,

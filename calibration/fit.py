@@ -40,7 +40,8 @@ def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, scale
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 30) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0,
+                 iters: int = 30) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """Binary logistic regression, ``P(y) = sigmoid(((x - mean) / scale) @ w + b)``.
 
     Returns:
@@ -64,7 +65,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 30)
 
 
 def fit_mass_mean(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-    """Mass-mean direction ``mu_true - mu_false``; the bias puts the midpoint at 0 and a 1-D logistic fit sets the scale.
+    """Mass-mean direction ``mu_true - mu_false``.
+
+    The bias puts the midpoint at 0 and a 1-D logistic fit sets the scale.
 
     Returns:
         ``(w (H,), b, mean (H,), scale (H,))`` in the same convention as :func:`fit_logistic`.

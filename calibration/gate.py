@@ -40,7 +40,8 @@ def _fit_layers(rows: np.ndarray, correct: np.ndarray, l2: float) -> tuple[np.nd
     return tuple(a.astype(np.float32) for a in (weight, bias, mean, scale))
 
 
-def _check(prompt_rows: np.ndarray, correct: np.ndarray, train: np.ndarray, n_layers: int) -> tuple[np.ndarray, np.ndarray]:
+def _check(prompt_rows: np.ndarray, correct: np.ndarray, train: np.ndarray,
+           n_layers: int) -> tuple[np.ndarray, np.ndarray]:
     prompt_rows, correct = np.asarray(prompt_rows, np.float64), np.asarray(correct, bool)
     if prompt_rows.ndim != 3 or prompt_rows.shape[:2] != (len(correct), n_layers):
         raise ConfigError(f"gate features {prompt_rows.shape} do not match {len(correct)} answers at {n_layers} layers")
@@ -54,7 +55,8 @@ def _p_correct(tensors: tuple[np.ndarray, ...], rows: np.ndarray) -> np.ndarray:
     weight, bias, mean, scale = (t.astype(np.float64) for t in tensors)
     logits = np.einsum("nlh,lkh->nlk", (rows - mean) / scale, weight) + bias  # (n, L, 2)
     z = logits.mean(axis=1)
-    return 1.0 / (1.0 + np.exp(z[:, 0] - z[:, 1]))
+    p: np.ndarray = 1.0 / (1.0 + np.exp(z[:, 0] - z[:, 1]))
+    return p
 
 
 def cross_fitted_confidence(prompt_rows: np.ndarray, correct: np.ndarray, folds: int = 5, seed: int = 0,

@@ -12,14 +12,14 @@ AUROC from 0.89 to 0.92. Facts without such a pair are kept as they are.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
+from calibration.engine_port import GuardEngine
 from calibration.statements import Statement
 
 __all__ = ["known_facts", "statement_logprobs"]
 
 
-def statement_logprobs(llm: Any, texts: Sequence[str]) -> list[float]:
+def statement_logprobs(llm: GuardEngine, texts: Sequence[str]) -> list[float]:
     """Total log-probability of each text under the model (every token after the first), through vLLM."""
     from vllm import SamplingParams
 
@@ -31,7 +31,8 @@ def statement_logprobs(llm: Any, texts: Sequence[str]) -> list[float]:
     return totals
 
 
-def known_facts(llm: Any, statements: Sequence[Statement], margin: float = 2.0) -> tuple[set[str], set[str]]:
+def known_facts(llm: GuardEngine, statements: Sequence[Statement],
+                margin: float = 2.0) -> tuple[set[str], set[str]]:
     """Split the facts with a true/false affirmative pair into ``(known, unknown)`` by the likelihood test."""
     pairs: dict[str, dict[str, int]] = {}
     for i, s in enumerate(statements):

@@ -33,7 +33,8 @@ def mlp_scores(x: np.ndarray, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2
         (40, 2)
     """
     z = (np.asarray(x, np.float64) - mean) / scale  # (n, H)
-    return np.maximum(z @ w1.T + b1, 0.0) @ w2.T + b2
+    scores: np.ndarray = np.maximum(z @ w1.T + b1, 0.0) @ w2.T + b2
+    return scores
 
 
 def _check(x: np.ndarray, labels: np.ndarray, n_classes: int, hidden: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from calibration.activations import collect_vllm
+from calibration.engine_port import GuardEngine
 from calibration.fit import fit_logistic, fit_one_vs_rest, softmax
 from calibration.knowledge import known_facts
 from calibration.mil import fit_mil_one_vs_rest
@@ -34,7 +34,8 @@ from guard.evaluation import auroc, verdict_metrics
 from guard.model_spec import ModelSpec
 from guard.probe import ConformalCalibration, Probe, ProbeManifest
 
-__all__ = ["CalibrationResult", "DatasetSplits", "FAMILIES", "dataset_splits", "split_indices", "best_window", "sweep_layers", "calibrate", "default_sweep"]
+__all__ = ["CalibrationResult", "DatasetSplits", "FAMILIES", "dataset_splits", "split_indices", "best_window",
+           "sweep_layers", "calibrate", "default_sweep"]
 
 
 @dataclass
@@ -176,12 +177,13 @@ def _class_scores(family: str, feats: dict[str, np.ndarray], li: int, idx: np.nd
         return mlp_scores(feats["last"][idx, li], *fit)
     weight, bias, mean, scale = fit
     if family != "mil":
-        return ((feats["last"][idx, li] - mean) / scale) @ weight.T + bias
+        scores: np.ndarray = ((feats["last"][idx, li] - mean) / scale) @ weight.T + bias
+        return scores
     bags = _bags(feats, li)
     return np.stack([(((bags[i] - mean) / scale) @ weight.T + bias).max(axis=0) for i in idx])
 
 
-def calibrate(llm: Any, out: str | Path | None = None, statements: list[Statement] | None = None,
+def calibrate(llm: GuardEngine, out: str | Path | None = None, statements: list[Statement] | None = None,
               alpha: float = 0.1, seed: int = 0, model_id: str = "", family: str = "logistic", window: int = 4,
               known_only: bool = True, negations: bool = False) -> CalibrationResult:
     """Run the whole pipeline on a ``GuardedLLM`` started with ``capture_hidden`` at the sweep layers.
@@ -204,7 +206,8 @@ def calibrate(llm: Any, out: str | Path | None = None, statements: list[Statemen
     splits = dataset_splits(statements, unknown, seed, negations)
     train, cal, test = splits.train, splits.cal, splits.test
     facts, negated, is_unknown = splits.facts, splits.negated, splits.is_unknown
-    fit_part, val_part = (train[i] for i in split_indices(labels[train], seed + 1, (0.75, 0.25), groups=facts[train])[:2])
+    fit_part, val_part = (train[i]
+                          for i in split_indices(labels[train], seed + 1, (0.75, 0.25), groups=facts[train])[:2])
     sweep = llm.spec.layers
     layer_auroc = sweep_layers(feats["last"].astype(np.float64), labels, fit_part, val_part, sweep)
     chosen = best_window(layer_auroc, window)
@@ -225,6 +228,7 @@ def calibrate(llm: Any, out: str | Path | None = None, statements: list[Statemen
             p = probs(idx)
             metrics[f"auroc_{name}"] = auroc(p[:, 0] - p[:, 1], labels[idx] == 0)
             metrics[f"n_{name}"] = float(len(idx))
+    assert cp.thresholds is not None and cp.counts is not None  # fit sets both
     conformal = ConformalCalibration(alpha=alpha, thresholds=dict(zip(LABELS, cp.thresholds.tolist())),
                                      n_cal=dict(zip(LABELS, cp.counts.tolist())),
                                      scores=dict(zip(LABELS, cp.calibration_scores())))

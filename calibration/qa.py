@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from calibration.engine_port import EngineCompletion, GuardEngine
 from calibration.statements import QAItem
 from guard.errors import ConfigError
+from guard.probe import Probe
 
 __all__ = ["AnsweredItem", "normalise", "grade", "qa_prompt", "answer_questions", "answer_confidence"]
 
@@ -67,18 +69,19 @@ def grade(answer: str, accepted: Sequence[str]) -> bool:
 def qa_prompt(tokenizer: Any, question: str) -> str:
     """The question in the model's chat template, ready for generation."""
     messages = [{"role": "user", "content": f"{question} {INSTRUCTION}"}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return prompt
 
 
-def _mean_logprob(completion: Any) -> float:
+def _mean_logprob(completion: EngineCompletion) -> float:
     """Mean log-probability of the generated tokens (``-inf`` for an empty answer)."""
     if not completion.token_logprobs:
         return float("-inf")
     return float(np.mean(completion.token_logprobs))
 
 
-def answer_questions(llm: Any, items: Sequence[QAItem], max_tokens: int = 32, batch: int = 64,
-                     prompt_rows: bool = False, probe: Any = None, layer_index: Sequence[int] | None = None
+def answer_questions(llm: GuardEngine, items: Sequence[QAItem], max_tokens: int = 32, batch: int = 64,
+                     prompt_rows: bool = False, probe: Probe | None = None, layer_index: Sequence[int] | None = None
                      ) -> list[AnsweredItem]:
     """Answer each question with a ``GuardedLLM`` (greedy) and grade it.
 
@@ -89,7 +92,8 @@ def answer_questions(llm: Any, items: Sequence[QAItem], max_tokens: int = 32, ba
         layer_index: which of the engine's capture layers ``probe`` reads (with ``probe``).
 
     Raises:
-        ConfigError: neither the engine nor ``probe`` can score answers, or ``probe`` has no ``layer_index``.
+        ConfigError: neither the engine nor ``probe`` can score answers, ``probe`` has no ``layer_index``,
+            or the engine delivered no scores (or no hidden rows where they are needed).
     """
     from vllm import SamplingParams
 
@@ -103,10 +107,14 @@ def answer_questions(llm: Any, items: Sequence[QAItem], max_tokens: int = 32, ba
         prompts = [qa_prompt(llm.tokenizer, it.question) for it in chunk]
         for it, completion in zip(chunk, llm.generate(prompts, params, hidden=need_hidden)):
             n = len(completion.prompt_token_ids)
+            if completion.scores is None:
+                raise ConfigError("the engine delivered no scores for a guarded QA prompt; is the capture installed?")
             pos = completion.scores.positions
             answer_part = pos >= n  # generated tokens that were fed back (the last one never is)
             hidden = completion.scores.hidden
-            if probe is not None:
+            if need_hidden and hidden is None:
+                raise ConfigError("the engine delivered no hidden rows; start it with capture_hidden=True")
+            if probe is not None and layer_index is not None and hidden is not None:
                 rows = hidden[answer_part][:, list(layer_index)]
                 scores = probe.score(rows) if len(rows) else np.zeros((0, len(probe.layers), len(probe.labels)))
             elif llm.probe is not None:
@@ -114,7 +122,7 @@ def answer_questions(llm: Any, items: Sequence[QAItem], max_tokens: int = 32, ba
             else:
                 scores = None
             last_prompt = None
-            if prompt_rows:
+            if prompt_rows and hidden is not None:
                 where = np.flatnonzero(pos == n - 1)
                 if not len(where):
                     raise ConfigError("the engine delivered no row for the last prompt token; is prefix caching on?")
@@ -125,7 +133,7 @@ def answer_questions(llm: Any, items: Sequence[QAItem], max_tokens: int = 32, ba
     return out
 
 
-def answer_confidence(probe: Any, answered: Sequence[AnsweredItem], pooling: str = "manifest") -> np.ndarray:
+def answer_confidence(probe: Probe, answered: Sequence[AnsweredItem], pooling: str = "manifest") -> np.ndarray:
     """The probe's confidence that each answer is true: ``p(true)`` of the pooled answer scores.
 
     Pooling ``"manifest"`` follows the probe (its last scored token, or the maximum over tokens);

@@ -43,14 +43,19 @@ _SIGNAL_NAMES = {"answer_probe": "answer probe p(true)", "logprob": "mean token 
                  "gate": "pre-generation gate p(correct)", "gate_and_probe": "gate x answer probe"}
 
 
-def plot_risk_coverage(methods: dict[str, dict[str, Any]], path: str | Path, title: str = "Selective answering") -> bool:
-    """Risk-coverage curves of each signal (from :func:`calibration.selective.selective_report`); False without matplotlib."""
+def plot_risk_coverage(methods: dict[str, dict[str, Any]], path: str | Path,
+                       title: str = "Selective answering") -> bool:
+    """Risk-coverage curves of each signal (from :func:`calibration.selective.selective_report`).
+
+    Returns False without matplotlib.
+    """
     plt = pyplot()
     if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rep in methods.items():
-        ax.plot(rep["curve"]["coverage"], rep["curve"]["risk"], label=f"{_SIGNAL_NAMES.get(name, name)} (AURC {rep['aurc']:.3f})")
+        ax.plot(rep["curve"]["coverage"], rep["curve"]["risk"],
+                label=f"{_SIGNAL_NAMES.get(name, name)} (AURC {rep['aurc']:.3f})")
     alpha = next(iter(methods.values()))["alpha"]
     ax.axhline(alpha, ls="--", color="grey", label=f"alpha = {alpha}")
     ax.set(xlabel="coverage (share answered)", ylabel="risk (error rate among answered)", title=title, ylim=(0, 1))

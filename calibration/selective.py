@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from guard.selective import selective_threshold
 from guard.errors import ConfigError
-from guard.evaluation import auroc, aurc, risk_coverage, selective_outcomes
+from guard.evaluation import aurc, auroc, risk_coverage, selective_outcomes
+from guard.selective import selective_threshold
 
 __all__ = ["selective_report", "split_outcomes", "curve_points"]
 

@@ -38,7 +38,8 @@ class QAItem:
     domain: str
 
 
-def _pair(rng: random.Random, domain: str, true_text: str, false_text: str, neg_true: str, neg_false: str) -> list[Statement]:
+def _pair(rng: random.Random, domain: str, true_text: str, false_text: str, neg_true: str,
+          neg_false: str) -> list[Statement]:
     """True and false affirmatives, plus one negated form (chosen at random to keep classes balanced)."""
     out = [Statement(true_text, "true", domain, true_text), Statement(false_text, "false", domain, true_text)]
     if rng.random() < 0.5:
@@ -77,21 +78,27 @@ def _world(rng: random.Random) -> list[Statement]:
         out += _pair(rng, "continent", f"{country} is in {continent}.", f"{country} is in {wrong}.",
                      f"{country} is not in {wrong}.", f"{country} is not in {continent}.")
         wrong = _other(rng, currencies, currency)
-        out += _pair(rng, "currency", f"The currency of {country} is the {currency}.", f"The currency of {country} is the {wrong}.",
-                     f"The currency of {country} is not the {wrong}.", f"The currency of {country} is not the {currency}.")
+        out += _pair(rng, "currency", f"The currency of {country} is the {currency}.",
+                     f"The currency of {country} is the {wrong}.",
+                     f"The currency of {country} is not the {wrong}.",
+                     f"The currency of {country} is not the {currency}.")
     symbols = list(ELEMENTS.values())
     for element, symbol in ELEMENTS.items():
         wrong = _other(rng, symbols, symbol)
-        out += _pair(rng, "element", f"The chemical symbol of {element} is {symbol}.", f"The chemical symbol of {element} is {wrong}.",
-                     f"The chemical symbol of {element} is not {wrong}.", f"The chemical symbol of {element} is not {symbol}.")
+        out += _pair(rng, "element", f"The chemical symbol of {element} is {symbol}.",
+                     f"The chemical symbol of {element} is {wrong}.",
+                     f"The chemical symbol of {element} is not {wrong}.",
+                     f"The chemical symbol of {element} is not {symbol}.")
     for event, year in EVENTS.items():
-        wrong = year + rng.choice([-1, 1]) * rng.randint(3, 40)
-        out += _pair(rng, "date", f"{event[0].upper()}{event[1:]} happened in {year}.", f"{event[0].upper()}{event[1:]} happened in {wrong}.",
-                     f"{event[0].upper()}{event[1:]} did not happen in {wrong}.", f"{event[0].upper()}{event[1:]} did not happen in {year}.")
+        wrong_year = year + rng.choice([-1, 1]) * rng.randint(3, 40)
+        said = f"{event[0].upper()}{event[1:]}"
+        out += _pair(rng, "date", f"{said} happened in {year}.", f"{said} happened in {wrong_year}.",
+                     f"{said} did not happen in {wrong_year}.", f"{said} did not happen in {year}.")
     for qty, unit, value, other in UNITS:
-        wrong = value + rng.choice([-1, 1]) * rng.randint(1, max(2, value // 2))
-        out += _pair(rng, "unit", f"{qty.capitalize()} {unit} is {value} {other}.", f"{qty.capitalize()} {unit} is {wrong} {other}.",
-                     f"{qty.capitalize()} {unit} is not {wrong} {other}.", f"{qty.capitalize()} {unit} is not {value} {other}.")
+        wrong_value = value + rng.choice([-1, 1]) * rng.randint(1, max(2, value // 2))
+        amount = f"{qty.capitalize()} {unit}"
+        out += _pair(rng, "unit", f"{amount} is {value} {other}.", f"{amount} is {wrong_value} {other}.",
+                     f"{amount} is not {wrong_value} {other}.", f"{amount} is not {value} {other}.")
     return out
 
 
@@ -145,7 +152,8 @@ def generate_qa(seed: int = 0, arithmetic: int = 60) -> list[QAItem]:
     items += [QAItem(f"Which chemical element has the symbol {s}?", (e,) + (("aluminum",) if e == "aluminium" else ()),
                      "element") for e, s in ELEMENTS.items()]
     items += [QAItem(f"In which year did {e} happen?", (str(y),), "date") for e, y in EVENTS.items()]
-    items += [QAItem(f"How many {other} are in {qty} {unit}?", (str(value),), "unit") for qty, unit, value, other in UNITS]
+    items += [QAItem(f"How many {other} are in {qty} {unit}?", (str(value),), "unit")
+              for qty, unit, value, other in UNITS]
     sums: set[str] = set()
     while len(sums) < arithmetic:
         a, b = rng.randint(2, 50), rng.randint(2, 50)

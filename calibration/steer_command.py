@@ -122,8 +122,8 @@ def run_steer_build(out: str | Path, model: str = "default", layers: Sequence[in
             "separation_auroc": [auroc(projection[:, i], labels == 0) for i in range(len(steer_layers))]}
 
 
-def add_steer_parser(sub: Any) -> None:
-    """Add ``steer build`` to the ``guard`` command's subparsers."""
+def add_steer_parser(sub: Any, handler: Any = None) -> None:
+    """Add ``steer build`` to the ``guard`` command's subparsers (``handler``: what runs it)."""
     steer = sub.add_parser("steer", help="steering vectors: build one from guard's statements")
     steer_sub = steer.add_subparsers(dest="steer", required=True)
     b = steer_sub.add_parser("build", help="build a truthful-direction steering vector (safetensors + JSON)")
@@ -137,6 +137,7 @@ def add_steer_parser(sub: Any) -> None:
     b.add_argument("--default-alpha", type=float, default=None, help="strength of requests that give none")
     b.add_argument("--all-facts", action="store_true", help="keep facts the model does not know")
     b.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    b.set_defaults(handler=handler or run_steer_cli)
 
 
 def run_steer_cli(args: argparse.Namespace) -> int:

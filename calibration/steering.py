@@ -62,7 +62,7 @@ def mean_difference(features: np.ndarray, labels: Sequence[int] | np.ndarray, tr
     if not len(true) or not len(false):
         raise DataError(f"mean difference needs statements of both labels, got {len(true)} with label {true_label} "
                         f"and {len(false)} with label {false_label}")
-    direction = true.mean(axis=0) - false.mean(axis=0)  # (L, H)
+    direction: np.ndarray = true.mean(axis=0) - false.mean(axis=0)  # (L, H)
     if normalize:
         direction = scale_to_residual(direction, features)
     return direction.astype(np.float32)
@@ -115,7 +115,8 @@ def scale_to_residual(direction: np.ndarray, features: np.ndarray) -> np.ndarray
         raise DataError("the direction is zero at some layer (the true and false sides coincide); there is no "
                         "direction to normalise")
     typical = np.median(np.linalg.norm(np.asarray(features, np.float64), axis=-1), axis=0)[:, None]  # (L, 1)
-    return direction / norms * typical
+    scaled: np.ndarray = direction / norms * typical
+    return scaled
 
 
 def build_steering_vector(features: np.ndarray, labels: Sequence[int] | np.ndarray, layers: tuple[int, ...],

@@ -34,9 +34,11 @@ def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str,
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path.name}:{lineno}: not valid JSON ({exc.msg}); expected one object per line") from exc
+                raise DataError(f"{path.name}:{lineno}: not valid JSON ({exc.msg}); "
+                                "expected one object per line") from exc
             if not isinstance(row, dict):
-                raise DataError(f"{path.name}:{lineno}: expected a JSON object with {list(columns)}, got {type(row).__name__}")
+                raise DataError(f"{path.name}:{lineno}: expected a JSON object with {list(columns)}, "
+                                f"got {type(row).__name__}")
             missing = [c for c in columns if c not in row]
             if missing:
                 raise DataError(f"{path.name}:{lineno}: missing field(s) {missing}; each line needs {list(columns)}")
@@ -45,7 +47,8 @@ def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str,
     reader = csv.DictReader(text.splitlines())
     missing = [c for c in columns if c not in (reader.fieldnames or [])]
     if missing:
-        raise DataError(f"{path.name}:1: header {reader.fieldnames} lacks column(s) {missing}; expected a header with {list(columns)}")
+        raise DataError(f"{path.name}:1: header {reader.fieldnames} lacks column(s) {missing}; "
+                        f"expected a header with {list(columns)}")
     for lineno, row in enumerate(reader, start=2):
         yield lineno, dict(row)
 
@@ -57,7 +60,8 @@ def load_statements(path: str | Path, domain: str = "user") -> list[Statement]:
         DataError: unreadable or empty file, missing column, unknown label, empty text, duplicate row.
     """
     path = Path(path)
-    out, seen = [], {}
+    out: list[Statement] = []
+    seen: dict[str, int] = {}
     for lineno, row in _rows(path, ("statement", "label")):
         text = str(row["statement"] or "").strip()
         label = str(row["label"] or "").strip().lower()
@@ -81,11 +85,13 @@ def load_qa(path: str | Path, domain: str = "user") -> list[QAItem]:
         DataError: unreadable or empty file, missing column, empty question or answers, duplicate question.
     """
     path = Path(path)
-    out, seen = [], {}
+    out: list[QAItem] = []
+    seen: dict[str, int] = {}
     for lineno, row in _rows(path, ("question", "answers")):
         question = str(row["question"] or "").strip()
         raw = row["answers"]
-        answers = tuple(a.strip() for a in (raw if isinstance(raw, list) else str(raw or "").split("|")) if str(a).strip())
+        parts = raw if isinstance(raw, list) else str(raw or "").split("|")
+        answers = tuple(a.strip() for a in parts if str(a).strip())
         if not question:
             raise DataError(f"{path.name}:{lineno}: empty question")
         if not answers:

@@ -39,11 +39,17 @@ from guard.policy import (
 )
 from guard.probe import ConformalCalibration, Probe, ProbeManifest
 from guard.request_options import RequestOptions, parse_request_options
-from guard.selective import SelectiveCalibration, selective_threshold
 from guard.scores import ScoreSegment, ScoreSink, ScoreSource, ScoreStore, TokenScores
+from guard.selective import SelectiveCalibration, selective_threshold
 from guard.sentences import Sentence, SentenceSplitter
 from guard.steering import SteeringManifest, SteeringVector
-from guard.verdicts import AbstainReason, GuardSummary, SentenceVerdict, VerdictCounts, VerdictRule
+from guard.verdicts import (
+    AbstainReason,
+    GuardSummary,
+    SentenceVerdict,
+    VerdictCounts,
+    VerdictRule,
+)
 
 __version__ = "0.1.0"
 

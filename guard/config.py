@@ -73,7 +73,8 @@ class GuardConfig(BaseModel):
             try:
                 values["layers"] = tuple(int(x) for x in raw.split(","))
             except ValueError as exc:
-                raise ConfigError(f"GUARD_LAYERS={raw!r} is invalid: expected comma-separated integers like '12,14'") from exc
+                raise ConfigError(f"GUARD_LAYERS={raw!r} is invalid: "
+                                  "expected comma-separated integers like '12,14'") from exc
         for field, var in (("enforce_eager", "GUARD_ENFORCE_EAGER"), ("prefix_caching", "GUARD_PREFIX_CACHING")):
             if (raw := env.read(var)) is not None:
                 if raw not in ("0", "1"):

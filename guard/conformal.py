@@ -33,7 +33,8 @@ def min_calibration_size(alpha: float) -> int:
 
 def _check_alpha(alpha: float) -> None:
     if not 0.0 < alpha < 1.0:
-        raise ConfigError(f"alpha={alpha!r} is invalid: expected a miscoverage level strictly between 0 and 1, e.g. 0.1")
+        raise ConfigError(f"alpha={alpha!r} is invalid: "
+                          "expected a miscoverage level strictly between 0 and 1, e.g. 0.1")
 
 
 def _rank(n: int, alpha: float) -> int:
@@ -49,7 +50,8 @@ class MondrianConformal:
     """Class-conditional split-conformal prediction sets.
 
     Example:
-        >>> cp = MondrianConformal(alpha=0.2).fit(np.array([[.9, .1]] * 9 + [[.2, .8]] * 9), np.array([0] * 9 + [1] * 9))
+        >>> probs = np.array([[.9, .1]] * 9 + [[.2, .8]] * 9)
+        >>> cp = MondrianConformal(alpha=0.2).fit(probs, np.array([0] * 9 + [1] * 9))
         >>> cp.predict_sets(np.array([[.95, .05]])).tolist()
         [[True, False]]
         >>> cp.p_values(np.array([[.95, .05]])).tolist()
@@ -156,7 +158,10 @@ class MondrianConformal:
         Raises:
             ConfigError: not fitted, or rebuilt from thresholds only.
         """
-        return (1.0 + self._counts_at_least(probs)) / (1.0 + self.counts)
+        at_least = self._counts_at_least(probs)
+        assert self.counts is not None  # set with the scores _counts_at_least required
+        p: np.ndarray = (1.0 + at_least) / (1.0 + self.counts)
+        return p
 
     def predict_sets(self, probs: np.ndarray, alpha: float | None = None) -> np.ndarray:
         """Boolean prediction sets ``(m, K)`` at ``alpha`` (default: the fitted one).

@@ -34,7 +34,7 @@ ENV_VARS: dict[str, str] = {
     "GUARD_SCORE_ENDPOINT": "zmq endpoint for worker -> consumer scores",
     # KV cache size for the CPU engine, in GiB.
     "GUARD_KV_CACHE_GIB": "CPU KV cache size in GiB (sets VLLM_CPU_KVCACHE_SPACE)",
-    # The settings of `guard serve` (server/settings.py); each overrides the --config YAML file's key
+    # The settings of `guard serve` (adapters/http/settings.py); each overrides the --config YAML file's key
     # of the same name (lowercase, without GUARD_) and is overridden by the command-line flag.
     # YAML file with `guard serve` settings (the --config flag wins).
     "GUARD_CONFIG": "guard serve: YAML settings file",

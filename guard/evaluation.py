@@ -105,7 +105,8 @@ def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarr
     """
     confidence, correct = np.asarray(confidence, np.float64), np.asarray(correct, bool)
     if confidence.shape != correct.shape or confidence.ndim != 1 or confidence.size == 0:
-        raise ConfigError(f"confidence {confidence.shape} and correct {correct.shape} must be equal-length, non-empty vectors")
+        raise ConfigError(f"confidence {confidence.shape} and correct {correct.shape} "
+                          "must be equal-length, non-empty vectors")
     order = np.argsort(-confidence, kind="mergesort")
     errors = np.cumsum(~correct[order]).astype(np.float64)
     n = np.arange(1, confidence.size + 1, dtype=np.float64)

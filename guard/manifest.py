@@ -63,12 +63,14 @@ def check_model_fit(manifest: ModelBound, spec: ModelSpec, model_id: str, what: 
     """
     m = manifest
     if m.hidden_size != spec.hidden_size:
-        raise ArtifactError(f"{what} expects hidden_size={m.hidden_size} but model {model_id!r} has {spec.hidden_size}; {fix}")
+        raise ArtifactError(f"{what} expects hidden_size={m.hidden_size} "
+                            f"but model {model_id!r} has {spec.hidden_size}; {fix}")
     if m.num_layers != spec.num_layers:
         raise ArtifactError(f"{what} expects {m.num_layers} layers but model {model_id!r} has {spec.num_layers}; {fix}")
     bad = [layer for layer in m.layers if not 0 <= layer < spec.num_layers]
     if bad:
-        raise ArtifactError(f"{what} {verb} layers {bad}, outside 0..{spec.num_layers - 1} of model {model_id!r}; {fix}")
+        raise ArtifactError(f"{what} {verb} layers {bad}, "
+                            f"outside 0..{spec.num_layers - 1} of model {model_id!r}; {fix}")
     if m.model_fingerprint != spec.fingerprint:
         raise ArtifactError(f"{what} was made for a model with config fingerprint {m.model_fingerprint} but model "
                             f"{model_id!r} has {spec.fingerprint}; {fix}")

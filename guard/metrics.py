@@ -33,7 +33,8 @@ from guard.errors import ConfigError
 from guard.verdicts import GuardSummary, SentenceVerdict
 
 __all__ = ["GuardMetrics", "TokenHistogram", "ENDPOINTS", "DECISIONS", "MODES", "ABSTAIN_REASONS", "UPSTREAM_ERRORS",
-           "GUARD_FAILURES", "FAILURE_POLICIES", "NONFINITE_SOURCES", "STEER_KINDS", "STEER_HOWS", "LATENCY_BUCKETS", "P_VALUE_BUCKETS"]
+           "GUARD_FAILURES", "FAILURE_POLICIES", "NONFINITE_SOURCES", "STEER_KINDS", "STEER_HOWS", "LATENCY_BUCKETS",
+           "P_VALUE_BUCKETS"]
 
 ENDPOINTS = ("chat_completions", "completions")
 #: the policy's decisions, plus ``error`` for a request the guard could not complete
@@ -82,7 +83,8 @@ class GuardMetrics:
     Example:
         >>> m = GuardMetrics()
         >>> m.record_request("chat_completions", mode="flag", decision="pass")
-        >>> m.registry.get_sample_value("guard_requests_total", {"endpoint": "chat_completions", "decision": "pass", "mode": "flag"})
+        >>> labels = {"endpoint": "chat_completions", "decision": "pass", "mode": "flag"}
+        >>> m.registry.get_sample_value("guard_requests_total", labels)
         1.0
     """
 
@@ -152,7 +154,8 @@ class GuardMetrics:
 
     def record_guard_failure(self, kind: str, policy: str) -> None:
         """Count one answer the guard could not judge (``kind`` from :data:`GUARD_FAILURES`) and its policy."""
-        self.guard_failures.labels(_check("kind", kind, GUARD_FAILURES), _check("policy", policy, FAILURE_POLICIES)).inc()
+        self.guard_failures.labels(_check("kind", kind, GUARD_FAILURES),
+                                   _check("policy", policy, FAILURE_POLICIES)).inc()
 
     def record_disconnect(self, endpoint: str) -> None:
         """Count one stream the client closed before it ended."""
@@ -244,6 +247,8 @@ class TokenHistogram(Collector):
         """The histogram as Prometheus exposes one."""
         cumulative = list(accumulate(self._counts))
         family = HistogramMetricFamily(self.name, self.documentation)
-        family.add_metric([], [(floatToGoString(b), float(c)) for b, c in zip(self._bounds, cumulative)]
+        # prometheus_client ships floatToGoString without annotations
+        bounds = [floatToGoString(b) for b in self._bounds]  # type: ignore[no-untyped-call]
+        family.add_metric([], [(b, float(c)) for b, c in zip(bounds, cumulative)]
                           + [("+Inf", float(cumulative[-1]))], sum_value=self._sum)
         yield family

@@ -20,7 +20,8 @@ __all__ = ["mlp_hidden", "mlp_hidden_units"]
 
 def mlp_hidden(z: np.ndarray, w1: np.ndarray, b1: np.ndarray) -> np.ndarray:
     """Hidden activations ``(n, L, m)`` of standardised rows ``z (n, L, H)``, in float64."""
-    return np.maximum(np.einsum("nlh,lmh->nlm", z, w1.astype(np.float64)) + b1, 0.0)
+    hidden: np.ndarray = np.maximum(np.einsum("nlh,lmh->nlm", z, w1.astype(np.float64)) + b1, 0.0)
+    return hidden
 
 
 def mlp_hidden_units(head: str, layers: tuple[int, ...], hidden_size: int,

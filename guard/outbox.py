@@ -9,7 +9,13 @@ that release nothing.
 
 from __future__ import annotations
 
-from guard.verdicts import AbstainReason, GuardEvent, SentenceVerdict, SteerPoint, TokenScore
+from guard.verdicts import (
+    AbstainReason,
+    GuardEvent,
+    SentenceVerdict,
+    SteerPoint,
+    TokenScore,
+)
 
 __all__ = ["NOTHING", "Outbox"]
 

@@ -26,7 +26,8 @@ def softmax(z: np.ndarray) -> np.ndarray:
     """Softmax over the last axis, in float64 (max-shifted)."""
     z = np.asarray(z, np.float64)
     e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return probs
 
 
 def row_probabilities(rows: list[list[list[float]]]) -> list[tuple[float, ...]] | None:

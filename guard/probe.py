@@ -64,10 +64,12 @@ class ConformalCalibration(BaseModel):
             refit = MondrianConformal.from_scores(self.alpha, [self.scores[label] for label in labels])
         except ConfigError as exc:
             raise ValueError(str(exc)) from exc
+        assert refit.counts is not None and refit.thresholds is not None  # from_scores fits both
         for label, n, again in zip(labels, refit.counts.tolist(), refit.thresholds.tolist()):
             stored = self.thresholds[label]
             if n != self.n_cal.get(label) or (np.isfinite(stored) and abs(again - stored) > 1e-6):
-                raise ValueError(f"conformal scores of {label!r} ({n} values, threshold {again:.6f} at alpha={self.alpha}) "
+                raise ValueError(f"conformal scores of {label!r} "
+                                 f"({n} values, threshold {again:.6f} at alpha={self.alpha}) "
                                  f"disagree with n_cal={self.n_cal.get(label)} and threshold {stored:.6f}; "
                                  "re-run `guard calibrate`")
         return self
@@ -128,7 +130,7 @@ class Probe:
         arrays = {"weight": weight, "bias": bias, "mean": mean, "scale": scale}
         m = mlp_hidden_units(manifest.head, manifest.layers, h, w1, b1)
         expected = {"weight": (n_l, k, m or h), "bias": (n_l, k), "mean": (n_l, h), "scale": (n_l, h)}
-        if m:
+        if w1 is not None and b1 is not None:  # both exactly when m > 0 (mlp_hidden_units checked)
             arrays |= {"w1": w1, "b1": b1}
             expected |= {"w1": (n_l, m, h), "b1": (n_l, m)}
         for name, arr in arrays.items():
@@ -176,9 +178,10 @@ class Probe:
                 f"got {hidden.shape}"
             )
         z = (hidden - self.mean) / self.scale  # (n, L, H)
-        if self.w1 is not None:
+        if self.w1 is not None and self.b1 is not None:  # an MLP head holds both (checked on load)
             z = mlp_hidden(z, self.w1, self.b1)  # (n, L, m)
-        return np.einsum("nlh,lkh->nlk", z, self.weight.astype(np.float64)) + self.bias
+        scores: np.ndarray = np.einsum("nlh,lkh->nlk", z, self.weight.astype(np.float64)) + self.bias
+        return scores
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n, k)`` from per-token scores ``(n, L, k)``: layers averaged, then softmax."""
@@ -245,7 +248,8 @@ class Probe:
             ArtifactError: the probe has an MLP head (use :meth:`folded_mlp`).
         """
         if self.w1 is not None:
-            raise ArtifactError(f"probe {self.manifest.kind!r} has an MLP head; fold it with folded_mlp(), not folded()")
+            raise ArtifactError(f"probe {self.manifest.kind!r} has an MLP head; "
+                                "fold it with folded_mlp(), not folded()")
         return self._fold(self.weight, self.bias)
 
     def folded_mlp(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -259,7 +263,8 @@ class Probe:
             ArtifactError: the probe has a linear head (use :meth:`folded`).
         """
         if self.w1 is None or self.b1 is None:
-            raise ArtifactError(f"probe {self.manifest.kind!r} has a linear head; fold it with folded(), not folded_mlp()")
+            raise ArtifactError(f"probe {self.manifest.kind!r} has a linear head; "
+                                "fold it with folded(), not folded_mlp()")
         w1, b1 = self._fold(self.w1, self.b1)
         return w1, b1, np.ascontiguousarray(self.weight.transpose(0, 2, 1)), self.bias.copy()
 

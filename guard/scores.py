@@ -121,6 +121,8 @@ def decode_batch(frames: list[bytes]) -> list[ScoreSegment]:
         for key, start, n, has_hidden in header["segments"]:
             seg_hidden = None
             if has_hidden:
+                if hidden is None:
+                    raise ValueError(f"segment {key!r} carries hidden rows but the header declares none")
                 seg_hidden = hidden[hrow : hrow + n]
                 hrow += n
             out.append(ScoreSegment(str(key), int(start), scores[row : row + n], seg_hidden))
@@ -128,7 +130,8 @@ def decode_batch(frames: list[bytes]) -> list[ScoreSegment]:
     except ChannelError:
         raise
     except (IndexError, KeyError, TypeError, ValueError) as exc:
-        raise ChannelError(f"malformed score batch ({exc}); engine and consumer may run different guard versions") from exc
+        raise ChannelError(f"malformed score batch ({exc}); "
+                           "engine and consumer may run different guard versions") from exc
     if row != scores.shape[0]:
         raise ChannelError(f"score batch header covers {row} rows but carries {scores.shape[0]}")
     return out
@@ -228,7 +231,8 @@ class ScoreStore:
         recent.reverse()
         if recent and recent[0].start < start:
             first, cut = recent[0], start - recent[0].start
-            recent[0] = ScoreSegment(key, start, first.scores[cut:], None if first.hidden is None else first.hidden[cut:])
+            hidden = None if first.hidden is None else first.hidden[cut:]
+            recent[0] = ScoreSegment(key, start, first.scores[cut:], hidden)
         return recent
 
     def pop(self, key: str) -> TokenScores:

@@ -41,7 +41,8 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
         return 1.0
     if p >= 1.0:
         return 0.0
-    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p) + (n - i) * math.log1p(-p)
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+            + i * math.log(p) + (n - i) * math.log1p(-p)
             for i in range(k + 1)]
     top = max(logs)
     return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
@@ -49,7 +50,8 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
 
 def _check(alpha: float, delta: float) -> None:
     if not 0.0 < alpha < 1.0:
-        raise ConfigError(f"alpha={alpha!r} is invalid: expected a tolerated error rate strictly between 0 and 1 (e.g. 0.1)")
+        raise ConfigError(f"alpha={alpha!r} is invalid: "
+                          "expected a tolerated error rate strictly between 0 and 1 (e.g. 0.1)")
     if not 0.0 < delta < 1.0:
         raise ConfigError(f"delta={delta!r} is invalid: expected a failure probability strictly between 0 and 1")
 
@@ -76,7 +78,8 @@ def selective_threshold(confidence: np.ndarray, correct: np.ndarray, alpha: floa
     if confidence.shape != correct.shape or confidence.ndim != 1:
         raise ConfigError(f"confidence {confidence.shape} and correct {correct.shape} must be equal-length vectors")
     if confidence.size and (confidence.min() < 0 or confidence.max() > 1):
-        raise ConfigError(f"confidences span [{confidence.min():.3g}, {confidence.max():.3g}]; expected probabilities in [0, 1]")
+        raise ConfigError(f"confidences span [{confidence.min():.3g}, {confidence.max():.3g}]; "
+                          "expected probabilities in [0, 1]")
     best, carried = math.inf, 0.0
     for j in range(grid, 0, -1):
         lam = j / grid

@@ -136,7 +136,8 @@ class SentenceSplitter:
         text = "".join(self._chars)
         first = self._first if self._first is not None else self._first_any
         last = self._last if self._last is not None else self._last_any
-        sentence = Sentence(self._index, text, self._start, self._start + len(text), int(first), int(last))
+        assert first is not None and last is not None  # a sentence closes only once a token pushed text into it
+        sentence = Sentence(self._index, text, self._start, self._start + len(text), first, last)
         self._index += 1
         self._new_sentence(sentence.end)
         return sentence

@@ -32,7 +32,8 @@ from guard.tensorfile import load_tensors, save_tensors
 __all__ = ["MAX_SHIFT", "STEERING_SCHEMA_VERSION", "SteeringManifest", "SteeringVector", "strength_limit"]
 
 STEERING_SCHEMA_VERSION = 1
-#: the most a request may move a steered row, in median residual-stream norms (``|alpha| * norm <= this * residual_norm``)
+#: the most a request may move a steered row, in median residual-stream norms
+#: (``|alpha| * norm <= this * residual_norm``)
 MAX_SHIFT = 4.0
 
 
@@ -102,7 +103,8 @@ class SteeringVector:
         self.vectors = np.asarray(vectors, np.float32)
         norms = tuple(float(n) for n in np.linalg.norm(self.vectors.astype(np.float64), axis=-1))
         if max(norms) == 0.0:
-            raise ArtifactError("steering tensor 'vectors' is all zeros: it steers nowhere; rebuild the steering vector")
+            raise ArtifactError("steering tensor 'vectors' is all zeros: it steers nowhere; "
+                                "rebuild the steering vector")
         self.manifest = manifest.model_copy(update={"norms": norms})
         self.max_alpha = MAX_SHIFT * (manifest.residual_norm or max(norms)) / max(norms)
         if manifest.default_alpha is not None and not self.allows(manifest.default_alpha):
@@ -149,7 +151,8 @@ class SteeringVector:
         if hidden.ndim != 3 or hidden.shape[1:] != self.vectors.shape:
             n_l, h = self.vectors.shape
             raise ArtifactError(f"steering expects rows of shape (n, {n_l}, {h}), got {hidden.shape}")
-        return hidden + np.float32(alpha) * self.vectors
+        steered: np.ndarray = hidden + np.float32(alpha) * self.vectors
+        return steered
 
     def check_model(self, spec: ModelSpec, model_id: str = "") -> None:
         """Refuse a steering vector that was not made for ``spec``.

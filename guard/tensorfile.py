@@ -88,7 +88,8 @@ def load_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str
         raise ArtifactError(f"{str(path)!r} is {len(data)} bytes, too short to be safetensors; re-export it")
     (hlen,) = struct.unpack("<Q", data[:8])
     if hlen > min(_MAX_HEADER, len(data) - 8):
-        raise ArtifactError(f"{str(path)!r} declares a {hlen}-byte header but holds {len(data)} bytes; the file is corrupt")
+        raise ArtifactError(f"{str(path)!r} declares a {hlen}-byte header but holds {len(data)} bytes; "
+                            "the file is corrupt")
     try:
         header = json.loads(data[8 : 8 + hlen])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -106,7 +107,8 @@ def load_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str
         count = int(np.prod(shape, dtype=np.int64))
         if end > len(body) or end - start != count * dt.itemsize:
             raise ArtifactError(
-                f"tensor {name!r} in {str(path)!r} needs bytes {start}..{end} of {len(body)}; the file is truncated or corrupt"
+                f"tensor {name!r} in {str(path)!r} needs bytes {start}..{end} of {len(body)}; "
+                "the file is truncated or corrupt"
             )
         out[name] = np.frombuffer(body[start:end], dtype=dt).reshape(shape).copy()
     return out, {str(k): str(v) for k, v in metadata.items()}

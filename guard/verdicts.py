@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -150,16 +150,18 @@ class GuardSummary(BaseModel):
     def of(cls, verdicts: list[SentenceVerdict], mode: Mode, alpha: float, tokens: int, tokens_scored: int,
            abstained: AbstainReason | None = None, steered: SteerPoint | None = None) -> GuardSummary:
         """The summary of a choice's decided sentences (see :mod:`guard.policy` for the decision)."""
-        counts = {name: sum(v.verdict == name for v in verdicts) for name in ("supported", "uncertain", "flagged",
-                                                                               "unscored")}
+        named = [v.verdict for v in verdicts]
+        flagged = named.count("flagged")
         p_true = [v.p_true for v in verdicts if v.p_true is not None]
         # built from checked records and counts: no validation, once or twice per request
         return cls.model_construct(
-            decision=response_decision(mode, counts["flagged"], abstained is not None, steered is not None),
+            decision=response_decision(mode, flagged, abstained is not None, steered is not None),
             mode=mode, alpha=alpha, score=min(p_true) if p_true else None, abstained=abstained,
             sentences=tuple(verdicts), steered=steered,
             counts=VerdictCounts.model_construct(sentences=len(verdicts), tokens=tokens, tokens_scored=tokens_scored,
-                                                 **counts))
+                                                 supported=named.count("supported"),
+                                                 uncertain=named.count("uncertain"), flagged=flagged,
+                                                 unscored=named.count("unscored")))
 
 
 def response_decision(mode: Mode, flagged: int, abstained: bool, steered: bool = False) -> Decision:
@@ -314,8 +316,9 @@ class VerdictRule:
     def judge(self, sentence: Sentence, pooled: Sequence[float] | None, tokens_scored: int,
               alpha: float) -> SentenceVerdict:
         """The verdict on ``sentence`` from its pooled probabilities ``(k,)`` (``None``: no token scored)."""
-        span = {"index": sentence.index, "start": sentence.start, "end": sentence.end, "first": sentence.first,
-                "last": sentence.last, "tokens_scored": tokens_scored}
+        # Any: splatted into model_construct, whose first parameter (_fields_set) is not an int
+        span: dict[str, Any] = {"index": sentence.index, "start": sentence.start, "end": sentence.end,
+                                "first": sentence.first, "last": sentence.last, "tokens_scored": tokens_scored}
         if pooled is None:
             return SentenceVerdict(verdict="unscored", p_true=None, prediction_set=(), probs=None, **span)
         inside = self.conformal.row_set(pooled, alpha)

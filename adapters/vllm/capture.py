@@ -38,20 +38,20 @@ from guard.heads import check_gate, fused_linear
 from guard.model_spec import ModelSpec
 from guard.probe import Probe
 from guard.request_options import RequestOptions, parse_request_options
-from guard.scores import ScoreSegment
+from guard.scores import ScoreSegment, ScoreSink
 
 __all__ = ["install", "worker_status", "CaptureState"]
 
 
 @torch.library.custom_op("guard::capture_layer", mutates_args=())
-def capture_layer(hidden: torch.Tensor, residual: torch.Tensor, slot: int) -> None:
+def _capture_layer(hidden: torch.Tensor, residual: torch.Tensor, slot: int) -> None:
     """Opaque to torch.compile: hands one layer's output to the worker's capture state."""
     state = _STATE
     if state is not None:
         state.on_layer(hidden, residual, slot)
 
 
-@capture_layer.register_fake
+@_capture_layer.register_fake
 def _capture_layer_fake(hidden: torch.Tensor, residual: torch.Tensor, slot: int) -> None:
     return None
 
@@ -74,8 +74,8 @@ class _Plan:
 class CaptureState:
     """Worker-resident capture: device copies of the probe, buffers, and the current step's plan."""
 
-    def __init__(self, runner: Any, spec: CaptureSpec, probe: Probe | None, sink: Any, gate: Probe | None = None,
-                 steer: SteerState | None = None) -> None:
+    def __init__(self, runner: Any, spec: CaptureSpec, probe: Probe | None, sink: ScoreSink,
+                 gate: Probe | None = None, steer: SteerState | None = None) -> None:
         self.runner = runner
         self.steer = steer
         self.spec = spec
@@ -90,14 +90,17 @@ class CaptureState:
         max_rows = internals.max_num_tokens(runner)
         n_layers = len(spec.layers)
         hidden_size = int(runner.model_config.get_hidden_size())
-        # The head is decided here, once: w1/b1/act exist only for an MLP head, and on_layer checks w1 alone.
-        self.w1, self.b1, self.w, self.b = self._device_weights(probe, gate)
-        self.k = 0 if self.w is None else self.w.shape[2]
-        self.act = (
-            torch.zeros((n_layers, max_rows, self.w1.shape[2]), dtype=torch.float32, device=self.device)
-            if self.w1 is not None
-            else None
-        )
+        # The head is decided here, once: an MLP head's (w1, b1, w, b, act buffer), a linear head's (w, b), or
+        # neither (capture only); on_layer checks which one exists.
+        w1, b1, w, b = self._device_weights(probe, gate)
+        self.k = 0 if w is None else w.shape[2]
+        self.mlp: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.linear: tuple[torch.Tensor, torch.Tensor] | None = None
+        if w1 is not None and b1 is not None and w is not None and b is not None:
+            act = torch.zeros((n_layers, max_rows, w1.shape[2]), dtype=torch.float32, device=self.device)
+            self.mlp = (w1, b1, w, b, act)
+        elif w is not None and b is not None:
+            self.linear = (w, b)
         self.scores = torch.zeros((n_layers, max_rows, self.k), dtype=torch.float32, device=self.device)
         self.hidden = (
             torch.zeros((n_layers, max_rows, hidden_size), dtype=torch.float32, device=self.device)
@@ -112,6 +115,7 @@ class CaptureState:
         """
         if probe is None:
             return None, None, None, None
+        arrays: tuple[np.ndarray | None, ...]
         if probe.hidden_units:
             arrays = probe.folded_mlp()  # (L, H, m), (L, m), (L, m, k), (L, k)
         else:
@@ -130,14 +134,15 @@ class CaptureState:
                 opts = opts.model_copy(update={"hidden": False})
                 self.bad_options += 1
             if opts is not None and opts.steer is not None:
-                opts = self._resolve_steering(req_id, opts)
+                opts = self._resolve_steering(req_id, opts, opts.steer)
             self._options[req_id] = opts
         return self._options[req_id]
 
-    def _resolve_steering(self, req_id: str, opts: RequestOptions) -> RequestOptions:
-        """Drop steering on an engine without a steering vector or with a strength beyond its ``max_alpha``;
-        resolve ``steer_from`` against the prompt length (default: the prompt length; negative: counted back)."""
-        if self.steer is None or abs(opts.steer) > self.steer.max_alpha:  # validated at the edges; never here
+    def _resolve_steering(self, req_id: str, opts: RequestOptions, strength: float) -> RequestOptions:
+        """Drop steering on an engine without a steering vector or with a strength (``opts.steer``) beyond its
+        ``max_alpha``; resolve ``steer_from`` against the prompt length (default: the prompt length; negative:
+        counted back)."""
+        if self.steer is None or abs(strength) > self.steer.max_alpha:  # validated at the edges; never here
             self.bad_options += 1
             return opts.model_copy(update={"steer": None, "steer_from": None})
         if opts.steer_from is None or opts.steer_from < 0:
@@ -160,7 +165,9 @@ class CaptureState:
             start, count = int(qsl[i]), int(qsl[i + 1] - qsl[i])
             if count <= 0:
                 continue
-            if opts.steer is not None and (skip := max(opts.steer_from - int(computed[i]), 0)) < count:
+            # steer_from is resolved (never None) for every request that steers; see _resolve_steering
+            if (opts.steer is not None and opts.steer_from is not None
+                    and (skip := max(opts.steer_from - int(computed[i]), 0)) < count):
                 steer_spans.append((start + skip, count - skip, opts.steer))
             segments.append((opts.key, int(computed[i]), row, count, hrow if opts.hidden else -1))
             spans.append((start, count))
@@ -196,14 +203,17 @@ class CaptureState:
         else:
             x = hidden.index_select(0, plan.rows) + residual.index_select(0, plan.rows)
         x = x.float()
-        if self.w1 is not None:
-            act = self.act[slot, :n]  # (n, m)
-            torch.addmm(self.b1[slot], x, self.w1[slot], out=act)
+        if self.mlp is not None:
+            w1, b1, w, b, act_buffer = self.mlp
+            act = act_buffer[slot, :n]  # (n, m)
+            torch.addmm(b1[slot], x, w1[slot], out=act)
             act.relu_()
-            torch.addmm(self.b[slot], act, self.w[slot], out=self.scores[slot, :n])
-        elif self.w is not None:
-            torch.addmm(self.b[slot], x, self.w[slot], out=self.scores[slot, :n])
-        if plan.n_hidden:
+            torch.addmm(b[slot], act, w[slot], out=self.scores[slot, :n])
+        elif self.linear is not None:
+            w, b = self.linear
+            torch.addmm(b[slot], x, w[slot], out=self.scores[slot, :n])
+        # plan.n_hidden > 0 only with a hidden buffer (requests asking for rows without one are refused)
+        if plan.n_hidden and self.hidden is not None:
             if plan.hidden_sel is None:
                 self.hidden[slot, :n].copy_(x)
             else:
@@ -219,10 +229,11 @@ class CaptureState:
             return
         scores = self.scores[:, : plan.n_rows].transpose(0, 1).contiguous().cpu().numpy()  # (n, L, k)
         hidden = None
-        if plan.n_hidden:
+        if plan.n_hidden and self.hidden is not None:
             hidden = self.hidden[:, : plan.n_hidden].transpose(0, 1).contiguous().cpu().numpy()  # (nh, L, H)
         out = [
-            ScoreSegment(key, pos, scores[row : row + count], None if hrow < 0 else hidden[hrow : hrow + count])
+            ScoreSegment(key, pos, scores[row : row + count],
+                         None if hrow < 0 or hidden is None else hidden[hrow : hrow + count])
             for key, pos, row, count, hrow in plan.segments
         ]
         self.sink.publish(out)

@@ -12,23 +12,26 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from adapters.model_store import resolve_model
 from adapters.score_channel import ScoreCollector, new_ipc_endpoint
 from adapters.vllm import internals
-from adapters.vllm.worker_extension import WORKER_EXTENSION
 from adapters.vllm.plugin import register
+from adapters.vllm.worker_extension import WORKER_EXTENSION
 from guard.capture_spec import CaptureSpec, check_endpoint
 from guard.config import GuardConfig
-from guard.errors import ConfigError, SelfTestError
+from guard.errors import AdapterError, ConfigError, SelfTestError
 from guard.heads import check_gate, split_columns
 from guard.probe import Probe
 from guard.request_options import RequestOptions
 from guard.scores import TokenScores
 from guard.steering import SteeringVector
+
+if TYPE_CHECKING:
+    from vllm import LLM
 
 __all__ = ["GuardedCompletion", "GuardedLLM", "engine_arguments"]
 
@@ -116,16 +119,18 @@ class GuardedLLM:
         self.probe = Probe.load(config.probe) if config.probe else None
         self.gate = Probe.load(config.gate) if config.gate else None
         if self.gate is not None:
+            assert self.probe is not None  # engine_arguments refuses a gate without its probe
             check_gate(self.probe, self.gate)
         #: the steering vector requests steer along (its manifest holds the default strength)
         self.steering = SteeringVector.load(config.steering) if config.steering else None
         self.collector = ScoreCollector(endpoint)
         try:
-            self.llm = LLM(**self.engine_kwargs)
+            #: the wrapped engine; ``None`` once closed
+            self.llm: LLM | None = LLM(**self.engine_kwargs)
         except Exception:
             self.collector.close()
             raise
-        self.tokenizer = self.llm.get_tokenizer()
+        self.tokenizer = self._engine().get_tokenizer()
         if config.selftest:
             self.selftest()
 
@@ -166,7 +171,8 @@ class GuardedLLM:
                 raise ConfigError(f"steer={alpha} was given for a prompt with guard=False; steering is part of the "
                                   "guard opt-in, so guard that prompt or pass steer=None for it")
             if alpha is not None and self.steering is not None and not self.steering.allows(alpha):
-                raise ConfigError(f"steer={alpha!r} is out of range: {self.steering.limit_text()}; pass a smaller steer")
+                raise ConfigError(f"steer={alpha!r} is out of range: {self.steering.limit_text()}; "
+                                  "pass a smaller steer")
             if key is not None:
                 opts = RequestOptions(key=key, hidden=hidden, steer=alpha,
                                       steer_from=None if alpha is None else start)
@@ -174,10 +180,11 @@ class GuardedLLM:
             inputs.append(TokensPrompt(prompt_token_ids=list(prompt)) if not isinstance(prompt, str) else prompt)
             per_request.append(sp)
             keys.append(key)
-        outputs = self.llm.generate(inputs, per_request, use_tqdm=False)
+        outputs = self._engine().generate(inputs, per_request, use_tqdm=False)
         done = []
         for key, out in zip(keys, outputs):
-            prompt_ids, gen = list(out.prompt_token_ids), out.outputs[0]
+            # vLLM types prompt_token_ids Optional, but fills them for every generate() request
+            prompt_ids, gen = list(out.prompt_token_ids), out.outputs[0]  # type: ignore[arg-type]
             scores = None
             if key is not None:
                 # The last sampled token is never fed back, so positions end at len - 2.
@@ -185,9 +192,11 @@ class GuardedLLM:
                 scores = self.collector.store.pop(key)
             logprobs = None
             if gen.logprobs:
-                logprobs = [float(step[tok].logprob) for tok, step in zip(gen.token_ids, gen.logprobs)]
+                # vLLM types each step Optional, but fills every sampled step when logprobs were asked for
+                logprobs = [float(step[tok].logprob)  # type: ignore[index]
+                            for tok, step in zip(gen.token_ids, gen.logprobs)]
             gate_scores = None
-            if scores is not None and self.gate is not None:
+            if scores is not None and self.gate is not None and self.probe is not None:  # a gate rides on the probe
                 probe_part, gate_scores = split_columns(scores.scores, self.probe)
                 scores = dataclasses.replace(scores, scores=probe_part)
             done.append(GuardedCompletion(prompt_ids, list(gen.token_ids), gen.text, scores, token_logprobs=logprobs,
@@ -196,7 +205,13 @@ class GuardedLLM:
 
     def worker_status(self) -> list[dict[str, Any]]:
         """What the capture in each worker has done (installed, hook calls per layer, ...)."""
-        return self.llm.collective_rpc("guard_status")
+        status: list[dict[str, Any]] = self._engine().collective_rpc("guard_status")
+        return status
+
+    def _engine(self) -> LLM:
+        if self.llm is None:
+            raise AdapterError("this GuardedLLM is closed; start a new one")
+        return self.llm
 
     def selftest(self) -> None:
         """Prove the hooks fire in this engine and that rows land on the right request.
@@ -225,18 +240,20 @@ class GuardedLLM:
             )
         for res in results:
             expected = np.arange(len(res.sequence) - 1)
-            got = res.scores.positions if res.scores is not None else np.zeros(0)
-            if not np.array_equal(got, expected):
+            scores = res.scores
+            got = scores.positions if scores is not None else np.zeros(0)
+            if scores is None or not np.array_equal(got, expected):
                 raise SelfTestError(
                     f"self-test request of {len(res.prompt_token_ids)} prompt tokens received scores for positions "
-                    f"{got.tolist()}, expected 0..{len(expected) - 1}; the runner's batch layout is not what guard reads"
+                    f"{got.tolist()}, expected 0..{len(expected) - 1}; "
+                    "the runner's batch layout is not what guard reads"
                 )
-            if self.probe is not None and res.scores.hidden is not None:
-                ref = self.probe.score(res.scores.hidden)
-                if not np.allclose(ref, res.scores.scores, rtol=1e-3, atol=1e-3):
+            if self.probe is not None and scores.hidden is not None:
+                ref = self.probe.score(scores.hidden)
+                if not np.allclose(ref, scores.scores, rtol=1e-3, atol=1e-3):
                     raise SelfTestError("in-engine probe scores disagree with the numpy reference on captured rows")
-                if self.gate is not None and not np.allclose(self.gate.score(res.scores.hidden), res.gate_scores,
-                                                             rtol=1e-3, atol=1e-3):
+                if self.gate is not None and (res.gate_scores is None or not np.allclose(
+                        self.gate.score(scores.hidden), res.gate_scores, rtol=1e-3, atol=1e-3)):
                     raise SelfTestError("in-engine gate scores disagree with the numpy reference on captured rows")
 
     def close(self) -> None:

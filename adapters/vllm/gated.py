@@ -145,7 +145,8 @@ def steered_request(point: SteerPoint, completion: GuardedCompletion, max_tokens
 
 
 def _gate(llm: GuardedLLM, options: GuardOptions, completion: GuardedCompletion) -> GateDecision | None:
-    if llm.gate is None or not options.gate or options.mode == "pass" or completion.gate_scores is None:
+    if (llm.gate is None or not options.gate or options.mode == "pass" or completion.gate_scores is None
+            or completion.scores is None):
         return None
     last = len(completion.prompt_token_ids) - 1
     where = np.flatnonzero(completion.scores.positions == last)
@@ -209,15 +210,17 @@ def generate_guarded(llm: GuardedLLM, prompts: Sequence[str | list[int]], params
             pieces = token_pieces(llm.tokenizer, completion.token_ids, completion.text)
             choice.take(feed_completion(choice.guard, completion, pieces, len(completion.prompt_token_ids)))
         choices.append(choice)
-    _steer(llm, [c for c in choices if c.guard.steered is not None and c.guard.stopped], params)
+    _steer(llm, [(c, c.guard.steered) for c in choices if c.guard.steered is not None and c.guard.stopped], params)
     return [_answer(c) for c in choices]
 
 
-def _steer(llm: GuardedLLM, choices: list[_Choice], params: Any) -> None:
-    """One batch of steered generations for the choices that asked; resume and feed their guards."""
-    if not choices:
+def _steer(llm: GuardedLLM, asked: list[tuple[_Choice, SteerPoint]], params: Any) -> None:
+    """One batch of steered generations for the choices that asked (each with its steer point); resume and feed
+    their guards."""
+    if not asked:
         return
-    requests = [steered_request(c.guard.steered, c.completion, params.max_tokens) for c in choices]
+    choices = [c for c, _ in asked]
+    requests = [steered_request(point, c.completion, params.max_tokens) for c, point in asked]
     per_request = []
     for _, _, max_tokens in requests:
         sp = params.clone()

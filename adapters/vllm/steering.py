@@ -37,14 +37,14 @@ __all__ = ["SteerState", "install_steering"]
 
 
 @torch.library.custom_op("guard::steer_layer", mutates_args=("residual",))
-def steer_layer(residual: torch.Tensor, slot: int) -> None:
+def _steer_layer(residual: torch.Tensor, slot: int) -> None:
     """Opaque to torch.compile: adds this step's steering to one layer's residual buffer in place."""
     state = _STATE
     if state is not None:
         state.on_layer(residual, slot)
 
 
-@steer_layer.register_fake
+@_steer_layer.register_fake
 def _steer_layer_fake(residual: torch.Tensor, slot: int) -> None:
     return None
 

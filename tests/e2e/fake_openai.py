@@ -73,7 +73,8 @@ class FakeOpenAI:
 
     async def _answer(self, request: Request, chat: bool) -> Any:
         body = await request.json()
-        self.seen.append({"path": request.url.path, "body": body, "authorization": request.headers.get("authorization")})
+        self.seen.append({"path": request.url.path, "body": body,
+                          "authorization": request.headers.get("authorization")})
         answers = CHAT_ANSWERS if chat else COMPLETION_ANSWERS
         if body.get("model") not in answers:
             return JSONResponse({"error": {"message": f"The model `{body.get('model')}` does not exist",

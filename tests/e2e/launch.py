@@ -59,5 +59,6 @@ def _wait_until_ready(process: subprocess.Popen[bytes], log_path: Path, line: st
     deadline = time.monotonic() + start_s
     while line not in log_path.read_text():  # the log is the child's only signal; poll it
         assert process.poll() is None, log_path.read_text()[-3000:]
-        assert time.monotonic() < deadline, f"{line!r} did not appear in {start_s:.0f} s:\n" + log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, (f"{line!r} did not appear in {start_s:.0f} s:\n"
+                                             + log_path.read_text()[-3000:])
         time.sleep(1)

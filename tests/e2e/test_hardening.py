@@ -30,7 +30,8 @@ def _probe_for_another_model(out: Path) -> Path:
     labels, cal = ("true", "false", "neither"), [i / 20 for i in range(1, 20)]
     fitted = MondrianConformal.from_scores(0.1, [cal] * 3)
     calibration = ConformalCalibration(alpha=0.1, thresholds=dict(zip(labels, fitted.thresholds.tolist())),
-                                       n_cal={label: len(cal) for label in labels}, scores={label: cal for label in labels})
+                                       n_cal={label: len(cal) for label in labels},
+                                       scores={label: cal for label in labels})
     manifest = ProbeManifest(kind="probe-for-another-model", labels=labels, layers=(3,), hidden_size=896, num_layers=24,
                              model_fingerprint="0123456789abcdef", conformal=calibration)
     zeros = np.zeros((1, 896), np.float32)

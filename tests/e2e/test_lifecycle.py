@@ -29,7 +29,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.upstream import ENGINE_GRACE
+from adapters.http.upstream import ENGINE_GRACE
 from tests.e2e.launch import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore")]

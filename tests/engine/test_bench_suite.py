@@ -46,7 +46,8 @@ def plain_engine(bench_engine) -> Iterator:
 
     from adapters.vllm import internals
 
-    kwargs = {k: v for k, v in bench_engine.engine_kwargs.items() if k not in ("additional_config", "worker_extension_cls")}
+    kwargs = {k: v for k, v in bench_engine.engine_kwargs.items()
+              if k not in ("additional_config", "worker_extension_cls")}
     llm = LLM(**kwargs)
     yield llm
     internals.shutdown_llm(llm)
@@ -75,7 +76,8 @@ def test_latency_bench_reports_every_arm_against_plain_vllm_and_plots_it(bench_e
     assert row["plain"]["tokens"] == row["steered"]["tokens"] == 3 * 3  # ignore_eos: every request gives 3 tokens
     status = bench_engine.worker_status()[0]
     assert all(f > 0 for f in status["steer_fired"])  # the steered arm went through the steering hooks
-    assert plot_latency({**result, "proxy": None}, tmp_path / "latency.png") and (tmp_path / "latency.png").stat().st_size
+    assert plot_latency({**result, "proxy": None}, tmp_path / "latency.png")
+    assert (tmp_path / "latency.png").stat().st_size
 
 
 def test_quality_bench_scores_layers_shipped_probe_domains_and_baselines(bench_engine, tmp_path: Path):

@@ -39,7 +39,8 @@ def test_prefix_caching_on_scores_only_recomputed_tokens_and_says_which_are_miss
     from guard.config import GuardConfig
 
     prompt = " ".join(f"Line {i}: the guard scores every computed token." for i in range(30))
-    cfg = GuardConfig.build(probe=probe_path, capture_hidden=True, enforce_eager=True, prefix_caching=True, max_model_len=1024)
+    cfg = GuardConfig.build(probe=probe_path, capture_hidden=True, enforce_eager=True, prefix_caching=True,
+                            max_model_len=1024)
     with GuardedLLM(cfg) as llm:
         (first,) = llm.generate([prompt], _params(3), hidden=True)
         (second,) = llm.generate([prompt], _params(3), hidden=True)
@@ -84,7 +85,8 @@ def test_guard_settings_change_vllms_compile_cache_key(model_path):
     from guard.capture_spec import CaptureSpec
 
     def key(additional):
-        return EngineArgs(model=model_path, dtype="float32", additional_config=additional).create_engine_config().compute_hash()
+        args = EngineArgs(model=model_path, dtype="float32", additional_config=additional)
+        return args.create_engine_config().compute_hash()
 
     plain = key({})
     a = key(CaptureSpec(layers=(3,)).to_additional_config())

@@ -44,7 +44,7 @@ def test_shipped_probe_reaches_auroc_085_on_held_out_statements_scored_in_the_en
 
 
 def test_guard_evaluate_reports_metrics_for_a_user_file_as_json(shipped, tmp_path, capsys):
-    from adapters.cli import main
+    from guard.__main__ import main
 
     rows = ["statement,label", "The capital of France is Paris.,true", "The capital of France is Rome.,false",
             "The capital of Japan is Tokyo.,true", "The capital of Japan is Madrid.,false",
@@ -63,7 +63,7 @@ def test_guard_evaluate_reports_metrics_for_a_user_file_as_json(shipped, tmp_pat
 
 
 def test_guard_evaluate_rejects_a_bad_file_before_starting_an_engine(shipped, tmp_path, capsys):
-    from adapters.cli import main
+    from guard.__main__ import main
 
     data = tmp_path / "bad.csv"
     data.write_text("statement,label\nThe sky is green.,nope\n")
@@ -72,9 +72,10 @@ def test_guard_evaluate_rejects_a_bad_file_before_starting_an_engine(shipped, tm
 
 
 def test_guard_generate_prints_per_token_probabilities_and_a_conformal_verdict(capsys):
-    from adapters.cli import main
+    from guard.__main__ import main
 
-    assert main(["generate", "--chat", "--eager", "--json", "--max-tokens", "16", "What is the capital of France?"]) == 0
+    argv = ["generate", "--chat", "--eager", "--json", "--max-tokens", "16", "What is the capital of France?"]
+    assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     out = json.loads("\n".join(lines[lines.index("{"):]))
     assert out["probe"]["kind"] == "one-vs-rest-logistic"  # the shipped probe, not the stand-in
@@ -90,7 +91,7 @@ def test_guard_generate_prints_per_token_probabilities_and_a_conformal_verdict(c
 
 
 def test_guard_evaluate_qa_answers_grades_and_reports_selective_answering_end_to_end(tmp_path, capsys):
-    from adapters.cli import main
+    from guard.__main__ import main
 
     data = tmp_path / "qa.csv"
     data.write_text("question,answers\nWhat is the capital of France?,Paris\nWhat is the capital of Japan?,Tokyo\n"
@@ -101,9 +102,8 @@ def test_guard_evaluate_qa_answers_grades_and_reports_selective_answering_end_to
     assert out["n"] == 6 and 0.0 <= out["accuracy"] <= 1.0
     france = out["examples"][0]
     assert "Paris" in france["answer"] and france["correct"] is True  # graded against the accepted answer
-    assert {"answer_probe", "logprob"} <= set(out["methods"])
-    if out["gate"] is not None:  # the shipped gate rides along with the shipped probe
-        assert {"gate", "gate_and_probe"} <= set(out["methods"])
+    assert out["gate"] is not None  # the shipped gate rides along with the shipped probe
+    assert {"answer_probe", "logprob", "gate", "gate_and_probe"} <= set(out["methods"])
     for rep in out["methods"].values():
         assert rep["n"] == 6 and 0.0 <= rep["coverage"] <= 1.0
         assert abs(rep["correct"] + rep["hallucinated"] + rep["abstained"] - 1.0) < 1e-9

@@ -86,9 +86,10 @@ def test_steered_rows_change_while_other_requests_in_the_batch_stay_bit_identica
         assert np.array_equal(res.scores.hidden[:n_prompt], base.scores.hidden[:n_prompt])
         moved = np.linalg.norm(res.scores.hidden[n_prompt:, 1] - base.scores.hidden[n_prompt:, 1], axis=-1)
         assert moved.min() > 1e-3
-        # layer 3 precedes every steered layer: it changes only through the changed tokens fed back
-        if res.token_ids[0] == base.token_ids[0]:
-            assert np.array_equal(res.scores.hidden[n_prompt, 0], base.scores.hidden[n_prompt, 0])
+        # layer 3 precedes every steered layer: it changes only through the changed tokens fed back. The first
+        # generated token comes from the last prompt row, before steer_from, so it is the unsteered one
+        assert res.token_ids[0] == base.token_ids[0]
+        assert np.array_equal(res.scores.hidden[n_prompt, 0], base.scores.hidden[n_prompt, 0])
 
 
 def test_alpha_zero_is_bit_identical_to_no_steering(steer_engine, baseline):
@@ -177,10 +178,10 @@ def test_steering_works_in_the_engines_default_compiled_mode(probe_path, steerin
         prompts, alphas = prompts_of_different_lengths(4), [None, ALPHA, None, 0.0]
         plain = llm.generate(prompts, _params(), hidden=True)
         mixed = llm.generate(prompts, _params(), hidden=True, steer=alphas)
-    for base, res, alpha in zip(plain, mixed, alphas):
-        if alpha != ALPHA:
-            # the engine core runs in its own process here, so batch layouts (hence float rounding) may differ
-            assert res.token_ids == base.token_ids
-            np.testing.assert_allclose(res.scores.hidden, base.scores.hidden, rtol=1e-5, atol=1e-5)
-        else:
-            assert not np.array_equal(res.scores.hidden, base.scores.hidden)
+    unmoved = [i for i, alpha in enumerate(alphas) if alpha != ALPHA]  # no steering, or strength 0
+    (steered,) = [i for i, alpha in enumerate(alphas) if alpha == ALPHA]
+    for i in unmoved:
+        # the engine core runs in its own process here, so batch layouts (hence float rounding) may differ
+        assert mixed[i].token_ids == plain[i].token_ids
+        np.testing.assert_allclose(mixed[i].scores.hidden, plain[i].scores.hidden, rtol=1e-5, atol=1e-5)
+    assert not np.array_equal(mixed[steered].scores.hidden, plain[steered].scores.hidden)

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from adapters.http.score_feed import ScoreFeed
 from guard.scores import ScoreSegment
-from server.score_feed import ScoreFeed
 
 __all__ = ["FakeEngine", "publish_probs", "sse_event"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from server.score_feed import ScoreFeed
+from adapters.http.score_feed import ScoreFeed
 from tests.unit.fake_engine import sse_event
 from tests.unit.fake_proxy import FakeForeign, FakeReader, Proxy
 from tests.unit.fake_upstream import BAD, GOOD, MODEL, FakeUpstream, Script, run_app

@@ -8,7 +8,7 @@
   "false" (a proxy that took them for answer tokens would flag), and an answer token scores "false"
   from a false word (:data:`FALSE_WORDS`) to the end of its sentence, else "true". The last
   position's scores arrive just after the answer, so the proxy has to wait for them.
-* :class:`WordPrompts` is a word-level :class:`server.reader_prompt.ReaderPrompts`.
+* :class:`WordPrompts` is a word-level :class:`adapters.http.proxy.reader_prompt.ReaderPrompts`.
 * :class:`Proxy` builds guard proxy's app over the three and runs a test against it.
 """
 
@@ -24,11 +24,11 @@ import httpx
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.errors import invalid_request
-from server.protocol import DEFAULT_MODE_HEADER
-from server.proxy_app import create_proxy_app
-from server.score_feed import ScoreFeed
-from server.settings import ProxySettings
+from adapters.http.errors import invalid_request
+from adapters.http.protocol import DEFAULT_MODE_HEADER
+from adapters.http.proxy.router import create_proxy_app
+from adapters.http.score_feed import ScoreFeed
+from adapters.http.settings import ProxySettings
 from tests.unit.fake_engine import FakeEngine, publish_probs, sse_event
 from tests.unit.fake_upstream import BAD, GOOD, PROMPT_PROBS, make_probe
 
@@ -105,8 +105,9 @@ class FakeReader(FakeEngine):
             asyncio.get_running_loop().call_soon(publish_probs, self.feed, key, len(rows) - 1, rows[-1:])
         read = prompt[:-1] if self.wrong_length else prompt
         return httpx.Response(200, json={"id": "cmpl-r", "object": "text_completion", "model": READER,
-                                         "choices": [{"index": 0, "text": "x", "token_ids": [1], "finish_reason": "length",
-                                                      "prompt_token_ids": read, "logprobs": None}]})
+                                         "choices": [{"index": 0, "text": "x", "token_ids": [1],
+                                                      "finish_reason": "length", "prompt_token_ids": read,
+                                                      "logprobs": None}]})
 
     def _probs(self, prompt: list[int]) -> list[tuple[float, ...]]:
         mark = max(i for i, t in enumerate(prompt) if self.prompts.words.get(t) == _MARK)
@@ -161,9 +162,9 @@ class FakeForeign:
         guarded = question in ("GUARDED", "GUARDED_QUIETLY")
         marked = {DEFAULT_MODE_HEADER: ENGINE_GUARD["mode"]} if question == "GUARDED" else {}
         if body.get("stream"):
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return httpx.Response(200, headers={"content-type": "text/event-stream", **marked},
-                                  content=b"".join(_stream(chat, texts, guarded, question == "MIDERROR",
-                                                           bool((body.get("stream_options") or {}).get("include_usage")))))
+                                  content=b"".join(_stream(chat, texts, guarded, question == "MIDERROR", usage)))
         choices = []
         for i, text in enumerate(texts):
             choice: dict[str, Any] = {"index": i, "finish_reason": "stop", "logprobs": {"content": []}}
@@ -171,9 +172,10 @@ class FakeForeign:
             if guarded:
                 choice["guard"] = ENGINE_GUARD
             choices.append(choice)
-        return httpx.Response(200, headers=marked, json={"id": "chatcmpl-f", "object": "chat.completion" if chat else "text_completion",
-                                         "created": 5, "model": body.get("model"), "choices": choices,
-                                         "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}})
+        return httpx.Response(200, headers=marked, json={
+            "id": "chatcmpl-f", "object": "chat.completion" if chat else "text_completion",
+            "created": 5, "model": body.get("model"), "choices": choices,
+            "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}})
 
     @staticmethod
     def _failure(question: str, request: httpx.Request) -> httpx.Response | None:
@@ -238,7 +240,8 @@ class Proxy:
                                     upstream_client=upstream, reader_client=reader)
 
         async def main() -> None:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://guard") as client:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://guard") as client:
                 await run(client, self)
             await upstream.aclose()
             await reader.aclose()

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from adapters.http.score_feed import ScoreFeed
 from guard.conformal import MondrianConformal
 from guard.probe import ConformalCalibration, Probe, ProbeManifest
-from server.score_feed import ScoreFeed
 from tests.unit.fake_engine import FakeEngine, publish_probs, sse_event
 
 MODEL = "test-model"
@@ -51,7 +51,8 @@ def make_probe(with_scores: bool = True) -> Probe:
     """A calibrated true/false/neither probe over one layer (tensors unused: scores are synthetic)."""
     conformal = MondrianConformal.from_scores(0.1, [CAL] * 3)
     calibration = ConformalCalibration(
-        alpha=0.1, thresholds=dict(zip(LABELS, conformal.thresholds.tolist())), n_cal={label: len(CAL) for label in LABELS},
+        alpha=0.1, thresholds=dict(zip(LABELS, conformal.thresholds.tolist())),
+        n_cal={label: len(CAL) for label in LABELS},
         scores={label: CAL for label in LABELS} if with_scores else None)
     manifest = ProbeManifest(kind="test-probe", labels=LABELS, layers=(0,), hidden_size=4, num_layers=2,
                              model_fingerprint="test", conformal=calibration)
@@ -98,7 +99,7 @@ class FakeUpstream(FakeEngine):
         return tid
 
     def pieces(self, token_ids: list[int]) -> list[str]:
-        """The :class:`server.tokens.TokenTexts` of this fake model."""
+        """The :class:`adapters.http.tokens.TokenTexts` of this fake model."""
         return [self.vocab[t] for t in token_ids]
 
     async def _answer(self, request: httpx.Request) -> httpx.Response:
@@ -154,7 +155,8 @@ class FakeUpstream(FakeEngine):
             choice["text"] = script.text
             choice["prompt_token_ids"] = list(range(script.n_prompt))
             top = {"object": "text_completion"}
-        usage = {"prompt_tokens": script.n_prompt, "completion_tokens": len(ids), "total_tokens": script.n_prompt + len(ids)}
+        usage = {"prompt_tokens": script.n_prompt, "completion_tokens": len(ids),
+                 "total_tokens": script.n_prompt + len(ids)}
         return httpx.Response(200, json={"id": "cmpl-1", "created": 1, "model": MODEL, **top, "choices": [choice],
                                          "usage": usage})
 
@@ -209,8 +211,8 @@ def _usage(body: dict[str, Any]) -> bool:
 def run_app(fake: FakeUpstream, run: Any, *, probe: Probe | None = None, steering: Any = None,
             **settings: Any) -> FakeUpstream:
     """guard serve's app over ``fake`` (and its feed), driven by ``run(client, fake, app)`` in an event loop."""
-    from server.app import create_app
-    from server.settings import ServeSettings
+    from adapters.http.serve.router import create_app
+    from adapters.http.settings import ServeSettings
 
     upstream = httpx.AsyncClient(transport=fake.transport(), base_url="http://upstream")
     app = create_app(ServeSettings.build(served_model_name=MODEL, **settings), "http://upstream", fake.feed,

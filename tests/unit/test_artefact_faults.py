@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
+from adapters.http.artefacts import check_fit
 from guard.errors import ArtifactError
 from guard.heads import check_gate
 from guard.model_spec import ModelSpec
 from guard.probe import Probe
 from guard.steering import SteeringVector
 from guard.verdicts import VerdictRule
-from server.artefacts import check_fit
 
 SHIPPED = Path(__file__).resolve().parents[2] / "guard" / "probes"
 PROBE, GATE = SHIPPED / "smollm2-135m-instruct", SHIPPED / "smollm2-135m-instruct-gate"
@@ -77,7 +78,8 @@ def _truncate(path: Path) -> None:
 
 FILE_FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
     "truncated_tensors": (_truncate, "corrupt"),
-    "garbage_tensors": (lambda p: p.with_suffix(".safetensors").write_bytes(b"\x00" * 4), "too short to be safetensors"),
+    "garbage_tensors": (lambda p: p.with_suffix(".safetensors").write_bytes(b"\x00" * 4),
+                        "too short to be safetensors"),
     "missing_tensors": (lambda p: p.with_suffix(".safetensors").unlink(), "cannot read tensor file"),
     "missing_manifest": (lambda p: p.with_suffix(".json").unlink(), "manifest"),
     "manifest_not_json": (lambda p: p.with_suffix(".json").write_text("{not json"), "is not valid JSON"),

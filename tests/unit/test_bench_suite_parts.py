@@ -98,7 +98,7 @@ def test_records_are_strict_json_with_nan_as_null(tmp_path: Path, capsys: pytest
 
 
 def test_guard_bench_subcommands_parse_with_their_own_options():
-    from adapters.cli import build_parser
+    from guard.__main__ import build_parser
 
     parser = build_parser()
     lat = parser.parse_args(["bench", "latency", "--rounds", "2", "--concurrency", "1,8"])

@@ -1,4 +1,7 @@
-"""The per-chunk cost benchmark runs the server's real chunk path with the shipped artefacts (a tiny run; no timing asserted)."""
+"""The per-chunk cost benchmark runs the server's real chunk path with the shipped artefacts.
+
+A tiny run; no timing asserted.
+"""
 
 from __future__ import annotations
 

@@ -6,7 +6,12 @@ import math
 
 import pytest
 
-from benchmarks.latency import difference_ci, distribution, histogram_quantile, median_ci
+from benchmarks.latency import (
+    difference_ci,
+    distribution,
+    histogram_quantile,
+    median_ci,
+)
 from benchmarks.proxy import GOAL_CHUNK_MS, GOAL_REQUEST_MS, workload
 from benchmarks.proxy_report import summarise, summary_text
 

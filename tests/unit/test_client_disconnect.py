@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from server.app import create_app
-from server.score_feed import ScoreFeed
-from server.settings import ServeSettings
+from adapters.http.score_feed import ScoreFeed
+from adapters.http.serve.router import create_app
+from adapters.http.settings import ServeSettings
 from tests.unit.fake_upstream import MODEL, FakeUpstream, make_probe
 
 

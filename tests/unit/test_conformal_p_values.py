@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.synthetic import noisy_softmax
 from guard.conformal import MondrianConformal
 from guard.errors import ArtifactError, ConfigError
 from guard.probe import ConformalCalibration, Probe, ProbeManifest
+from tests.unit.synthetic import noisy_softmax
 
 LABELS = ("true", "false", "neither")
 
@@ -118,7 +118,8 @@ def test_probe_p_values_and_sets_at_any_alpha_survive_save_and_load(tmp_path):
 def test_an_artefact_without_scores_refuses_another_alpha_naming_its_alpha_and_the_fix():
     probe, test = _calibrated_probe(with_scores=False)
     assert len(probe.prediction_sets(test)) == len(test) == len(probe.prediction_sets(test, 0.1))
-    with pytest.raises(ArtifactError, match=r"calibrated at alpha=0\.1 .*sets at alpha=0\.05.*re-run `guard calibrate`"):
+    with pytest.raises(ArtifactError,
+                       match=r"calibrated at alpha=0\.1 .*sets at alpha=0\.05.*re-run `guard calibrate`"):
         probe.prediction_sets(test, 0.05)
     with pytest.raises(ArtifactError, match=r"alpha=0\.1 .*p-values cannot be computed.*guard calibrate"):
         probe.p_values(test)

@@ -16,7 +16,8 @@ def _write(tmp_path, name, text):
 
 
 def test_statements_load_from_csv_and_jsonl_alike(tmp_path):
-    csv = _write(tmp_path, "s.csv", "statement,label\nParis is in France.,true\nParis is in Peru.,FALSE\nZorblax is tall.,neither\n")
+    csv = _write(tmp_path, "s.csv", "statement,label\nParis is in France.,true\nParis is in Peru.,FALSE\n"
+                                    "Zorblax is tall.,neither\n")
     jsonl = _write(tmp_path, "s.jsonl", '{"statement": "Paris is in France.", "label": "true"}\n\n'
                                          '{"statement": "Paris is in Peru.", "label": "false"}\n')
     assert [(s.text, s.label) for s in load_statements(csv)] == [
@@ -49,7 +50,8 @@ def test_qa_answers_split_on_bars_and_bad_rows_are_named(tmp_path):
     with pytest.raises(DataError, match=r"qa2.csv:2: no accepted answers"):
         load_qa(_write(tmp_path, "qa2.csv", "question,answers\nCapital of France?, | \n"))
     with pytest.raises(DataError, match=r"qa3.jsonl:2: duplicate of line 1"):
-        load_qa(_write(tmp_path, "qa3.jsonl", '{"question": "q", "answers": ["a"]}\n{"question": "q", "answers": "b"}\n'))
+        load_qa(_write(tmp_path, "qa3.jsonl", '{"question": "q", "answers": ["a"]}\n'
+                                              '{"question": "q", "answers": "b"}\n'))
 
 
 def test_missing_file_is_a_data_error_naming_the_path(tmp_path):

@@ -1,4 +1,4 @@
-"""Requests cut by the shutdown deadline end with an answer (server/drain.py), over a raw ASGI channel: uvicorn
+"""Requests cut by the shutdown deadline end with an answer (adapters/http/drain.py), over a raw ASGI channel: uvicorn
 cancels the request's task, which is what these tests do."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from server.drain import Drain
+from adapters.http.drain import Drain
 
 _SCOPE = {"type": "http", "method": "POST", "path": "/v1/completions", "headers": []}
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.fit import fit_logistic, fit_mass_mean, fit_one_vs_rest, sigmoid, softmax
+from calibration.fit import (
+    fit_logistic,
+    fit_mass_mean,
+    fit_one_vs_rest,
+    sigmoid,
+    softmax,
+)
 from guard.errors import ConfigError
 from guard.evaluation import auroc
 

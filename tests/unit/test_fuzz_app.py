@@ -12,9 +12,9 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.app import create_app
-from server.score_feed import ScoreFeed
-from server.settings import ServeSettings
+from adapters.http.score_feed import ScoreFeed
+from adapters.http.serve.router import create_app
+from adapters.http.settings import ServeSettings
 from tests.unit.fake_faults import SCRIPTS, FaultyUpstream, chat
 from tests.unit.fake_upstream import MODEL, make_probe
 

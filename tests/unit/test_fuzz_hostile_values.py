@@ -13,9 +13,9 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.proxy_app import create_proxy_app
-from server.score_feed import ScoreFeed
-from server.settings import ProxySettings
+from adapters.http.proxy.router import create_proxy_app
+from adapters.http.score_feed import ScoreFeed
+from adapters.http.settings import ProxySettings
 from tests.unit.fake_proxy import READER, UPSTREAM, FakeForeign, FakeReader, WordPrompts
 from tests.unit.fake_upstream import MODEL, make_probe
 from tests.unit.test_fuzz_app import _Harness

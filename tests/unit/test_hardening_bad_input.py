@@ -66,7 +66,8 @@ CASES = [
     ("guard_mode_unknown", "chat", _body(chat("clean", guard={"mode": "loud"})), 400, "guard.mode", "guard.mode"),
     ("guard_alpha_out_of_range", "chat", _body(chat("clean", guard={"alpha": 2})), 400, "guard.alpha", "guard.alpha=2"),
     ("guard_alpha_string", "chat", _body(chat("clean", guard={"alpha": "0.1"})), 400, "guard.alpha", "guard.alpha"),
-    ("guard_unknown_field", "chat", _body(chat("clean", guard={"colour": "red"})), 400, "guard.colour", "no such field"),
+    ("guard_unknown_field", "chat", _body(chat("clean", guard={"colour": "red"})), 400, "guard.colour",
+     "no such field"),
     ("echo", "completions", _body({"model": MODEL, "prompt": "clean", "echo": True}), 400, "echo", "omit echo"),
     ("oversize_body", "chat", _body(chat("x" * 5000)), 413, None, f"larger than {LIMIT} bytes"),
     ("huge_number_of_messages", "chat", _body({"model": MODEL, "messages": [{"role": "user", "content": "hi"}] * 3000}),
@@ -108,7 +109,8 @@ def test_guard_serve_refuses_bad_input_with_an_openai_error_and_keeps_serving(na
 
 
 @pytest.mark.parametrize(("name", "path", "raw", "status", "param", "words"),
-                         [c for c in CASES if c[0] not in SERVE_ONLY], ids=[c[0] for c in CASES if c[0] not in SERVE_ONLY])
+                         [c for c in CASES if c[0] not in SERVE_ONLY],
+                         ids=[c[0] for c in CASES if c[0] not in SERVE_ONLY])
 def test_guard_proxy_refuses_bad_input_with_an_openai_error_and_keeps_serving(name, path, raw, status, param, words):
     async def run(client, made):
         answer = await client.post(PATHS[path], content=raw, headers={"content-type": "application/json"})
@@ -129,7 +131,8 @@ def test_the_upstreams_own_refusal_of_an_oversize_prompt_passes_through_with_its
     serve(run)
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/v1/chat/completions", 405), ("POST", "/v1/embeddings", 404)])
+@pytest.mark.parametrize(("method", "path", "status"),
+                         [("GET", "/v1/chat/completions", 405), ("POST", "/v1/embeddings", 404)])
 def test_unknown_routes_and_methods_get_openai_shaped_errors(method, path, status):
     async def run(client, fake, app):
         answer = await client.request(method, path)

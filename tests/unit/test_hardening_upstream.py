@@ -12,8 +12,8 @@ import pytest
 
 from guard.policy import DEFAULT_ABSTAIN_MESSAGE
 from tests.unit.fake_faults import SCRIPTS, chat, proxy, sample, serve
-from tests.unit.fake_upstream import events, streamed_text
 from tests.unit.fake_proxy import ANSWERS
+from tests.unit.fake_upstream import events, streamed_text
 
 # prompt -> (status before any event, error code, metric kind); "event": the failure arrives mid-stream
 SERVE_FAULTS = {
@@ -200,7 +200,8 @@ def test_proxy_fail_closed_abstains_when_the_reader_fails(fault, stream):
     kind = "scores_missing" if fault == "scores_missing" else "reader"
 
     async def run(client, made):
-        answer = await client.post("/v1/chat/completions", json=chat("capital", stream=stream, guard={"mode": "abstain"}))
+        answer = await client.post("/v1/chat/completions",
+                                   json=chat("capital", stream=stream, guard={"mode": "abstain"}))
         assert answer.status_code == 200
         if stream:
             got = events(answer.text)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.json_body import MAX_DEPTH, JSONBodyError, load_json
+from adapters.http.json_body import MAX_DEPTH, JSONBodyError, load_json
 
 
 @pytest.fixture(params=[200, 20_000], ids=["recursion_limit_lowered", "recursion_limit_raised"])

@@ -1,4 +1,4 @@
-"""The leash (server/leash.py) with real processes: a `python` child that starts a `sleep` grandchild stands in
+"""The leash (adapters/http/leash.py) with real processes: a `python` child that starts a `sleep` grandchild stands in
 for vLLM's server and its engine core. Linux only, like the leash."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from server import leash
+from adapters.http import leash
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc are Linux's")
 
@@ -83,17 +83,18 @@ def test_killing_the_leashs_parent_with_sigkill_kills_the_whole_engine_tree():
                 f"p = subprocess.Popen(leash.command({_tree()!r}, 2.0), start_new_session=True)\n"
                 "for _ in range(4):\n    threading.Thread(target=time.sleep, args=(300,), daemon=True).start()\n"
                 "print(p.pid, flush=True)\ntime.sleep(300)\n")
-    parent = subprocess.Popen([sys.executable, "-c", stand_in], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
-    try:
-        supervisor = int(parent.stdout.readline())
-        tree = [supervisor, *_descendants(supervisor)]
-        assert all(_alive(pid) for pid in tree)
-    finally:
-        parent.kill()
-        parent.wait()
-    assert _within(5, lambda: not any(_alive(pid) for pid in tree)), [pid for pid in tree if _alive(pid)]
-    said = parent.stderr.read()  # the leash's stderr: the stand-in's; at its end once the whole tree is gone
+    # as a context manager: its pipes are closed however the test ends
+    with subprocess.Popen([sys.executable, "-c", stand_in], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as parent:
+        try:
+            supervisor = int(parent.stdout.readline())
+            tree = [supervisor, *_descendants(supervisor)]
+            assert all(_alive(pid) for pid in tree)
+        finally:
+            parent.kill()
+            parent.wait()
+        assert _within(5, lambda: not any(_alive(pid) for pid in tree)), [pid for pid in tree if _alive(pid)]
+        said = parent.stderr.read()  # the leash's stderr: the stand-in's; at its end once the whole tree is gone
     assert "is gone; stopping the vLLM server" in said and "Traceback" not in said, said
 
 

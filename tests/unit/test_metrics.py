@@ -48,7 +48,8 @@ def test_exposition_has_the_exact_counts_after_a_known_sequence_of_events():
     m.observe_probe_latency(0.003)
     m.in_flight.inc()
     s = _samples(m)
-    assert s[("guard_requests_total", (("decision", "abstain"), ("endpoint", "chat_completions"), ("mode", "abstain")))] == 1
+    assert s[("guard_requests_total",
+              (("decision", "abstain"), ("endpoint", "chat_completions"), ("mode", "abstain")))] == 1
     assert s[("guard_requests_total", (("decision", "pass"), ("endpoint", "completions"), ("mode", "flag")))] == 2
     assert s[("guard_abstentions_total", (("reason", "sentence"),))] == 1
     assert s[("guard_abstentions_total", (("reason", "gate"),))] == 1

@@ -14,7 +14,10 @@ from guard.probe import ConformalCalibration
 
 
 def _xor(seed: int, n: int = 1500, h: int = 20, flip: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Label = sign(x.u) XOR sign(x.v) for orthonormal u, v in ``h`` dimensions, 5% of labels flipped, offset features."""
+    """Label = sign(x.u) XOR sign(x.v) for orthonormal u, v in ``h`` dimensions.
+
+    5% of labels flipped, offset features.
+    """
     rng = np.random.default_rng(seed)
     u, v = np.linalg.qr(rng.standard_normal((h, 2)))[0].T
     x = rng.standard_normal((n, h))
@@ -75,6 +78,7 @@ def test_calibration_exports_an_mlp_probe_that_scores_as_calibration_measured():
                                      n_cal={"true": 9, "false": 9, "neither": 9})
     spec = ModelSpec.from_config({"model_type": "llama", "hidden_size": 12, "num_hidden_layers": 8})
     probe = pipeline._probe_from(fits, (3, 5), "mlp", spec, "m", {}, conformal, seed=0)
-    assert probe.manifest.head == "mlp" and probe.manifest.kind == "softmax-mlp" and probe.hidden_units == pipeline.MLP_HIDDEN
+    assert probe.manifest.head == "mlp" and probe.manifest.kind == "softmax-mlp"
+    assert probe.hidden_units == pipeline.MLP_HIDDEN
     measured = softmax(np.mean([pipeline._class_scores("mlp", feats, li, held, fits[li]) for li in range(2)], axis=0))
     np.testing.assert_allclose(probe.probabilities(probe.score(feats["last"][held])), measured, rtol=1e-4, atol=1e-5)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from server.score_feed import ScoreFeed
-from server.steer import Steering
+from adapters.http.score_feed import ScoreFeed
+from adapters.http.serve.steer import Steering
 from tests.unit.fake_upstream import GOOD, MODEL, FakeUpstream, Script, events, run_app
 
 NAN = (math.nan, math.nan, math.nan)

@@ -9,13 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from guard.metrics import ABSTAIN_REASONS, GUARD_FAILURES, NONFINITE_SOURCES, UPSTREAM_ERRORS, GuardMetrics
+from adapters.http.errors import NONFINITE_CODES
+from guard.metrics import (
+    ABSTAIN_REASONS,
+    GUARD_FAILURES,
+    NONFINITE_SOURCES,
+    UPSTREAM_ERRORS,
+    GuardMetrics,
+)
 from guard.verdicts import AbstainReason
-from server.errors import NONFINITE_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "operations.md").read_text()
-SERVER = "\n".join(p.read_text() for p in sorted((ROOT / "server").glob("*.py")))
+SERVER = "\n".join(p.read_text() for p in sorted((ROOT / "adapters" / "http").rglob("*.py")))
 
 
 def _codes_in_code() -> set[str]:

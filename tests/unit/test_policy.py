@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 
 from guard.conformal import MondrianConformal
 from guard.errors import AdapterError, ArtifactError, RequestOptionError
-from guard.policy import DEFAULT_ABSTAIN_MESSAGE, GuardEvent, GuardOptions, StreamGuard, parse_guard_options
+from guard.policy import (
+    DEFAULT_ABSTAIN_MESSAGE,
+    GuardEvent,
+    GuardOptions,
+    StreamGuard,
+    parse_guard_options,
+)
 from guard.probe import ConformalCalibration, Probe, ProbeManifest
 from guard.sentences import SentenceSplitter
 from guard.verdicts import VerdictRule
@@ -215,7 +221,8 @@ def test_valid_options_parse_and_none_gives_the_defaults():
 
 def test_an_alpha_the_artefact_cannot_serve_is_refused_naming_guard_alpha_and_the_fix():
     rule = _rule(with_scores=False)
-    with pytest.raises(RequestOptionError, match=r"guard.alpha=0.05 .*calibrated at alpha=0.1.*guard calibrate") as info:
+    with pytest.raises(RequestOptionError,
+                       match=r"guard.alpha=0.05 .*calibrated at alpha=0.1.*guard calibrate") as info:
         StreamGuard(rule, GuardOptions(alpha=0.05))
     assert info.value.param == "guard.alpha"
     guard = StreamGuard(rule)  # its own alpha works, without p-values
@@ -228,7 +235,8 @@ def test_a_rule_needs_a_true_label_and_a_calibrated_probe():
     conformal = MondrianConformal.from_scores(0.1, [CAL] * 2)
     with pytest.raises(ArtifactError, match="'true' label"):
         VerdictRule(("yes", "no"), "last", conformal)
-    manifest = ProbeManifest(kind="bare", labels=LABELS, layers=(1,), hidden_size=2, num_layers=4, model_fingerprint="x")
+    manifest = ProbeManifest(kind="bare", labels=LABELS, layers=(1,), hidden_size=2, num_layers=4,
+                             model_fingerprint="x")
     zeros = np.zeros((1, 2), np.float32)
     bare = Probe(manifest, np.zeros((1, 3, 2), np.float32), np.zeros((1, 3), np.float32), zeros, zeros + 1)
     with pytest.raises(ArtifactError, match="no conformal calibration"):

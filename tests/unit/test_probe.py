@@ -18,7 +18,8 @@ def _probe(seed: int = 0, k: int = 3) -> Probe:
     rng = np.random.default_rng(seed)
     manifest = ProbeManifest(kind="test", labels=tuple("tfn"[:k]), layers=(1, 2), hidden_size=8, num_layers=4,
                              model_fingerprint=SPEC.fingerprint)
-    return Probe(manifest, rng.standard_normal((2, k, 8)).astype(np.float32), rng.standard_normal((2, k)).astype(np.float32),
+    return Probe(manifest, rng.standard_normal((2, k, 8)).astype(np.float32),
+                 rng.standard_normal((2, k)).astype(np.float32),
                  rng.standard_normal((2, 8)).astype(np.float32), rng.uniform(0.5, 2, (2, 8)).astype(np.float32))
 
 
@@ -104,10 +105,12 @@ def test_probabilities_average_layers_and_conformal_sets_follow_the_manifest():
 
     manifest = ProbeManifest(kind="t", labels=("true", "false", "neither"), layers=(1, 2), hidden_size=2, num_layers=4,
                              model_fingerprint="x",
-                             conformal=ConformalCalibration(alpha=0.1, thresholds={"true": 0.5, "false": 0.5, "neither": 0.1},
+                             conformal=ConformalCalibration(alpha=0.1,
+                                                            thresholds={"true": 0.5, "false": 0.5, "neither": 0.1},
                                                             n_cal={"true": 9, "false": 9, "neither": 9}))
     zeros = np.zeros((2, 3, 2), np.float32)
-    probe = Probe(manifest, zeros, np.zeros((2, 3), np.float32), np.zeros((2, 2), np.float32), np.ones((2, 2), np.float32))
+    probe = Probe(manifest, zeros, np.zeros((2, 3), np.float32), np.zeros((2, 2), np.float32),
+                  np.ones((2, 2), np.float32))
     scores = np.array([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 9.0], [0.0, 0.0, 9.0]]])  # (n, L, k)
     probs = probe.probabilities(scores)
     assert np.allclose(probs.sum(1), 1) and np.allclose(probs[0], np.exp([1, 0, 0]) / np.exp([1, 0, 0]).sum())
@@ -198,7 +201,8 @@ def test_mlp_probe_with_a_wrong_shape_names_tensor_found_and_expected_shapes(nam
     p = _mlp_probe()
     tensors = {"weight": p.weight, "bias": p.bias, "mean": p.mean, "scale": p.scale, "w1": p.w1, "b1": p.b1}
     tensors |= bad(p)
-    with pytest.raises(ArtifactError, match=rf"'{name}' has shape {found} but the manifest .*implies {implied}.*re-export"):
+    with pytest.raises(ArtifactError,
+                       match=rf"'{name}' has shape {found} but the manifest .*implies {implied}.*re-export"):
         Probe(p.manifest, **tensors)
 
 

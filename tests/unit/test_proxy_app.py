@@ -6,8 +6,17 @@ import httpx
 import pytest
 
 from guard.policy import DEFAULT_ABSTAIN_MESSAGE
-from tests.unit.fake_proxy import ANSWERS, ENGINE_GUARD, READER, UPSTREAM, Proxy, chat, counts
+from tests.unit.fake_proxy import (
+    ANSWERS,
+    ENGINE_GUARD,
+    READER,
+    UPSTREAM,
+    Proxy,
+    chat,
+    counts,
+)
 from tests.unit.fake_upstream import BAD, GOOD, LABELS
+
 
 def test_forwards_the_request_unchanged_but_for_guard_and_passes_the_authorization_header_on():
     async def run(client, proxy):
@@ -239,7 +248,8 @@ def test_metrics_count_one_request_per_post_with_its_most_severe_decision():
                                                   ("mode", "pass")))] == 1
         assert samples[("guard_requests_total", (("decision", "error"), ("endpoint", "chat_completions"),
                                                   ("mode", "flag")))] == 1
-        assert samples[("guard_sentences_scored_total", ())] == 4 and samples[("guard_flagged_sentences_total", ())] == 1
+        assert samples[("guard_sentences_scored_total", ())] == 4
+        assert samples[("guard_flagged_sentences_total", ())] == 1
         assert samples[("guard_latency_seconds_count", ())] == 2 and samples[("guard_requests_in_flight", ())] == 0
 
     Proxy().serve(run)
@@ -270,7 +280,8 @@ def test_an_upstream_guarded_proxy_passes_the_guard_object_on_so_steering_reache
 @pytest.mark.parametrize(("question", "stream"), [("GUARDED", False), ("GUARDED", True), ("GUARDED_QUIETLY", False)])
 def test_a_mode_a_guarded_upstream_overrides_is_refused_naming_the_fix_never_downgraded(question, stream):
     async def run(client, proxy):
-        answer = await client.post("/v1/chat/completions", json=chat(question, stream=stream, guard={"mode": "abstain"}))
+        answer = await client.post("/v1/chat/completions",
+                                   json=chat(question, stream=stream, guard={"mode": "abstain"}))
         error = answer.json()["error"]
         assert answer.status_code == 400 and error["code"] == "mode_unavailable" and error["param"] == "guard.mode"
         assert "--upstream-guarded" in error["message"] and "'flag'" in error["message"]

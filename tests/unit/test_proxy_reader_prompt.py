@@ -15,8 +15,8 @@ ANSWER = "The capital of France is Paris. It is on the Seine."
 @pytest.fixture(scope="module")
 def prompts():
     pytest.importorskip("transformers")
-    from server.reader_prompt import HFReaderPrompts
-    from server.tokens import HFTokenTexts
+    from adapters.http.proxy.reader_prompt import HFReaderPrompts
+    from adapters.http.tokens import HFTokenTexts
 
     folders = sorted((Path(env.cache_home()) / "models").glob("SmolLM2-135M-Instruct-*"))
     if not folders:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.http.settings import ProxySettings, ServeSettings
 from guard.errors import ConfigError
-from server.settings import ProxySettings, ServeSettings
 
 
 def test_the_upstream_follows_defaults_yaml_env_flag_precedence(tmp_path, monkeypatch):
@@ -56,7 +56,7 @@ def test_guard_serve_does_not_accept_an_upstream(tmp_path):
 
 
 def test_the_cli_refuses_a_proxy_without_upstream_before_starting_anything(capsys, monkeypatch):
-    from adapters.cli import build_parser, main
+    from guard.__main__ import build_parser, main
 
     monkeypatch.delenv("GUARD_UPSTREAM", raising=False)
     monkeypatch.setenv("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # main() sets it; restored after the test

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from calibration.gate import GATE_LABELS, fit_gate
-from calibration.selective import selective_report
 from calibration.qa import grade, normalise
+from calibration.selective import selective_report
 from calibration.statements import generate_qa
 from guard.errors import ConfigError
 from guard.model_spec import ModelSpec

@@ -12,7 +12,8 @@ from guard.scores import ScoreSegment, encode_batch
 
 def _segments() -> list[ScoreSegment]:
     rng = np.random.default_rng(0)
-    return [ScoreSegment("a", 0, rng.standard_normal((3, 2, 1)).astype(np.float32), rng.standard_normal((3, 2, 4)).astype(np.float32)),
+    return [ScoreSegment("a", 0, rng.standard_normal((3, 2, 1)).astype(np.float32),
+                         rng.standard_normal((3, 2, 4)).astype(np.float32)),
             ScoreSegment("b", 7, rng.standard_normal((1, 2, 1)).astype(np.float32))]
 
 
@@ -26,9 +27,13 @@ def test_segments_published_by_a_sink_arrive_intact_at_the_collector(endpoint):
             endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
     collector = ScoreCollector(endpoint)
     try:
-        open_sink(endpoint).publish(_segments())
-        a = collector.store.wait("a", 3, timeout=10)
-        b = collector.store.wait("b", 8, timeout=10)
+        sink = open_sink(endpoint)
+        try:
+            sink.publish(_segments())
+            a = collector.store.wait("a", 3, timeout=10)
+            b = collector.store.wait("b", 8, timeout=10)
+        finally:
+            sink.close()
     finally:
         collector.close()
     assert a.positions.tolist() == [0, 1, 2] and np.array_equal(a.scores, _segments()[0].scores)

@@ -8,12 +8,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guard.errors import ChannelError
-from guard.scores import WIRE_VERSION, ScoreSegment, ScoreStore, decode_batch, encode_batch
+from guard.scores import (
+    WIRE_VERSION,
+    ScoreSegment,
+    ScoreStore,
+    decode_batch,
+    encode_batch,
+)
 
 
 @settings(max_examples=50, deadline=None)
-@given(counts=st.lists(st.integers(1, 6), min_size=1, max_size=5), with_hidden=st.lists(st.booleans(), min_size=5, max_size=5),
-       k=st.integers(0, 3))
+@given(counts=st.lists(st.integers(1, 6), min_size=1, max_size=5),
+       with_hidden=st.lists(st.booleans(), min_size=5, max_size=5), k=st.integers(0, 3))
 def test_wire_format_roundtrips_segments_exactly(counts, with_hidden, k):
     # k == 0 is the probe-less capture (hidden rows only): rows must survive zero-width scores.
     rng = np.random.default_rng(len(counts))
@@ -46,7 +52,8 @@ def test_malformed_frames_raise_channel_error():
 def test_store_orders_segments_by_position_and_pop_forgets_them():
     store = ScoreStore()
     store.publish([ScoreSegment("a", 5, np.full((2, 1, 1), 2, np.float32))])
-    store.publish([ScoreSegment("a", 0, np.full((5, 1, 1), 1, np.float32)), ScoreSegment("b", 0, np.zeros((1, 1, 1), np.float32))])
+    store.publish([ScoreSegment("a", 0, np.full((5, 1, 1), 1, np.float32)),
+                   ScoreSegment("b", 0, np.zeros((1, 1, 1), np.float32))])
     got = store.pop("a")
     assert got.positions.tolist() == list(range(7)) and got.segments == 2
     assert got.scores[:, 0, 0].tolist() == [1] * 5 + [2] * 2

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.http.score_feed import ScoreFeed
+from adapters.http.serve.router import create_app
+from adapters.http.settings import ServeSettings
 from guard.policy import DEFAULT_ABSTAIN_MESSAGE
-from server.app import create_app
-from server.score_feed import ScoreFeed
-from server.settings import ServeSettings
 from tests.unit.fake_upstream import (
     BAD,
     GOOD,
@@ -188,7 +188,8 @@ def test_an_engine_failure_mid_stream_is_passed_on_and_counted_as_an_error():
 ])
 def test_bad_requests_get_openai_shaped_errors(content, status, param, needle):
     async def run(client, fake, app):
-        answer = await client.post("/v1/chat/completions", content=content, headers={"content-type": "application/json"})
+        answer = await client.post("/v1/chat/completions", content=content,
+                                   headers={"content-type": "application/json"})
         assert answer.status_code == status
         error = answer.json()["error"]
         assert set(error) == {"message", "type", "param", "code"} and needle in error["message"]
@@ -212,7 +213,8 @@ def test_an_upstream_refusal_of_a_streamed_request_comes_back_as_json_with_its_s
 
 def test_an_alpha_the_probe_cannot_serve_is_refused_before_anything_goes_upstream():
     async def run(client, fake, app):
-        answer = await client.post("/v1/completions", json={"model": MODEL, "prompt": "clean", "guard": {"alpha": 0.05}})
+        answer = await client.post("/v1/completions",
+                                   json={"model": MODEL, "prompt": "clean", "guard": {"alpha": 0.05}})
         assert answer.status_code == 400 and answer.json()["error"]["param"] == "guard.alpha"
         assert "calibrated at alpha=0.1" in answer.json()["error"]["message"] and fake.requests == []
 

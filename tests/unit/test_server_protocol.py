@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from adapters.http.errors import APIError, UpstreamError, from_upstream
+from adapters.http.protocol import parse_body
+from adapters.http.score_feed import ScoreFeed
+from adapters.http.serve.protocol import guarded_request, hide_token_ids
 from guard.scores import ScoreSegment
-from server.errors import APIError, UpstreamError, from_upstream
-from server.protocol import guarded_request, hide_token_ids, parse_body
-from server.score_feed import ScoreFeed
 
 OPENAI_ERROR_FIELDS = {"message", "type", "param", "code"}
 
@@ -46,7 +47,8 @@ def test_a_request_goes_upstream_without_guard_with_a_fresh_key_and_token_ids():
     assert first.key != second.key and "guard" in body  # the client's body is left alone
     assert first.body == {"model": "m", "prompt": "hi", "vllm_xargs": {"a": 1, "guard_key": first.key},
                           "return_token_ids": True}
-    assert (first.options.mode, first.options.alpha, first.stream, first.wants_token_ids) == ("abstain", 0.2, False, False)
+    assert (first.options.mode, first.options.alpha, first.stream, first.wants_token_ids) == (
+        "abstain", 0.2, False, False)
 
 
 @pytest.mark.parametrize(("extra", "param"), [

@@ -7,18 +7,19 @@ import asyncio
 import numpy as np
 import pytest
 
+from adapters.http.errors import UpstreamError
+from adapters.http.score_feed import ScoreFeed
+from adapters.http.serve.session import GuardSession
 from guard.metrics import GuardMetrics
 from guard.policy import GuardOptions
 from guard.scores import ScoreSegment
 from guard.verdicts import VerdictRule
-from server.errors import UpstreamError
-from server.score_feed import ScoreFeed
-from server.session import GuardSession
 from tests.unit.fake_upstream import BAD, GOOD, make_probe
 
 
 def _session(feed: ScoreFeed, mode: str = "flag", timeout: float = 5.0) -> GuardSession:
-    return GuardSession(VerdictRule.from_probe(make_probe()), GuardOptions(mode=mode), "k", feed, GuardMetrics(), timeout)
+    return GuardSession(VerdictRule.from_probe(make_probe()), GuardOptions(mode=mode), "k", feed, GuardMetrics(),
+                        timeout)
 
 
 def _publish(feed: ScoreFeed, start: int, probs: list[tuple[float, ...]]) -> None:

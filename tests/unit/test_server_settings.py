@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from adapters.http.settings import ServeSettings
 from guard.errors import ConfigError
-from server.settings import ServeSettings
 
 
 @pytest.fixture
@@ -24,7 +24,8 @@ def test_defaults_listen_on_loopback_in_flag_mode():
 
 def test_each_layer_overrides_the_one_below(yaml_file, monkeypatch):
     from_yaml = ServeSettings.build(config=str(yaml_file))
-    assert (from_yaml.port, from_yaml.mode, from_yaml.host, from_yaml.score_timeout) == (9001, "abstain", "0.0.0.0", 2.5)
+    assert (from_yaml.port, from_yaml.mode, from_yaml.host, from_yaml.score_timeout) == (
+        9001, "abstain", "0.0.0.0", 2.5)
     monkeypatch.setenv("GUARD_PORT", "9002")
     monkeypatch.setenv("GUARD_MODE", "pass")
     from_env = ServeSettings.build(config=str(yaml_file))

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from server.score_feed import ScoreFeed
-from server.steer import Steering
+from adapters.http.score_feed import ScoreFeed
+from adapters.http.serve.steer import Steering
 from tests.unit.fake_upstream import BAD, GOOD, MODEL, FakeUpstream, Script, run_app
 
 MIXED = Script([("Good", GOOD), (" one", GOOD), (".", GOOD), (" Bad", BAD), (" claim", BAD), (".", BAD),
@@ -17,9 +17,10 @@ CLEAN = Script([("Paris", GOOD), (" is", GOOD), (" fine", GOOD), (".", GOOD), ("
 CONTINUATION = Script([(" Fixed", GOOD), (" claim", GOOD), (".", GOOD), (" Done", GOOD), (".", GOOD)])
 FRESH = Script([("Fixed", GOOD), (" claim", GOOD), (".", GOOD)])
 N_KEPT = 3  # "Good", " one", "." come before the flagged sentence's first token " Bad"
+STEERING = Steering(4.0, "test-vector")
 
 
-def _serve(run: Any, steered: Script | None = CONTINUATION, steering: Steering | None = Steering(4.0, "test-vector"),
+def _serve(run: Any, steered: Script | None = CONTINUATION, steering: Steering | None = STEERING,
            **settings: Any) -> FakeUpstream:
     fake = FakeUpstream(ScoreFeed(), {"mixed": MIXED, "clean": CLEAN}, steered=steered)
     return run_app(fake, run, steering=steering, **settings)
@@ -113,7 +114,8 @@ def test_the_steered_request_gets_the_token_budget_the_kept_tokens_left():
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_verified_answer_is_not_steered_and_keeps_its_text(stream):
     async def run(client, fake, app):
-        response = await client.post("/v1/chat/completions", json={**_chat("clean", {"mode": "steer"}), "stream": stream})
+        response = await client.post("/v1/chat/completions",
+                                     json={**_chat("clean", {"mode": "steer"}), "stream": stream})
         if stream:
             chunks = _chunks(response.text)
             text, guard = _text(chunks), chunks[-1]["choices"][0]["guard"]

@@ -193,10 +193,10 @@ def test_built_vectors_record_the_median_residual_norm_of_their_features(tmp_pat
 
 
 def test_the_python_api_and_the_server_refuse_a_strength_beyond_the_bound():
+    from adapters.http.errors import APIError
+    from adapters.http.serve.steer import Steering
     from adapters.vllm.gated import steer_strength
     from guard.options import GuardOptions
-    from server.errors import APIError
-    from server.steer import Steering
 
     sv = _vector()
     with pytest.raises(ConfigError, match="out of range"):

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from adapters.vllm.engine import GuardedCompletion
-from adapters.vllm.gated import feed_completion, steer_strength, steered_request, token_pieces
+from adapters.vllm.gated import (
+    feed_completion,
+    steer_strength,
+    steered_request,
+    token_pieces,
+)
 from calibration.statements import generate_statements
 from calibration.steer_command import steering_statements
 from calibration.steering import mean_difference, probe_difference

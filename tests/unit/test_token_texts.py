@@ -13,7 +13,7 @@ from guard import env
 @pytest.fixture(scope="module")
 def texts():
     pytest.importorskip("transformers")
-    from server.tokens import HFTokenTexts
+    from adapters.http.tokens import HFTokenTexts
 
     folders = sorted((Path(env.cache_home()) / "models").glob("SmolLM2-135M-Instruct-*"))
     if not folders:
@@ -31,7 +31,8 @@ def test_the_backend_decode_equals_transformers_decode_on_random_ids_special_tok
         assert texts._decode(ids) == tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
-@pytest.mark.parametrize("text", ["The capital of France is Paris.", "Café — naïve 日本語 🙂 done.", "  spaced\n\nlines "])
+@pytest.mark.parametrize("text", ["The capital of France is Paris.", "Café — naïve 日本語 🙂 done.",
+                                  "  spaced\n\nlines "])
 def test_pieces_join_to_the_decoded_text_and_each_token_gets_one_piece(texts, text):
     ids = texts.tokenizer(text, add_special_tokens=False)["input_ids"] + [texts.tokenizer.eos_token_id]
     pieces = texts.pieces(ids)

@@ -1,0 +1,183 @@
+"""``guard serve`` and ``guard proxy``: start the guarded engine, serve the app with uvicorn, stop on exit.
+
+Lifecycle: load and check the probe (before the engine's slow start) -> start vLLM's OpenAI server
+with the capture on and the score collector bound -> load the tokenizer -> serve until SIGINT or
+SIGTERM -> stop the engine (always, also when start-up fails or is interrupted). The URL is
+printed to stderr once the server accepts connections. SIGTERM drains the running requests for at
+most ``shutdown_timeout`` seconds, then ends the rest with an error (:mod:`adapters.http.drain`; their
+upstream requests are closed, so vLLM aborts them) and stops the engine (at most
+``ENGINE_GRACE`` more seconds). An engine that dies while serving stops the server, which then
+raises :class:`AdapterError` (exit status 2 from the CLI). ``guard proxy`` starts the same engine
+as its private reader (loopback only, prefix caching off) and serves :mod:`adapters.http.proxy.router`.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from adapters.http.artefacts import check_fit
+from adapters.http.drain import Drain
+from adapters.http.proxy.protocol import NO_STEERING
+from adapters.http.proxy.reader_prompt import HFReaderPrompts
+from adapters.http.proxy.router import create_proxy_app
+from adapters.http.serve.router import create_app
+from adapters.http.serve.steer import Steering
+from adapters.http.settings import ProxySettings, ServeSettings
+from adapters.http.tokens import HFTokenTexts
+from adapters.http.upstream import UpstreamServer
+from guard.errors import AdapterError, ConfigError
+from guard.gating import GateRule
+from guard.heads import check_gate
+from guard.probe import Probe
+from guard.steering import SteeringVector
+from guard.verdicts import VerdictRule
+
+__all__ = ["run", "run_proxy"]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, announcing its URL once it accepts connections (``announce(url)`` says what), and
+    telling ``drain`` when its shutdown begins."""
+
+    def __init__(self, config: uvicorn.Config, announce: Callable[[str], str], drain: Drain) -> None:
+        super().__init__(config)
+        self.announce, self.drain = announce, drain
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(f"guard: {self.announce(f'http://{self.config.host}:{self.config.port}/v1')}", file=sys.stderr,
+                  flush=True)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.drain.stop()
+        await super().shutdown(sockets)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _check_port(host: str, port: int) -> None:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port or --host") from exc
+
+
+def run(settings: ServeSettings) -> None:
+    """Serve until interrupted; the upstream is stopped on every exit path.
+
+    Args:
+        settings: with ``probe`` set (the CLI fills in the model's shipped probe).
+
+    Raises:
+        ConfigError: no probe was given.
+        ArtifactError: the probe cannot be loaded or has no conformal calibration with a "true" label.
+        AdapterError: the upstream did not start.
+    """
+    probe_path, probe = _calibrated_probe(settings.probe, "guard serve needs a probe: pass --probe PATH (or "
+                                                          "GUARD_PROBE), or serve a model that ships one")
+    gate = None
+    if settings.use_gate and settings.gate is not None:
+        gate_probe = Probe.load(settings.gate)
+        check_gate(probe, gate_probe)
+        gate = GateRule(gate_probe, offset=len(probe.labels))
+    vector = SteeringVector.load(settings.steering) if settings.steering is not None else None
+    check_fit(settings.model, probe, gate.gate if gate is not None else None, vector)  # before the engine's slow start
+    steering = None
+    if vector is not None and settings.steering is not None:
+        steering = Steering.of(vector, settings.steering, settings.steer_alpha)
+
+    def app(upstream: UpstreamServer) -> FastAPI:
+        texts = HFTokenTexts(upstream.model_path)
+        return create_app(settings, upstream.url, upstream.feed, probe, texts, collector=upstream.collector, gate=gate,
+                          steering=steering)
+
+    _serve(settings, lambda: UpstreamServer(settings, probe_path), app,
+           lambda url, upstream: f"serving {settings.served_name!r} at {url} (OpenAI API; GET /healthz, /metrics); "
+                                 f"upstream vLLM at {upstream.url}")
+
+
+def run_proxy(settings: ProxySettings) -> None:
+    """Serve guard proxy until interrupted; the reader engine is stopped on every exit path.
+
+    Args:
+        settings: with ``probe`` set (the CLI fills in the reader model's shipped probe).
+
+    Raises:
+        ConfigError: no probe was given.
+        ArtifactError: the probe cannot be loaded or has no conformal calibration with a "true" label.
+        AdapterError: the reader did not start.
+    """
+    if settings.mode == "steer" and not settings.upstream_guarded:
+        raise ConfigError(f"mode='steer' is not available in guard proxy: {NO_STEERING}; set mode to flag, abstain "
+                          "or pass (guard serve steers its own engine; upstream_guarded passes it on to one)")
+    probe_path, probe = _calibrated_probe(settings.probe, "guard proxy needs a probe for its reader: pass --probe "
+                                                          "PATH (or GUARD_PROBE), or read with a model that ships one")
+    check_fit(settings.model, probe)
+
+    def app(reader: UpstreamServer) -> FastAPI:
+        prompts = HFReaderPrompts(HFTokenTexts(reader.model_path))
+        return create_proxy_app(settings, reader.url, reader.feed, probe, prompts, collector=reader.collector)
+
+    # prefix caching off: every prompt token scored
+    _serve(settings, lambda: UpstreamServer(settings, probe_path, prefix_caching=False),
+           app, lambda url, reader: f"proxying {settings.upstream} at {url} (OpenAI API; GET /healthz, /metrics); "
+                                    f"reader {settings.served_name!r} on vLLM at {reader.url}")
+
+
+def _calibrated_probe(path: str | None, missing: str) -> tuple[str, Probe]:
+    """``(path, probe)``: the probe at ``path``, refused (before the engine's slow start) when it cannot give
+    verdicts."""
+    if path is None:
+        raise ConfigError(missing)
+    probe = Probe.load(path)
+    VerdictRule.from_probe(probe)
+    return path, probe
+
+
+def _serve(settings: ServeSettings, engine: Callable[[], UpstreamServer], app: Callable[[UpstreamServer], FastAPI],
+           announce: Callable[[str, UpstreamServer], str]) -> None:
+    """Start the engine, serve ``app(engine)`` until SIGINT or SIGTERM, stop the engine on every exit path.
+
+    Runs in the main thread (the engine's leash follows the thread that starts it).
+
+    Args:
+        engine: makes the (not yet started) engine.
+        app: the app over the started engine.
+        announce: what to print once the server accepts connections at its URL.
+
+    Raises:
+        AdapterError: the engine did not start, or died while serving (the message says how and what to do).
+    """
+    _check_port(settings.host, settings.port)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM unwinds like Ctrl-C, through the finally below
+    upstream = engine()
+    try:
+        upstream.start()
+        drain = Drain(app(upstream))
+        deadline = settings.shutdown_timeout  # seconds; uvicorn hands it to asyncio.timeout, a float works
+        config = uvicorn.Config(drain, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                                timeout_graceful_shutdown=deadline)  # type: ignore[arg-type]
+        server = _Server(config, lambda url: announce(url, upstream), drain)
+        upstream.watch(lambda: setattr(server, "should_exit", True))  # a graceful stop, as on SIGTERM
+        # what start-up loaded (torch, transformers: millions of objects) stays: the garbage collector skips it
+        # while serving, and at exit, where walking it took 3 of the 4 s a stop lasted
+        gc.freeze()
+        server.run()  # re-raises SIGINT/SIGTERM after a graceful stop
+        if upstream.death is not None:
+            raise AdapterError(upstream.death)
+    finally:
+        upstream.stop()
+        signal.signal(signal.SIGTERM, previous)
