@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from benchmarks import proxy
-
-pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def test_the_proxy_benchmark_records_both_paths_and_the_guards_own_processing_time(tmp_path, capsys):

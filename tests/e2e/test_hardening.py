@@ -17,8 +17,6 @@ import pytest
 
 from tests.e2e.launch import free_port, running_guard
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 MODEL = "smollm2"
 SECRET = "quokka-91c2-unique"
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.launch import free_port, running_guard
 
-pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore")]
+pytestmark = pytest.mark.e2e
 
 MODEL = "smollm2"
 REFERENCE = {"model": MODEL, "messages": [{"role": "user", "content": "What is the capital of France?"}],

@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from adapters.http.upstream import ENGINE_GRACE
 from tests.e2e.launch import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore")]
+pytestmark = pytest.mark.e2e
 
 MODEL = "smollm2"
 DRAIN_S = 2.0  # --shutdown-timeout of every server here

@@ -16,8 +16,6 @@ import pytest
 from benchmarks import load
 from benchmarks.guard_server import guard_serve
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 CONCURRENCY, PROMPTS = 24, 3
 
 

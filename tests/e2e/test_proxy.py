@@ -19,8 +19,6 @@ import pytest
 from tests.e2e.fake_openai import CHAT_ANSWERS, COMPLETION_ANSWERS, FakeOpenAI
 from tests.e2e.launch import free_port, running_guard
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 openai = pytest.importorskip("openai")
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

@@ -20,8 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.launch import free_port, running_guard
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 openai = pytest.importorskip("openai")
 
 MODEL = "smollm2"

@@ -7,8 +7,6 @@ import pytest
 
 from tests.engine.conftest import LAYERS, prompts_of_different_lengths
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 
 def _params(max_tokens: int = 6):
     from vllm import SamplingParams

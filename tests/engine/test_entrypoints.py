@@ -10,11 +10,8 @@ import time
 
 import httpx
 import numpy as np
-import pytest
 
 from tests.engine.conftest import LAYERS
-
-pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def _free_port() -> int:

@@ -7,8 +7,6 @@ import json
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.filterwarnings("ignore")
-
 
 @pytest.fixture(scope="module")
 def shipped(model_path: str) -> str:

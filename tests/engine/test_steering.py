@@ -166,7 +166,6 @@ def test_steer_op_matches_numpy_reference_and_leaves_other_rows_untouched_eager_
     assert np.array_equal(eager[untouched], residual[untouched])
 
 
-@pytest.mark.filterwarnings("ignore")
 def test_steering_works_in_the_engines_default_compiled_mode(probe_path, steering_path, hf):
     from adapters.vllm.engine import GuardedLLM
     from guard.config import GuardConfig
