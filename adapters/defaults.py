@@ -16,7 +16,7 @@ from guard.model_spec import ModelSpec
 from guard.probe import Probe
 from guard.shipped import shipped_probe, shipped_steering
 
-__all__ = ["default_gate", "default_probe", "default_steering", "stand_in_probe"]
+__all__ = ["build_stand_in_probe", "default_gate", "default_probe", "default_steering", "stand_in_probe"]
 
 
 def default_probe(model: str) -> str:
@@ -49,10 +49,16 @@ def stand_in_probe(model: str, layers: tuple[int, ...] = (14,)) -> str:
     """A random stand-in probe for ``model`` at ``layers``, written once under the guard cache."""
     path = Path(env.cache_home()) / "probes" / f"stand-in-layer{'-'.join(map(str, layers))}"
     if not path.with_suffix(".json").exists():
-        folder = resolve_model(model)
-        spec = ModelSpec.from_folder(folder)
-        Probe.random(spec, layers=layers, labels=("stand_in",), seed=0, model_id=str(folder)).save(path)
+        build_stand_in_probe(resolve_model(model), path, layers)
     return str(path.with_suffix(".safetensors"))
+
+
+def build_stand_in_probe(model_path: str, out: str | Path, layers: tuple[int, ...] = (14,), seed: int = 0) -> Path:
+    """Write a stand-in probe (random unit directions, labelled NOT calibrated) for the model folder
+    ``model_path`` at ``layers``; returns its ``.safetensors`` path."""
+    spec = ModelSpec.from_folder(model_path)
+    probe = Probe.random(spec, layers=layers, labels=("stand_in",), seed=seed, model_id=str(model_path))
+    return probe.save(out)
 
 
 def _fingerprint(model: str) -> str:

@@ -29,12 +29,18 @@ from guard.manifest import check_model_fit, read_manifest
 from guard.model_spec import ModelSpec
 from guard.tensorfile import load_tensors, save_tensors
 
-__all__ = ["MAX_SHIFT", "STEERING_SCHEMA_VERSION", "SteeringManifest", "SteeringVector", "strength_limit"]
+__all__ = ["MAX_SHIFT", "STEERING_SCHEMA_VERSION", "SteeringManifest", "SteeringVector", "strength_limit",
+           "within_bound"]
 
 STEERING_SCHEMA_VERSION = 1
 #: the most a request may move a steered row, in median residual-stream norms
 #: (``|alpha| * norm <= this * residual_norm``)
 MAX_SHIFT = 4.0
+
+
+def within_bound(alpha: float, max_alpha: float) -> bool:
+    """Whether ``alpha`` is a finite strength within ``[-max_alpha, max_alpha]``."""
+    return math.isfinite(alpha) and abs(alpha) <= max_alpha
 
 
 def strength_limit(max_alpha: float) -> str:
@@ -134,7 +140,7 @@ class SteeringVector:
             >>> sv.allows(4.0), sv.allows(4.5), sv.allows(float("nan"))
             (True, False, False)
         """
-        return math.isfinite(alpha) and abs(alpha) <= self.max_alpha
+        return within_bound(alpha, self.max_alpha)
 
     def limit_text(self) -> str:
         """Why and where strengths are bounded, for messages."""

@@ -141,13 +141,13 @@ def guard_failure(exc: AdapterError, steered: bool = False) -> APIError:
         if steered:
             return invalid_request(f"steering drove this request's hidden states out of the finite range ({exc}); "
                                    "send a smaller guard.steer_alpha", param="guard.steer_alpha",
-                                   code=NONFINITE_CODES[True])
+                                   code="steering_diverged")
         return APIError(500, f"the engine produced non-finite hidden states for a request that did not steer ({exc}); "
                              "the engine is unhealthy: restart the server", type="server_error",
-                        code=NONFINITE_CODES[False])
+                        code="engine_nonfinite")
     return APIError(500, f"the guard could not process this request's scores: {exc}", type="server_error",
                     code="guard_error")
 
 
-#: the error codes of non-finite scores, by whether the request steered
-NONFINITE_CODES = {True: "steering_diverged", False: "engine_nonfinite"}
+#: the error codes of non-finite scores -> their ``guard_nonfinite_scores_total`` source (did the request steer?)
+NONFINITE_CODES = {"steering_diverged": "steered", "engine_nonfinite": "unsteered"}

@@ -67,10 +67,9 @@ class Forwarder:
         self.metrics.record_request(endpoint, mode, "error")
         if isinstance(exc, UpstreamError):
             self.metrics.record_upstream_error(exc.kind)
-        if exc.code in (NONFINITE_CODES[True], NONFINITE_CODES[False]):
-            steered = exc.code == NONFINITE_CODES[True]
-            self.metrics.record_nonfinite("steered" if steered else "unsteered")
-            if not steered and self.engine_broken is None:
+        if (source := NONFINITE_CODES.get(exc.code or "")) is not None:
+            self.metrics.record_nonfinite(source)
+            if source == "unsteered" and self.engine_broken is None:
                 self.engine_broken = exc.message
                 _log.error("the engine produced non-finite hidden states for a request that did not steer; GET "
                            "/healthz now answers 503: restart the server")

@@ -57,7 +57,7 @@ def load_json(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     _check_depth(data, max_depth)
     seen: list[_NonFinite] = []
     try:
-        value = json.loads(data, parse_constant=lambda s: _non_finite(s, seen), parse_float=lambda s: _float(s, seen))
+        value = json.loads(data, parse_constant=lambda s: _marked(s, seen), parse_float=lambda s: _float(s, seen))
     except RecursionError as exc:  # only when the interpreter's limit is below max_depth plus the caller's frames
         raise JSONBodyError(_too_deep(max_depth)) from exc
     if seen:
@@ -87,23 +87,17 @@ def _too_deep(max_depth: int) -> str:
             'such as {"model": "...", "messages": [...]}')
 
 
-def _non_finite(spelling: str, seen: list[_NonFinite]) -> _NonFinite:
-    number = _NonFinite(spelling.replace("Infinity", "inf"))
-    number.spelling = spelling
-    seen.append(number)
-    return number
-
-
 def _float(spelling: str, seen: list[_NonFinite]) -> float:
     number = float(spelling)
-    return number if math.isfinite(number) else _non_finite_literal(spelling, number, seen)
+    return number if math.isfinite(number) else _marked(spelling, seen)
 
 
-def _non_finite_literal(spelling: str, number: float, seen: list[_NonFinite]) -> _NonFinite:
-    marked = _NonFinite(number)
-    marked.spelling = spelling if len(spelling) <= 24 else spelling[:21] + "..."
-    seen.append(marked)
-    return marked
+def _marked(spelling: str, seen: list[_NonFinite]) -> _NonFinite:
+    """A non-finite number (``NaN``, ``-Infinity``, ``1e999``) remembered with its spelling, shortened."""
+    number = _NonFinite(spelling.replace("Infinity", "inf"))
+    number.spelling = spelling if len(spelling) <= 24 else spelling[:21] + "..."
+    seen.append(number)
+    return number
 
 
 def _find(value: Any) -> tuple[str, _NonFinite]:

@@ -1,12 +1,10 @@
-"""The wire format: validating a client's OpenAI request, and the guard's extension fields in answers.
+"""The wire format both servers share: parsing a body, the ``guard`` object, and the guard's fields in answers.
 
 A request body is an OpenAI chat or completions request plus an optional ``guard`` object
-(:class:`guard.policy.GuardOptions`). Before it goes upstream the ``guard`` object is removed, a
-fresh guard key is merged into ``vllm_xargs`` (vLLM hands it to the engine workers, which publish
-the request's scores under it) and ``return_token_ids`` is switched on (token positions map
-scores to text); token ids the client did not ask for are removed from what it receives.
-
-Answers carry the guard's results in an extra field ``guard`` on each choice (see docs/serving.md).
+(:class:`guard.policy.GuardOptions`). Answers carry the guard's results in an extra field
+``guard`` on each choice (see docs/serving.md). What each server does to a request before it goes
+upstream: :mod:`adapters.http.serve.protocol` (guard serve) and :mod:`adapters.http.proxy.protocol`
+(guard proxy).
 """
 
 from __future__ import annotations

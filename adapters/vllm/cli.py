@@ -69,14 +69,10 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _stand_in(args: argparse.Namespace) -> int:
+    from adapters.defaults import build_stand_in_probe
     from adapters.model_store import resolve_model
-    from guard.model_spec import ModelSpec
-    from guard.probe import Probe
 
-    folder = resolve_model(args.model)
-    probe = Probe.random(ModelSpec.from_folder(folder), layers=parse_layers(args.layers), labels=("stand_in",),
-                         model_id=str(folder))
-    print(probe.save(args.out))
+    print(build_stand_in_probe(resolve_model(args.model), args.out, parse_layers(args.layers)))
     return 0
 
 

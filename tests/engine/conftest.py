@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from adapters.defaults import build_stand_in_probe
 from adapters.model_store import resolve_model
-from calibration.stand_in import build_stand_in_probe
 
 LAYERS = (3, 14)
 #: Small token budget per step so long prompts are prefilled in chunks.

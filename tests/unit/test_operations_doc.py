@@ -25,7 +25,7 @@ SERVER = "\n".join(p.read_text() for p in sorted((ROOT / "adapters" / "http").rg
 
 
 def _codes_in_code() -> set[str]:
-    codes = set(re.findall(r'\bcode="([a-z_]+)"', SERVER)) | set(NONFINITE_CODES.values())
+    codes = set(re.findall(r'\bcode="([a-z_]+)"', SERVER)) | set(NONFINITE_CODES)
     codes |= {f"upstream_{kind}" for kind in re.findall(r'\bUpstreamError\(\s*"([a-z_]+)"', SERVER)}
     codes.add("internal_error")  # in the shared body of an internal error, not as code="..."
     # ReaderError's "reader_failed" never reaches a client: guard proxy turns it into a guard failure

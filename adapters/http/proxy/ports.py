@@ -10,23 +10,15 @@ from typing import Any, Protocol
 
 import httpx
 
-from adapters.http.errors import APIError
-from adapters.http.protocol import Endpoint
 from adapters.http.proxy.protocol import ProxyRequest
 from adapters.http.proxy.reader import Reading
-from guard.metrics import GuardMetrics
+from adapters.http.sse import FailureCounter
 
 __all__ = ["ProxyRelayPort"]
 
 
-class ProxyRelayPort(Protocol):
-    """guard proxy's relay as its streams see it."""
-
-    who: str  #: names the upstream in messages
-    metrics: GuardMetrics
-
-    def record_error(self, endpoint: Endpoint, mode: str, exc: APIError) -> None:
-        """Count a refused or failed request."""
+class ProxyRelayPort(FailureCounter, Protocol):
+    """guard proxy's relay as its streams see it (it counts failures too)."""
 
     async def send(self, request: ProxyRequest) -> httpx.Response:
         """Send the request to the foreign API with a streamed answer."""

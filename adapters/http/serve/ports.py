@@ -11,26 +11,19 @@ from typing import Any, Protocol
 
 import httpx
 
-from adapters.http.errors import APIError
-from adapters.http.protocol import Endpoint
 from adapters.http.serve.protocol import GuardedRequest
 from adapters.http.serve.session import GuardSession
+from adapters.http.sse import FailureCounter
 from adapters.http.tokens import TokenTexts
-from guard.metrics import GuardMetrics
 
 __all__ = ["RelayPort"]
 
 
-class RelayPort(Protocol):
-    """guard serve's relay as its streams and steered requests see it."""
+class RelayPort(FailureCounter, Protocol):
+    """guard serve's relay as its streams and steered requests see it (it counts failures too)."""
 
     client: httpx.AsyncClient  #: the upstream vLLM server's client
     texts: TokenTexts  #: splits token ids into texts
-    who: str  #: names the upstream in messages
-    metrics: GuardMetrics
-
-    def record_error(self, endpoint: Endpoint, mode: str, exc: APIError) -> None:
-        """Count a refused or failed request."""
 
     async def send(self, request: GuardedRequest) -> httpx.Response:
         """Send the request upstream with a streamed answer."""

@@ -31,7 +31,7 @@ from adapters.http.sse import EventSource, PassedOnError, encode, parse_chunk
 from guard.errors import ConfigError
 from guard.options import GuardOptions
 from guard.request_options import KEY_FIELD, STEER_FIELD, STEER_FROM_FIELD
-from guard.steering import SteeringVector, strength_limit
+from guard.steering import SteeringVector, strength_limit, within_bound
 
 __all__ = ["SAMPLING_FIELDS", "Steering", "steer_always", "steered_body", "steer_answer", "steered_chunks"]
 
@@ -63,7 +63,7 @@ class Steering:
     max_strength: float = math.inf
 
     def __post_init__(self) -> None:
-        if self.default_strength is not None and not _allowed(self.default_strength, self.max_strength):
+        if self.default_strength is not None and not within_bound(self.default_strength, self.max_strength):
             raise ConfigError(f"steer_alpha={self.default_strength!r} is out of range: "
                               f"{strength_limit(self.max_strength)}; set a smaller "
                               "--steer-alpha (GUARD_STEER_ALPHA)")
@@ -88,7 +88,7 @@ class Steering:
                                   "serve with --steering PATH (`guard steer build` makes one), or use mode 'flag' "
                                   "or 'abstain'", param="guard.mode")
         if options.steer_alpha is not None:
-            if not _allowed(options.steer_alpha, steering.max_strength):
+            if not within_bound(options.steer_alpha, steering.max_strength):
                 raise invalid_request(f"guard.steer_alpha={options.steer_alpha!r} is out of range: "
                                       f"{strength_limit(steering.max_strength)}; "
                                       "send a smaller guard.steer_alpha", param="guard.steer_alpha",
@@ -99,10 +99,6 @@ class Steering:
                                   "has no default strength; send guard.steer_alpha (a number, e.g. 0.2) or set the "
                                   "server's steer_alpha setting", param="guard.steer_alpha")
         return steering.default_strength
-
-
-def _allowed(alpha: float, limit: float) -> bool:
-    return math.isfinite(alpha) and abs(alpha) <= limit
 
 
 def steer_always(request: GuardedRequest, strength: float) -> GuardedRequest:
