@@ -64,8 +64,8 @@ class _Setup:
     def __init__(self) -> None:
         probe = Probe.load(SHIPPED_DIR / f"{PROBE}.safetensors")
         gate = Probe.load(SHIPPED_DIR / f"{PROBE}-gate.safetensors")
-        self.rule, self.gate = VerdictRule.from_probe(probe), GateRule(gate, offset=len(probe.labels))
-        self.shape = (len(probe.manifest.layers), len(probe.labels) + len(gate.labels))
+        self.rule, self.gate = VerdictRule.from_probe(probe), GateRule(gate, offset=probe.outputs)
+        self.shape = (len(probe.manifest.layers), probe.outputs + len(gate.labels))  # labels, shift, gate
         self.metrics = GuardMetrics()
 
 

@@ -162,7 +162,7 @@ def build_steering(model_path: str, layers: Sequence[int], out: str | Path, n: i
     from calibration.steering import build_steering_vector
     from guard.model_spec import ModelSpec
 
-    picked = [s for s in generate_statements(0) if s.label in ("true", "false") and not s.negated][:n]
+    picked = [s for s in generate_statements(0) if s.label in ("true", "false") and s.form == "plain"][:n]
     ref = HFReference(model_path)
     rows = ref.hidden_states_batch([ref.tokenizer(s.text)["input_ids"] for s in picked], layers)
     features = np.stack([r[-1] for r in rows])  # (n, L, H): each statement's last token

@@ -65,7 +65,9 @@ def plot_quality(record: dict[str, Any], path: str | Path) -> bool:
     plt = pyplot()
     if plt is None:
         return False
-    datasets = record["datasets"]
+    datasets = {name: ds for name, ds in record["datasets"].items() if "per_layer" in ds}  # not the held-out topics
+    if not datasets:
+        return False
     fig, axes = plt.subplots(len(datasets), 2, figsize=(12, 4.2 * len(datasets)), squeeze=False)
     for row, (name, ds) in zip(axes, datasets.items()):
         ax = row[0]

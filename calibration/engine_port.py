@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import numpy as np
+
 from guard.capture_spec import CaptureSpec
 from guard.probe import Probe
 from guard.scores import TokenScores
@@ -35,6 +37,10 @@ class EngineCompletion(Protocol):
     @property
     def token_logprobs(self) -> list[float] | None:
         """Log-probability of each generated token, when the sampling parameters asked for ``logprobs``."""
+
+    @property
+    def shift_scores(self) -> np.ndarray | None:
+        """The probe's shift columns ``(n, L, D)`` at the scored positions (probes with a shift head)."""
 
 
 class GuardEngine(Protocol):

@@ -33,14 +33,28 @@ def statement_logprobs(llm: GuardEngine, texts: Sequence[str]) -> list[float]:
 
 def known_facts(llm: GuardEngine, statements: Sequence[Statement],
                 margin: float = 2.0) -> tuple[set[str], set[str]]:
-    """Split the facts with a true/false affirmative pair into ``(known, unknown)`` by the likelihood test."""
-    pairs: dict[str, dict[str, int]] = {}
-    for i, s in enumerate(statements):
-        if s.label in ("true", "false") and not s.negated and s.fact:
-            pairs.setdefault(s.fact, {})[s.label] = i
-    pairs = {f: p for f, p in pairs.items() if len(p) == 2}
+    """Split the facts with a true/false affirmative pair into ``(known, unknown)`` by the likelihood test.
+
+    The pair compared is one wording's true and false affirmative (``form`` ``plain``, else ``qa``; the first
+    such template of the fact), so both sentences differ only in the object.
+    """
+    pairs = _affirmative_pairs(statements)
     order = sorted(pairs)
     texts = [statements[pairs[f][label]].text for f in order for label in ("true", "false")]
     lp = statement_logprobs(llm, texts) if texts else []
     known = {f for j, f in enumerate(order) if lp[2 * j] - lp[2 * j + 1] >= margin}
     return known, set(order) - known
+
+
+def _affirmative_pairs(statements: Sequence[Statement]) -> dict[str, dict[str, int]]:
+    """Per fact: the indices of the true and false affirmative of its first complete wording."""
+    by_wording: dict[tuple[str, int, str], dict[str, int]] = {}
+    for i, s in enumerate(statements):
+        if s.label in ("true", "false") and not s.negated and s.fact and s.form in ("plain", "qa"):
+            key = (s.fact, 0 if s.form == "plain" else 1, s.template)
+            by_wording.setdefault(key, {})[s.label] = i
+    out: dict[str, dict[str, int]] = {}
+    for (fact, _, _), pair in sorted(by_wording.items()):
+        if fact not in out and len(pair) == 2:
+            out[fact] = pair
+    return out

@@ -1,41 +1,48 @@
-"""``fit -> conformalize -> export``: from labelled statements to a calibrated probe artefact.
+"""``select -> fit -> shift -> conformalize -> export``: from labelled statements to a calibrated probe artefact.
 
-1. Statements (true / false / neither), with the model's knowledge test: true/false statements of
-   facts the model does not know (it prefers the false sentence) leave the training data, and so
-   do negated forms unless asked for; both are still evaluated and reported separately.
+1. Statements (true / false / neither) from many relations, templates and surface forms, negations in the
+   mix (:mod:`calibration.statements`), with the model's knowledge test: true/false statements of facts the
+   model does not know leave the splits and are reported apart (:mod:`calibration.knowledge`).
 2. Residual-stream features of every statement through the vLLM capture, at a sweep of layers.
-3. Splits by fact (true, false and negated forms of one fact never straddle two splits):
-   train / calibration / test.
-4. Layer sweep on a validation part of the training split: the best window of consecutive sweep
-   layers (by true-vs-false AUROC) becomes the probe's layers; their read-outs are averaged.
-5. Read-outs over {true, false, neither} per layer: one-vs-rest (logistic, mass-mean, or a
-   multiple-instance probe over the statement's token bag) or a small softmax MLP.
+3. Splits by fact, and one held-out template per relation (:mod:`calibration.splits`).
+4. Family, regularisation and window of layers chosen by leave-one-domain-out and leave-one-template-out
+   validation on the training split (:mod:`calibration.choose`); the chosen one is fitted on it.
+5. The shift head: a domain classifier over the training domains; ``beta`` chosen on left-out domains
+   (:mod:`calibration.shift_fit`), where the same folds give the per-domain verdict table.
 6. Mondrian split-conformal thresholds on the untouched calibration split.
-7. Test-split metrics, then export (safetensors + manifest with metrics and conformal thresholds).
+7. Test-split metrics (seen and held-out templates, negated statements, facts the model does not know), then
+   export (safetensors + manifest with metrics, conformal and shift calibration).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from calibration.activations import collect_vllm
+from calibration.choose import Selection, select_probe
 from calibration.engine_port import GuardEngine
-from calibration.fit import fit_logistic, fit_one_vs_rest, softmax
+from calibration.export import fit_probe_layer, item_scores, probe_from
+from calibration.families import DEFAULT_L2, FAMILIES, fitter
+from calibration.fit import softmax
 from calibration.knowledge import known_facts
-from calibration.mil import fit_mil_one_vs_rest
-from calibration.mlp import fit_mlp, mlp_scores
+from calibration.selection import transfer_matrix
+from calibration.shift_fit import FoldVerdicts, choose_beta, fit_domain_head, lodo_verdicts, verdict_table
+from calibration.splits import DatasetSplits, dataset_splits, split_indices
 from calibration.statements import LABELS, Statement, generate_statements
 from guard.conformal import MondrianConformal
 from guard.errors import ConfigError
 from guard.evaluation import auroc, verdict_metrics
 from guard.model_spec import ModelSpec
-from guard.probe import ConformalCalibration, Probe, ProbeManifest
+from guard.probe import ConformalCalibration, Probe
+from guard.shift import ShiftCalibration
 
 __all__ = ["CalibrationResult", "DatasetSplits", "FAMILIES", "dataset_splits", "split_indices", "best_window",
-           "sweep_layers", "calibrate", "default_sweep"]
+           "calibrate", "default_sweep"]
 
 
 @dataclass
@@ -44,62 +51,28 @@ class CalibrationResult:
 
     probe: Probe
     path: Path | None
+    #: per sweep layer: median left-out-domain AUROC of a logistic read-out (stage 1 of the selection)
     layer_auroc: dict[int, float]
     metrics: dict[str, float] = field(default_factory=dict)
     #: held-out class probabilities, labels and statement indices (for reports)
     test_probs: np.ndarray | None = None
     test_labels: np.ndarray | None = None
     test_index: np.ndarray | None = None
+    selection: Selection | None = None
+    #: per left-out domain: the verdict table of a probe that never saw it, with the shift rule at ``beta``
+    lodo: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: per ``beta`` tried: the worst and median left-out-domain confidently-wrong share and coverage
+    beta_table: dict[float, dict[str, float]] = field(default_factory=dict)
+    #: facts the model does not know: how their statements were judged
+    unknown: dict[str, float] = field(default_factory=dict)
+    #: ``transfer[a][b]``: AUROC on domain ``b``'s held-out statements of a logistic read-out fitted on domain ``a``
+    #: alone (at the probe's first layer)
+    transfer: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def default_sweep(num_layers: int) -> tuple[int, ...]:
     """Every second decoder layer from 2 up to the second-to-last."""
     return tuple(range(2, num_layers - 1, 2))
-
-
-def split_indices(labels: np.ndarray, seed: int, fractions: tuple[float, float] = (0.6, 0.2),
-                  groups: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    """Disjoint train / calibration / test indices.
-
-    Without ``groups``: stratified by label. With ``groups``: whole groups (e.g. facts) go to one split,
-    assigned in random order, so related items never straddle two splits.
-    """
-    rng = np.random.default_rng(seed)
-    if groups is not None:
-        uniq = rng.permutation(np.unique(groups))
-        a, b = int(len(uniq) * fractions[0]), int(len(uniq) * (fractions[0] + fractions[1]))
-        return tuple(np.flatnonzero(np.isin(groups, chunk)) for chunk in (uniq[:a], uniq[a:b], uniq[b:]))
-    parts: list[list[np.ndarray]] = [[], [], []]
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        a, b = int(len(idx) * fractions[0]), int(len(idx) * (fractions[0] + fractions[1]))
-        for part, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:])):
-            part.append(chunk)
-    return tuple(np.sort(np.concatenate(p)) for p in parts)
-
-
-@dataclass(frozen=True)
-class DatasetSplits:
-    """Which statements train, calibrate and test a probe, and which were held out of all three."""
-
-    train: np.ndarray
-    cal: np.ndarray
-    test: np.ndarray
-    core: np.ndarray  # bool: eligible for the three splits
-    facts: np.ndarray
-    negated: np.ndarray
-    is_unknown: np.ndarray  # bool: true/false statements of facts the model does not know
-
-
-def dataset_splits(statements: list[Statement], unknown: set[str], seed: int, negations: bool = False) -> DatasetSplits:
-    """The splits :func:`calibrate` uses, reproducible from the statements, the unknown facts and the seed."""
-    labels = np.array([LABELS.index(s.label) for s in statements])
-    facts = np.array([s.fact or s.text for s in statements])
-    negated = np.array([s.negated for s in statements])
-    is_unknown = np.isin(facts, sorted(unknown)) & (labels < 2)
-    core = ~is_unknown & (negations | ~negated)
-    train, cal, test = (np.flatnonzero(core)[part] for part in split_indices(labels[core], seed, groups=facts[core]))
-    return DatasetSplits(train, cal, test, core, facts, negated, is_unknown)
 
 
 def best_window(layer_auroc: dict[int, float], width: int) -> tuple[int, ...]:
@@ -111,127 +84,129 @@ def best_window(layer_auroc: dict[int, float], width: int) -> tuple[int, ...]:
     return tuple(layers[best : best + width])
 
 
-def sweep_layers(features: np.ndarray, labels: np.ndarray, train: np.ndarray, held_out: np.ndarray,
-                 layers: tuple[int, ...]) -> dict[int, float]:
-    """True-vs-false AUROC of a logistic probe per layer (features ``(n, L, H)``)."""
-    tf_train = train[labels[train] < 2]
-    tf_held = held_out[labels[held_out] < 2]
-    out = {}
-    for li, layer in enumerate(layers):
-        x = features[:, li]
-        w, b, m, s = fit_logistic(x[tf_train], labels[tf_train] == 0, l2=L2)
-        out[layer] = auroc(((x[tf_held] - m) / s) @ w + b, labels[tf_held] == 0)
-    return out
-
-
-FAMILIES = ("logistic", "mass-mean", "mil", "mlp")
-#: ridge penalty of the logistic read-outs (standardised features; chosen by fact-grouped CV on the default model)
-L2 = 30.0
-#: weight penalty (on the mean cross-entropy) and hidden units of the MLP read-outs; not tuned by CV: one
-#: seed-0 run on the default model gave test AUROC 0.895 (logistic: 0.879)
-MLP_L2, MLP_HIDDEN = 3e-2, 32
-_KINDS = {"logistic": "one-vs-rest-logistic", "mass-mean": "one-vs-rest-mass-mean", "mil": "one-vs-rest-mil",
-          "mlp": "softmax-mlp"}
-
-
-def _probe_from(fits: list[tuple[np.ndarray, ...]], layers: tuple[int, ...], family: str, spec: ModelSpec,
-                model_id: str, metrics: dict[str, float], conformal: ConformalCalibration, seed: int) -> Probe:
-    pooling = "the maximum over a span's tokens" if family == "mil" else "the last token"
-    manifest = ProbeManifest(
-        kind=_KINDS[family], labels=LABELS, layers=layers, hidden_size=spec.hidden_size,
-        num_layers=spec.num_layers, model_fingerprint=spec.fingerprint, model_id=model_id,
-        description=f"true/false/neither read-out of the residual stream at layers {list(layers)} (averaged; "
-                    f"{pooling}), trained on guard's own statements of facts the model knows (split seed {seed})",
-        metrics=metrics, conformal=conformal, pooling="max" if family == "mil" else "last",
-        head="mlp" if family == "mlp" else "linear",
-    )
-    stacked = [np.stack([f[i] for f in fits]).astype(np.float32) for i in range(len(fits[0]))]
-    if family == "mlp":
-        w1, b1, weight, bias, mean, scale = stacked
-        return Probe(manifest, weight, bias, mean, scale, w1=w1, b1=b1)
-    return Probe(manifest, *stacked)
-
-
-def _fit(family: str, feats: dict[str, np.ndarray], li: int, labels: np.ndarray, train: np.ndarray
-         ) -> tuple[np.ndarray, ...]:
-    """One layer's fitted tensors: ``(weight, bias, mean, scale)``, or ``(w1, b1, w2, b2, mean, scale)`` for ``mlp``."""
-    if family == "mlp":
-        return fit_mlp(feats["last"][train, li].astype(np.float64), labels[train], len(LABELS), hidden=MLP_HIDDEN,
-                       l2=MLP_L2)
-    if family != "mil":
-        return fit_one_vs_rest(feats["last"][train, li].astype(np.float64), labels[train], len(LABELS), l2=L2,
-                               family=family)
-    bags = _bags(feats, li)
-    return fit_mil_one_vs_rest([bags[i] for i in train], labels[train], len(LABELS), l2=1e-2, iters=200)
-
-
-def _bags(feats: dict[str, np.ndarray], li: int) -> list[np.ndarray]:
-    ends = np.append(feats["starts"][1:], len(feats["tokens"]))
-    return [feats["tokens"][a:b, li].astype(np.float64) for a, b in zip(feats["starts"], ends)]
-
-
-def _class_scores(family: str, feats: dict[str, np.ndarray], li: int, idx: np.ndarray,
-                  fit: tuple[np.ndarray, ...]) -> np.ndarray:
-    """Per-item class scores of one layer as the engine aggregates them: last token, or max over a bag."""
-    if family == "mlp":
-        return mlp_scores(feats["last"][idx, li], *fit)
-    weight, bias, mean, scale = fit
-    if family != "mil":
-        scores: np.ndarray = ((feats["last"][idx, li] - mean) / scale) @ weight.T + bias
-        return scores
-    bags = _bags(feats, li)
-    return np.stack([(((bags[i] - mean) / scale) @ weight.T + bias).max(axis=0) for i in idx])
+def _say(message: str) -> None:
+    print(f"calibrate: {message}", file=sys.stderr, flush=True)
 
 
 def calibrate(llm: GuardEngine, out: str | Path | None = None, statements: list[Statement] | None = None,
-              alpha: float = 0.1, seed: int = 0, model_id: str = "", family: str = "logistic", window: int = 4,
-              known_only: bool = True, negations: bool = False) -> CalibrationResult:
+              alpha: float = 0.1, seed: int = 0, model_id: str = "", family: str = "auto", window: int | None = None,
+              known_only: bool = True, negations: bool = True, shift: bool = True) -> CalibrationResult:
     """Run the whole pipeline on a ``GuardedLLM`` started with ``capture_hidden`` at the sweep layers.
 
     Args:
-        window: how many consecutive sweep layers the probe reads (their read-outs are averaged).
-        known_only: drop true/false statements of facts the model does not know from training.
-        negations: train on negated statements too (small models read negation poorly).
+        family: ``auto`` (choose among logistic and mlp by left-out validation) or one of :data:`FAMILIES`.
+        window: a fixed number of consecutive sweep layers (``None``: chosen by the selection).
+        known_only: drop true/false statements of facts the model does not know from the splits.
+        negations: train on negated statements too (the default).
+        shift: fit the shift head (needs statements of at least three domains).
 
     Raises:
         ConfigError: an unknown probe family, or too few calibration items for ``alpha``.
     """
-    if family not in FAMILIES:
-        raise ConfigError(f"probe family {family!r} is unknown; expected one of {', '.join(FAMILIES)}")
+    if family != "auto" and family not in FAMILIES:
+        raise ConfigError(f"probe family {family!r} is unknown; expected auto or one of {', '.join(FAMILIES)}")
     spec = ModelSpec.from_folder(llm.model_path)
     statements = statements or generate_statements(seed)
     labels = np.array([LABELS.index(s.label) for s in statements])
+    domains = np.array([s.domain or "statements" for s in statements])
+    template_index = np.array([int(s.template.rsplit("/", 1)[-1]) if "/" in s.template else 0 for s in statements])
     feats = collect_vllm(llm, [s.text for s in statements], spec.fingerprint, keep_tokens=family == "mil")
     known, unknown = known_facts(llm, statements) if known_only else (set(), set())
     splits = dataset_splits(statements, unknown, seed, negations)
     train, cal, test = splits.train, splits.cal, splits.test
-    facts, negated, is_unknown = splits.facts, splits.negated, splits.is_unknown
-    fit_part, val_part = (train[i]
-                          for i in split_indices(labels[train], seed + 1, (0.75, 0.25), groups=facts[train])[:2])
+    x = feats["last"]
     sweep = llm.spec.layers
-    layer_auroc = sweep_layers(feats["last"].astype(np.float64), labels, fit_part, val_part, sweep)
-    chosen = best_window(layer_auroc, window)
-    fits = [_fit(family, feats, sweep.index(layer), labels, train) for layer in chosen]
+    families = ("logistic", "mlp") if family == "auto" else ("logistic" if family == "mil" else family,)
+    _say(f"{len(statements)} statements, {len(known)} known and {len(unknown)} unknown facts; choosing among "
+         f"{', '.join(families)} by left-out domains and templates")
+    selection = select_probe(x, labels, domains, template_index, splits.negated, train, families, seed, window)
+    best = selection.best
+    chosen_family = "mil" if family == "mil" else best.family
+    l2 = DEFAULT_L2["mil"][0] if family == "mil" else best.l2
+    chosen = tuple(sweep[i] for i in best.window)
+    _say(f"chose {best.label(sweep)}")
+    fits = [fit_probe_layer(chosen_family, feats, li, labels, train, l2, seed) for li in best.window]
 
     def probs(idx: np.ndarray) -> np.ndarray:
-        scores = [_class_scores(family, feats, sweep.index(layer), idx, fit) for layer, fit in zip(chosen, fits)]
-        return softmax(np.mean(scores, axis=0))
+        return softmax(np.mean([item_scores(chosen_family, feats, li, idx, f) for li, f in zip(best.window, fits)],
+                               axis=0))
+
+    def zbar(idx: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.mean([(x[idx, li] - f[-2]) / f[-1] for li, f in zip(best.window, fits)], axis=0)
+        return out
 
     cp = MondrianConformal(alpha).fit(probs(cal), labels[cal])
+    shift_part, shifted_test = None, np.zeros(len(test), bool)
+    lodo: dict[str, dict[str, float]] = {}
+    beta_table: dict[float, dict[str, float]] = {}
+    if shift and len(set(domains[train].tolist())) >= 3:
+        folds = lodo_verdicts(x, labels, domains, train, cal, np.flatnonzero(splits.core), best.family, best.l2,
+                              best.window, alpha, seed, progress=lambda d: _say(f"left-out domain {d} judged"))
+        beta, beta_table = choose_beta(folds, labels, splits.negated)
+        lodo = _lodo_rows(folds, beta, labels, splits.negated)
+        head = fit_domain_head(zbar(train), domains[train])
+        cal_shift = np.sort(head.shift(zbar(cal)))
+        calib = ShiftCalibration(domains=head.domains, beta=beta, scores=np.round(cal_shift, 6).tolist(),
+                                 description=f"beta chosen on {len(folds)} left-out domains: confidently-wrong share "
+                                             f"<= {beta_table[beta]['confidently_wrong_worst']:.3f} on every one")
+        shift_part = (head, calib)
+        shifted_test = np.array([calib.shifted(v) for v in head.shift(zbar(test))], bool)
     p_test = probs(test)
-    metrics = verdict_metrics(p_test, labels[test], cp.predict_sets(p_test))
+    sets = cp.predict_sets(p_test)
+    metrics = verdict_metrics(p_test, labels[test], sets)
+    metrics |= _test_metrics(p_test, sets, shifted_test, labels[test], splits, test)
     metrics.update({"n_train": float(len(train)), "n_cal": float(len(cal)), "n_test": float(len(test)),
-                    "facts_known": float(len(known)), "facts_unknown": float(len(unknown))})
-    for name, mask in (("negated", negated & ~is_unknown & ~splits.core), ("unknown_facts", is_unknown)):
-        idx = np.flatnonzero(mask & ~np.isin(facts, facts[train]))  # facts never seen in training
-        if len(np.unique(labels[idx])) == 2:
-            p = probs(idx)
-            metrics[f"auroc_{name}"] = auroc(p[:, 0] - p[:, 1], labels[idx] == 0)
-            metrics[f"n_{name}"] = float(len(idx))
+                    "facts_known": float(len(known)), "facts_unknown": float(len(unknown)),
+                    "lodo_auroc_worst": float(min(v["all"] for v in selection.by_domain.values())),
+                    "lodo_auroc_median": float(np.median([v["all"] for v in selection.by_domain.values()]))})
+    if lodo:
+        metrics["lodo_confidently_wrong_worst"] = max(r["confidently_wrong"] for r in lodo.values())
+        metrics["lodo_coverage_worst"] = min(r["coverage"] for r in lodo.values())
+    unknown_report = _unknown_report(statements, splits, probs, cp)
+    transfer = transfer_matrix(fitter("logistic", DEFAULT_L2["logistic"][0], seed), x[:, best.window[0]], labels,
+                               domains, train, np.sort(np.concatenate([cal, test])))
     assert cp.thresholds is not None and cp.counts is not None  # fit sets both
     conformal = ConformalCalibration(alpha=alpha, thresholds=dict(zip(LABELS, cp.thresholds.tolist())),
                                      n_cal=dict(zip(LABELS, cp.counts.tolist())),
                                      scores=dict(zip(LABELS, cp.calibration_scores())))
-    probe = _probe_from(fits, chosen, family, spec, model_id or str(llm.model_path), metrics, conformal, seed)
+    probe = probe_from(fits, chosen, chosen_family, spec, model_id or str(llm.model_path), metrics, conformal, seed,
+                       shift_part)
     path = probe.save(out) if out is not None else None
-    return CalibrationResult(probe, path, layer_auroc, metrics, p_test, labels[test], test)
+    return CalibrationResult(probe, path, {sweep[i]: v for i, v in selection.layer_auroc.items()}, metrics, p_test,
+                             labels[test], test, selection, lodo, beta_table, unknown_report, transfer)
+
+
+def _test_metrics(p: np.ndarray, sets: np.ndarray, shifted: np.ndarray, labels: np.ndarray, splits: DatasetSplits,
+                  test: np.ndarray) -> dict[str, float]:
+    """The test split's verdict table, and AUROC on held-out versus seen templates and on negated statements."""
+    table = verdict_table(p, sets, shifted, labels, splits.negated[test])
+    out = {f"test_{k}": v for k, v in table.items() if k not in ("n", "auroc")}
+    for name, mask in (("held_out_templates", splits.held_template[test]),
+                       ("seen_templates", ~splits.held_template[test])):
+        tf = mask & (labels < 2)
+        if (labels[tf] == 0).any() and (labels[tf] == 1).any():
+            out[f"auroc_{name}"] = auroc(p[tf, 0] - p[tf, 1], labels[tf] == 0)
+    return out
+
+
+def _lodo_rows(folds: list[FoldVerdicts], beta: float, labels: np.ndarray, negated: np.ndarray
+               ) -> dict[str, dict[str, float]]:
+    return {f.domain: verdict_table(f.probs, f.sets, f.typicality < beta, labels[f.index], negated[f.index])
+            for f in folds}
+
+
+def _unknown_report(statements: list[Statement], splits: DatasetSplits, probs: Any,
+                    cp: MondrianConformal) -> dict[str, float]:
+    """Statements of facts the model does not know: the share judged confidently right, wrong, or not at all."""
+    idx = np.flatnonzero(splits.is_unknown & ~np.isin(splits.facts, splits.facts[splits.train]))
+    if not len(idx):
+        return {}
+    labels = np.array([LABELS.index(statements[i].label) for i in idx])
+    p = probs(idx)
+    sets = cp.predict_sets(p)
+    single = sets.sum(axis=1) == 1
+    right = single & sets[np.arange(len(idx)), labels]
+    both = (labels == 0).any() and (labels == 1).any()
+    return {"n": float(len(idx)), "auroc": auroc(p[:, 0] - p[:, 1], labels == 0) if both else float("nan"),
+            "confidently_right": float(right.mean()), "confidently_wrong": float((single & ~right).mean()),
+            "neither_or_uncertain": float((~single | sets[:, 2]).mean())}

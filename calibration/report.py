@@ -14,7 +14,7 @@ import numpy as np
 from calibration.pipeline import CalibrationResult
 from guard.probe import Probe
 
-__all__ = ["write_report", "reliability_bins", "plot_risk_coverage", "pyplot"]
+__all__ = ["generalisation_section", "write_report", "reliability_bins", "plot_risk_coverage", "pyplot"]
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> list[tuple[float, float, int]]:
@@ -128,6 +128,45 @@ def _qa_section(qa: dict[str, dict[str, Any]], gate: Probe | None) -> list[str]:
     return lines
 
 
+def generalisation_section(result: CalibrationResult) -> list[str]:
+    """The selection table, the left-out-domain verdict table, the ``beta`` table and the unknown facts."""
+    lines: list[str] = []
+    sel = result.selection
+    if sel is not None:
+        sweep = sorted(result.layer_auroc)
+        lines += ["## Selection by generalisation (training split; leave-one-domain-out, leave-one-template-out)", "",
+                  "| candidate | LODO worst | LODO median | LOTO worst | LOTO median |", "|---|---|---|---|---|"]
+        lines += [f"| {c.label(sweep)} | {m['lodo_worst']:.3f} | {m['lodo_median']:.3f} | {m['loto_worst']:.3f} | "
+                  f"{m['loto_median']:.3f} |" for c, m in sel.ranked[:12]]
+        lines += ["", f"Chosen: **{sel.best.label(sweep)}**. Its left-out-template AUROC per template number: "
+                  + ", ".join(f"{k}: {v:.3f}" for k, v in sorted(sel.by_template.items())), ""]
+    if result.lodo:
+        cols = ("auroc", "auroc_negated", "macro_f1", "coverage", "confidently_wrong", "confident", "shifted", "n")
+        lines += ["## Left-out domains: verdicts of a probe that never saw the domain (shift rule at the chosen beta)",
+                  "", "| domain | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        lines += [f"| {d} | " + " | ".join(f"{r[c]:.3f}" if c != "n" else f"{int(r[c])}" for c in cols) + " |"
+                  for d, r in sorted(result.lodo.items())]
+        lines.append("")
+    if result.beta_table:
+        lines += ["## Choosing beta (typicality below which a verdict is uncertain), on left-out domains", "",
+                  "| beta | confidently wrong (worst) | (median) | coverage (worst) | (median) |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {b:g} | {r['confidently_wrong_worst']:.3f} | {r['confidently_wrong_median']:.3f} | "
+                  f"{r['coverage_worst']:.3f} | {r['coverage_median']:.3f} |" for b, r in result.beta_table.items()]
+        lines.append("")
+    if result.transfer:
+        names = sorted(result.transfer)
+        lines += ["## Domain x domain transfer (logistic read-out fitted on the row's domain alone, AUROC on the "
+                  "column's held-out statements)", "", "| fitted on \\ scored on | " + " | ".join(n[:8] for n in names)
+                  + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"| {a} | " + " | ".join(f"{result.transfer[a][b]:.2f}" for b in names) + " |" for a in names]
+        lines.append("")
+    if result.unknown:
+        lines += ["## Facts the model does not know (likelihood test; never trained on)", "",
+                  *[f"- {k}: {v:.3f}" for k, v in result.unknown.items()], ""]
+    return lines
+
+
 def write_report(result: CalibrationResult, out_dir: str | Path, qa: dict[str, dict[str, Any]] | None = None,
                  gate: Probe | None = None) -> Path:
     """Write ``report.md`` (and plots, when matplotlib is installed) into ``out_dir``; return the summary's path.
@@ -155,12 +194,13 @@ def write_report(result: CalibrationResult, out_dir: str | Path, qa: dict[str, d
         "|---|---|",
         *[f"| {k} | {v:.4g} |" for k, v in result.metrics.items()],
         "",
-        "## Layer sweep (true vs false, validation part of the training split)",
+        "## Layer sweep (true vs false: median left-out-domain AUROC of a logistic read-out, training split)",
         "",
         "| layer | AUROC |",
         "|---|---|",
         *[f"| {k} | {v:.3f} |" for k, v in sorted(result.layer_auroc.items())],
         "",
+        *generalisation_section(result),
     ]
     if qa:
         lines += _qa_section(qa, gate)

@@ -31,12 +31,13 @@ DEFAULT_STEER_LAYERS: tuple[int, ...] = (12,)
 
 
 def steering_statements(statements: Sequence[Statement], domain: str | None = None) -> list[Statement]:
-    """The true and false affirmative statements (of ``domain`` only, when given).
+    """The true and false plain affirmative statements (of ``domain`` only, when given): no negations, questions
+    or compounds, whose truth the difference of means would read inverted or mixed.
 
     Raises:
         ConfigError: ``domain`` names no domain of the statements (lists the known ones).
     """
-    pool = [s for s in statements if s.label in ("true", "false") and not s.negated]
+    pool = [s for s in statements if s.label in ("true", "false") and not s.negated and s.form == "plain"]
     if domain is None:
         return pool
     known = sorted({s.domain for s in pool})

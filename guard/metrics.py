@@ -61,6 +61,8 @@ FAILURE_POLICIES = ("fail_open", "fail_closed")
 LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: p-values live in (0, 1]; dense where flags happen (small alphas)
 P_VALUE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+#: shift of a sentence from the calibration data (guard.shift: 1 - the domain classifier's top probability)
+SHIFT_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
 def _check(label: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -103,6 +105,11 @@ class GuardMetrics:
         self.tokens_scored = Counter("guard_tokens_scored", "Generated tokens whose probe score arrived", registry=r)
         self.sentence_p_true = Histogram("guard_sentence_p_true", "Conformal p-value of 'true' per decided sentence",
                                          buckets=P_VALUE_BUCKETS, registry=r)
+        self.sentence_shift = Histogram("guard_sentence_shift", "Shift of each decided sentence from the probe's "
+                                        "calibration domains (near 0 on familiar text; probes with a shift head)",
+                                        buckets=SHIFT_BUCKETS, registry=r)
+        self.shifted_sentences = Counter("guard_shifted_sentences", "Sentences judged uncertain because their text "
+                                         "is unlike the probe's calibration data", registry=r)
         self.guard_latency = Histogram("guard_latency_seconds", "Latency the guard adds to a request",
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.score_wait = Histogram("guard_score_wait_seconds", "The part of guard_latency_seconds spent waiting for "
@@ -175,6 +182,10 @@ class GuardMetrics:
             self.flagged_sentences.inc()
         if verdict.p_true is not None:
             self.sentence_p_true.observe(verdict.p_true)
+        if verdict.shift is not None:
+            self.sentence_shift.observe(verdict.shift)
+            if verdict.shifted:
+                self.shifted_sentences.inc()
         with self._lock:
             if len(self._window) == self._window.maxlen:
                 old_flagged, old_alpha = self._window[0]

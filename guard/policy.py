@@ -8,7 +8,9 @@ Contract (what a guarded response promises):
   sentences that are in fact true, at most alpha are flagged on average, provided they are
   exchangeable with the probe's calibration statements. Verdicts: ``supported`` (the set is exactly
   {"true"}), ``flagged``, ``uncertain`` (otherwise). A sentence none of whose tokens has a score is
-  ``unscored`` and is never flagged.
+  ``unscored`` and is never flagged. With a probe's shift head (:mod:`guard.shift`), a sentence too
+  unlike the calibration domains is *shifted*: its set holds every label, so it is ``uncertain``
+  (never flagged nor supported: the guard cannot tell).
 * **Decision.** ``pass`` when nothing is flagged or the mode is "pass"; ``flag`` in mode "flag"
   with at least one flagged sentence (the text is unchanged); ``abstain`` in mode "abstain" with a
   flagged sentence, or when the pre-generation gate said so (modes "flag" and "abstain"); ``steer``
@@ -173,15 +175,19 @@ class StreamGuard:
 
     def add_rows(self, positions: Sequence[int], scores: np.ndarray) -> GuardEvent:
         """Add the raw probe scores ``(n, layers, k)`` of ``n`` positions at once (what one pull delivered):
-        one softmax for all rows, one decision pass.
+        one softmax for all rows, one decision pass. Rows of a probe with a shift head may carry its ``d``
+        shift columns after the labels' (``(n, layers, k + d)``).
 
         Raises:
             AdapterError: wrong shape, non-finite values or a duplicate position.
         """
         scores = np.asarray(scores)
-        probs = self.rule.row_probabilities(positions, scores)
+        k = len(self.rule.labels)
+        shifts = self.rule.row_shifts(positions, scores) if scores.ndim == 3 and scores.shape[-1] > k else None
+        labels = scores[..., :k] if shifts is not None else scores
+        probs = self.rule.row_probabilities(positions, labels)
         return self._policy.store(positions, probs,
-                                  np.asarray(scores, np.float64) if self.rule.pooling == "max" else None)
+                                  np.asarray(labels, np.float64) if self.rule.pooling == "max" else None, shifts)
 
     def finish(self) -> GuardEvent:
         """The stream ended: close the last sentence and decide every closed one with the scores there are."""

@@ -104,6 +104,7 @@ class SentencePolicy:
         self.closed: deque[tuple[Sentence, int]] = deque()  # closed, not yet decided; (sentence, emit-up-to chars)
         self.probs: dict[int, tuple[float, ...]] = {}  # position -> k class probabilities
         self.raw: dict[int, np.ndarray] = {}  # position -> (L, k), max pooling only
+        self.shifts: dict[int, float] = {}  # position -> shift (probes with a shift head)
         self.unreleased: deque[tuple[int, int, int]] = deque()  # (position, char offset, length)
         self.first_position: int | None = None
         self.next_unscored = 0  # every text position below it is scored
@@ -143,8 +144,10 @@ class SentencePolicy:
             self.closed.extend((sentence, cut) for sentence in closed)
         return bool(self.closed) and self.closed[0][0].last < self.next_unscored
 
-    def store(self, positions: Sequence[int], probs: list[tuple[float, ...]], raw: np.ndarray | None) -> GuardEvent:
-        """Store the probabilities (and, for ``max`` pooling, raw scores) of ``positions``; decide what they allow.
+    def store(self, positions: Sequence[int], probs: list[tuple[float, ...]], raw: np.ndarray | None,
+              shifts: list[float] | None = None) -> GuardEvent:
+        """Store the probabilities (and, for ``max`` pooling, raw scores; with a shift head, shifts) of
+        ``positions``; decide what they allow.
 
         Raises:
             AdapterError: a position scored twice.
@@ -161,6 +164,8 @@ class SentencePolicy:
             self.probs[position] = probs[i]
             if raw is not None:
                 self.raw[position] = raw[i]
+            if shifts is not None:
+                self.shifts[position] = shifts[i]
             self.tokens_scored += 1
         self._advance_unscored()
         self.advance()
@@ -187,7 +192,11 @@ class SentencePolicy:
         if scored:
             pooled = (self.rule.pool_max([self.raw[p] for p in scored]).tolist() if self._max
                       else self.probs[scored[-1]])
-        return self.rule.judge(sentence, pooled, len(scored), self.alpha)
+        shift = None
+        if scored and self.shifts:
+            known = [self.shifts[p] for p in scored if p in self.shifts]
+            shift = (max(known) if self._max else self.shifts.get(scored[-1])) if known else None
+        return self.rule.judge(sentence, pooled, len(scored), self.alpha, shift)
 
     def record(self, verdict: SentenceVerdict) -> None:
         """Count a decided sentence and send its verdict."""
@@ -240,6 +249,7 @@ class SentencePolicy:
         """Forget ``position``'s scores."""
         self.probs.pop(position, None)
         self.raw.pop(position, None)
+        self.shifts.pop(position, None)
 
     def _advance_unscored(self) -> None:
         if self.first_position is not None:

@@ -16,89 +16,19 @@ reference every device implementation is tested against.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from guard.conformal import MondrianConformal
-from guard.errors import ArtifactError, ConfigError
+from guard.errors import ArtifactError
 from guard.manifest import check_model_fit, read_manifest
 from guard.mlp_head import mlp_hidden, mlp_hidden_units
 from guard.model_spec import ModelSpec
 from guard.probabilities import class_probabilities
-from guard.selective import SelectiveCalibration
+from guard.probe_manifest import PROBE_SCHEMA_VERSION, ConformalCalibration, ProbeManifest
 from guard.tensorfile import load_tensors, save_tensors
 
 __all__ = ["PROBE_SCHEMA_VERSION", "ConformalCalibration", "ProbeManifest", "Probe"]
-
-PROBE_SCHEMA_VERSION = 1
-
-
-class ConformalCalibration(BaseModel):
-    """Split-conformal thresholds fitted on a calibration split disjoint from training.
-
-    With ``scores`` the calibration serves p-values and prediction sets at any alpha; without them
-    (artefacts made before scores were stored) only sets at ``alpha``.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    alpha: float = Field(gt=0.0, lt=1.0)
-    method: Literal["mondrian"] = "mondrian"
-    #: per label: the label is in the prediction set when ``1 - p(label) <= threshold``
-    thresholds: dict[str, float]
-    n_cal: dict[str, int]
-    #: per label: the calibration items of that label's nonconformity scores ``1 - p(label)``, sorted, 6 decimals
-    scores: dict[str, list[float]] | None = None
-
-    @model_validator(mode="after")
-    def _scores_agree_with_thresholds(self) -> ConformalCalibration:
-        if self.scores is None:
-            return self
-        labels = sorted(self.thresholds)
-        if sorted(self.scores) != labels:
-            raise ValueError(f"conformal scores cover labels {sorted(self.scores)} but thresholds cover {labels}; "
-                             "re-run `guard calibrate`")
-        try:
-            refit = MondrianConformal.from_scores(self.alpha, [self.scores[label] for label in labels])
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from exc
-        assert refit.counts is not None and refit.thresholds is not None  # from_scores fits both
-        for label, n, again in zip(labels, refit.counts.tolist(), refit.thresholds.tolist()):
-            stored = self.thresholds[label]
-            if n != self.n_cal.get(label) or (np.isfinite(stored) and abs(again - stored) > 1e-6):
-                raise ValueError(f"conformal scores of {label!r} "
-                                 f"({n} values, threshold {again:.6f} at alpha={self.alpha}) "
-                                 f"disagree with n_cal={self.n_cal.get(label)} and threshold {stored:.6f}; "
-                                 "re-run `guard calibrate`")
-        return self
-
-
-class ProbeManifest(BaseModel):
-    """The JSON manifest stored beside a probe's tensors."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    schema_version: int = PROBE_SCHEMA_VERSION
-    kind: str = Field(description="how the probe was made, e.g. 'mass-mean' or 'stand-in'")
-    labels: tuple[str, ...]
-    layers: tuple[int, ...]
-    hidden_size: int
-    num_layers: int
-    model_fingerprint: str
-    model_id: str = ""
-    description: str = ""
-    #: held-out quality measured when the probe was made (e.g. ``auroc_true_vs_false``)
-    metrics: dict[str, float] = Field(default_factory=dict)
-    #: how a span's token scores become one verdict: the last token's, or the maximum (MIL probes)
-    pooling: Literal["last", "max"] = "last"
-    #: split-conformal calibration of the class probabilities (``softmax`` of the scores)
-    conformal: ConformalCalibration | None = None
-    #: the read-out: one matmul (``linear``), or one hidden ReLU layer of ``m`` units (``mlp``; tensors ``w1``, ``b1``)
-    head: Literal["linear", "mlp"] = "linear"
-    #: selective-answering calibration (Learn-then-Test) of one label's probability, e.g. a gate's ``p(correct)``
-    selective: SelectiveCalibration | None = None
 
 
 class Probe:
@@ -112,6 +42,9 @@ class Probe:
         scale: ``(L, H)`` positive scaling applied before the read-out (ones for none).
         w1: ``(L, m, H)`` hidden-layer weights of an MLP head (``None`` for a linear head).
         b1: ``(L, m)`` hidden-layer biases of an MLP head.
+        shift_weight: ``(L, d, H)`` the shift head's whitened directions on standardised rows (``manifest.shift``;
+            see :mod:`guard.shift`), ``None`` for a probe without one.
+        shift_bias: ``(L, d)``.
 
     Raises:
         ArtifactError: a tensor is missing, superfluous, non-finite, or its shape disagrees with the manifest.
@@ -124,7 +57,8 @@ class Probe:
 
     def __init__(self, manifest: ProbeManifest, weight: np.ndarray, bias: np.ndarray,
                  mean: np.ndarray, scale: np.ndarray, w1: np.ndarray | None = None,
-                 b1: np.ndarray | None = None) -> None:
+                 b1: np.ndarray | None = None, shift_weight: np.ndarray | None = None,
+                 shift_bias: np.ndarray | None = None) -> None:
         self.manifest = manifest
         n_l, k, h = len(manifest.layers), len(manifest.labels), manifest.hidden_size
         arrays = {"weight": weight, "bias": bias, "mean": mean, "scale": scale}
@@ -133,6 +67,13 @@ class Probe:
         if w1 is not None and b1 is not None:  # both exactly when m > 0 (mlp_hidden_units checked)
             arrays |= {"w1": w1, "b1": b1}
             expected |= {"w1": (n_l, m, h), "b1": (n_l, m)}
+        d = 0 if manifest.shift is None else manifest.shift.dims
+        if (shift_weight is None or shift_bias is None) != (d == 0):
+            raise ArtifactError(f"probe has {'a' if d else 'no'} shift calibration in its manifest but "
+                                f"{'lacks' if d else 'carries'} shift tensors; re-export the probe")
+        if shift_weight is not None and shift_bias is not None:
+            arrays |= {"shift_weight": shift_weight, "shift_bias": shift_bias}
+            expected |= {"shift_weight": (n_l, d, h), "shift_bias": (n_l, d)}
         for name, arr in arrays.items():
             if tuple(arr.shape) != expected[name]:
                 units = f", {m} hidden units from 'w1'" if m else ""
@@ -153,6 +94,8 @@ class Probe:
         self.scale = np.asarray(scale, np.float32)
         self.w1 = None if w1 is None else np.asarray(w1, np.float32)
         self.b1 = None if b1 is None else np.asarray(b1, np.float32)
+        self.shift_weight = None if shift_weight is None else np.asarray(shift_weight, np.float32)
+        self.shift_bias = None if shift_bias is None else np.asarray(shift_bias, np.float32)
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -163,6 +106,16 @@ class Probe:
     def labels(self) -> tuple[str, ...]:
         """Names of the probe's outputs."""
         return self.manifest.labels
+
+    @property
+    def shift_dims(self) -> int:
+        """Columns of the shift head (0 without one); they follow the labels' columns in the engine's rows."""
+        return 0 if self.shift_weight is None else self.shift_weight.shape[1]
+
+    @property
+    def outputs(self) -> int:
+        """Columns the probe contributes to an engine score row: its labels', then its shift head's."""
+        return len(self.labels) + self.shift_dims
 
     @property
     def hidden_units(self) -> int:
@@ -182,6 +135,22 @@ class Probe:
             z = mlp_hidden(z, self.w1, self.b1)  # (n, L, m)
         scores: np.ndarray = np.einsum("nlh,lkh->nlk", z, self.weight.astype(np.float64)) + self.bias
         return scores
+
+    def shift_columns(self, hidden: np.ndarray) -> np.ndarray:
+        """Numpy reference of the shift head: ``(n, L, H)`` rows -> ``(n, L, d)`` (see :mod:`guard.shift`).
+
+        Raises:
+            ArtifactError: the probe has no shift head, or the rows have the wrong shape.
+        """
+        if self.shift_weight is None or self.shift_bias is None:
+            raise ArtifactError(f"probe {self.manifest.kind!r} has no shift head; re-run `guard calibrate`")
+        hidden = np.asarray(hidden, np.float64)
+        if hidden.ndim != 3 or hidden.shape[1:] != (len(self.layers), self.manifest.hidden_size):
+            raise ArtifactError(f"probe expects hidden rows of shape (n, {len(self.layers)}, "
+                                f"{self.manifest.hidden_size}), got {hidden.shape}")
+        z = (hidden - self.mean) / self.scale
+        out: np.ndarray = np.einsum("nlh,ldh->nld", z, self.shift_weight.astype(np.float64)) + self.shift_bias
+        return out
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n, k)`` from per-token scores ``(n, L, k)``: layers averaged, then softmax."""
@@ -268,6 +237,12 @@ class Probe:
         w1, b1 = self._fold(self.w1, self.b1)
         return w1, b1, np.ascontiguousarray(self.weight.transpose(0, 2, 1)), self.bias.copy()
 
+    def folded_shift(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The shift head with the normalisation folded in: ``(L, H, d)``, ``(L, d)`` (``None`` without one)."""
+        if self.shift_weight is None or self.shift_bias is None:
+            return None
+        return self._fold(self.shift_weight, self.shift_bias)
+
     def _fold(self, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(L, o, H)`` weights on standardised rows -> ``(L, H, o)`` weights and ``(L, o)`` biases on raw rows."""
         w = w.astype(np.float64) / self.scale[:, None, :]  # (L, o, H)
@@ -290,6 +265,8 @@ class Probe:
         tensors = {"weight": self.weight, "bias": self.bias, "mean": self.mean, "scale": self.scale}
         if self.w1 is not None and self.b1 is not None:
             tensors |= {"w1": self.w1, "b1": self.b1}
+        if self.shift_weight is not None and self.shift_bias is not None:
+            tensors |= {"shift_weight": self.shift_weight, "shift_bias": self.shift_bias}
         save_tensors(base.with_suffix(".safetensors"), tensors, {"format": "guard-probe"})
         base.with_suffix(".json").write_text(self.manifest.model_dump_json(indent=2) + "\n")
         return base.with_suffix(".safetensors")
@@ -305,7 +282,8 @@ class Probe:
         manifest = read_manifest(base.with_suffix(".json"), "probe", PROBE_SCHEMA_VERSION, ProbeManifest,
                                  "re-export the probe")
         tensors, _ = load_tensors(base.with_suffix(".safetensors"))
-        required = {"weight", "bias", "mean", "scale"} | ({"w1", "b1"} if manifest.head == "mlp" else set())
+        required = ({"weight", "bias", "mean", "scale"} | ({"w1", "b1"} if manifest.head == "mlp" else set())
+                    | ({"shift_weight", "shift_bias"} if manifest.shift is not None else set()))
         missing = required - tensors.keys()
         if missing:
             raise ArtifactError(
@@ -313,7 +291,7 @@ class Probe:
                 f"(head={manifest.head!r}); re-export it"
             )
         return cls(manifest, tensors["weight"], tensors["bias"], tensors["mean"], tensors["scale"],
-                   tensors.get("w1"), tensors.get("b1"))
+                   tensors.get("w1"), tensors.get("b1"), tensors.get("shift_weight"), tensors.get("shift_bias"))
 
     @classmethod
     def random(cls, spec: ModelSpec, layers: tuple[int, ...], labels: tuple[str, ...] = ("score",),

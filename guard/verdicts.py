@@ -14,199 +14,41 @@ extension field; they carry positions and numbers, never the sentence text.
 * **Conformal set.** Mondrian conformal p-values ``p_label = (1 + #{calibration scores of label
   >= 1 - p(label)}) / (n_label + 1)``; a label is in the set at the request's alpha iff its p-value
   exceeds alpha (at the probe's calibrated alpha this is its stored-threshold rule).
+* **Shift.** With a probe's shift head (:mod:`guard.shift`) the score rows carry ``d`` more columns; a
+  sentence's shift is its pooled token's (``last``), or the largest of its tokens' (``max``). A shifted
+  sentence gets every label in its set: the guard cannot tell, and says so (``uncertain``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from guard.conformal import MondrianConformal
 from guard.errors import AdapterError, ArtifactError, NonFiniteScores
 from guard.probabilities import class_probabilities, row_probabilities
 from guard.probe import Probe
 from guard.sentences import Sentence
+from guard.shift import ShiftCalibration, shift_of_columns, shift_of_rows
+from guard.verdict_records import (
+    TRUE_LABEL,
+    AbstainReason,
+    Decision,
+    GuardEvent,
+    GuardSummary,
+    Mode,
+    SentenceVerdict,
+    SteerPoint,
+    TokenScore,
+    Verdict,
+    VerdictCounts,
+    response_decision,
+)
 
 __all__ = ["Mode", "Decision", "Verdict", "VerdictRule", "SentenceVerdict", "AbstainReason", "SteerPoint",
            "VerdictCounts", "GuardSummary", "TokenScore", "GuardEvent", "response_decision", "TRUE_LABEL"]
-
-#: the label whose absence from a prediction set flags a sentence
-TRUE_LABEL = "true"
-Mode = Literal["pass", "flag", "abstain", "steer"]
-Decision = Literal["pass", "flag", "abstain", "steer"]
-Verdict = Literal["supported", "uncertain", "flagged", "unscored"]
-
-
-class SentenceVerdict(BaseModel):
-    """The verdict on one sentence.
-
-    Attributes:
-        index: the sentence's order in the choice's text.
-        start / end: its character span in the generated text (end exclusive).
-        first / last: token positions of its first and last non-whitespace characters.
-        verdict: ``supported`` (set is exactly {true}), ``flagged`` (true not in the set),
-            ``uncertain`` (true in the set with other labels), ``unscored`` (no token scored; never flagged).
-        p_true: conformal p-value of "true" (``None`` when unscored or the probe stores no calibration scores).
-        prediction_set: labels in the conformal set at the request's alpha, in the probe's label order.
-        probs: pooled class probabilities (``None`` when unscored).
-        tokens_scored: how many of its tokens had a score when it was decided.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    index: int
-    start: int
-    end: int
-    first: int
-    last: int
-    verdict: Verdict
-    p_true: float | None
-    prediction_set: tuple[str, ...]
-    probs: dict[str, float] | None
-    tokens_scored: int
-
-
-class AbstainReason(BaseModel):
-    """Why a choice abstained: the pre-generation gate, the first flagged sentence, or (``guard_failure``,
-    with ``on_guard_failure: fail_closed``) the guard could not judge the answer."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["gate", "sentence", "guard_failure"]
-    alpha: float
-    sentence: int | None = None
-    p_true: float | None = None
-    detail: str = ""
-
-
-class SteerPoint(BaseModel):
-    """Where and how a choice was steered (mode "steer"); positions and numbers, never text.
-
-    Attributes:
-        kind: what triggered it: the pre-generation ``gate``, a flagged ``sentence``, or the ``request``
-            itself (``how="always"``).
-        how: ``continue`` (the text before the flagged sentence is kept, generation goes on steered
-            from its first token), ``regenerate`` (the whole answer is generated again, steered) or
-            ``always`` (every generated token was steered).
-        alpha: the conformal alpha at which the sentence was flagged (or the gate's alpha).
-        strength: the steering strength the steered generation used.
-        position: the first token position generated with steering (``None``: the first generated one).
-        kept_chars: characters of the unsteered answer kept before the steered text.
-        flagged: the verdict on the sentence that was replaced (``None`` when the gate triggered).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["gate", "sentence", "request"]
-    how: Literal["continue", "regenerate", "always"]
-    alpha: float
-    strength: float
-    position: int | None
-    kept_chars: int
-    flagged: SentenceVerdict | None = None
-
-
-class VerdictCounts(BaseModel):
-    """How many sentences got each verdict, and how many tokens arrived and were scored."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    sentences: int = 0
-    supported: int = 0
-    uncertain: int = 0
-    flagged: int = 0
-    unscored: int = 0
-    tokens: int = 0
-    tokens_scored: int = 0
-
-
-class GuardSummary(BaseModel):
-    """The response-level verdict of one choice.
-
-    Attributes:
-        decision: ``pass``, ``flag``, ``abstain`` or ``steer`` (see :mod:`guard.policy`).
-        score: the smallest p-value of "true" over decided sentences (``None`` when there is none).
-        abstained: why it abstained, if it did.
-        sentences: verdicts of the decided sentences of the text the client got, in order.
-        steered: where and how it was steered, if it was.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    decision: Decision
-    mode: Mode
-    alpha: float
-    score: float | None
-    abstained: AbstainReason | None
-    sentences: tuple[SentenceVerdict, ...]
-    counts: VerdictCounts
-    steered: SteerPoint | None = None
-
-    @classmethod
-    def of(cls, verdicts: list[SentenceVerdict], mode: Mode, alpha: float, tokens: int, tokens_scored: int,
-           abstained: AbstainReason | None = None, steered: SteerPoint | None = None) -> GuardSummary:
-        """The summary of a choice's decided sentences (see :mod:`guard.policy` for the decision)."""
-        named = [v.verdict for v in verdicts]
-        flagged = named.count("flagged")
-        p_true = [v.p_true for v in verdicts if v.p_true is not None]
-        # built from checked records and counts: no validation, once or twice per request
-        return cls.model_construct(
-            decision=response_decision(mode, flagged, abstained is not None, steered is not None),
-            mode=mode, alpha=alpha, score=min(p_true) if p_true else None, abstained=abstained,
-            sentences=tuple(verdicts), steered=steered,
-            counts=VerdictCounts.model_construct(sentences=len(verdicts), tokens=tokens, tokens_scored=tokens_scored,
-                                                 supported=named.count("supported"),
-                                                 uncertain=named.count("uncertain"), flagged=flagged,
-                                                 unscored=named.count("unscored")))
-
-
-def response_decision(mode: Mode, flagged: int, abstained: bool, steered: bool = False) -> Decision:
-    """The response-level decision (see the module's contract)."""
-    if mode == "pass":
-        return "pass"
-    if abstained:
-        return "abstain"
-    if steered:
-        return "steer"
-    return "flag" if flagged else "pass"
-
-
-@dataclass(frozen=True)
-class TokenScore:
-    """A token's class probabilities, in the probe's label order."""
-
-    position: int
-    probs: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class GuardEvent:
-    """What to send now for one choice.
-
-    Attributes:
-        text: text to emit (in abstain mode, verified sentences, then possibly the abstain message).
-        token_scores: scores of tokens whose text has been emitted, in position order, each once.
-        sentences: verdicts decided now, in order.
-        abstained: set when the guard abstained now: stop generating this choice.
-        steer: set when the guard asks for steering now (mode "steer"): stop this generation, start
-            the steered one as it says, then call :meth:`StreamGuard.resume`.
-    """
-
-    text: str = ""
-    token_scores: tuple[TokenScore, ...] = ()
-    sentences: tuple[SentenceVerdict, ...] = ()
-    abstained: AbstainReason | None = None
-    steer: SteerPoint | None = None
-
-    def __bool__(self) -> bool:
-        """Whether it carries anything to send."""
-        return bool(self.text or self.token_scores or self.sentences or self.abstained is not None
-                    or self.steer is not None)
-
 
 class VerdictRule:
     """Pooling + Mondrian conformal sets over a probe's labels, decided once per probe.
@@ -217,6 +59,7 @@ class VerdictRule:
         conformal: fitted sets; with calibration scores they also give p-values and any alpha.
         layers: how many layers a token's raw scores have (``(layers, k)``).
         name: how errors name the probe.
+        shift: the probe's shift calibration (``None``: no shift head; rows carry only the labels' columns).
 
     Raises:
         ArtifactError: ``"true"`` is not among the labels, or the calibration's class count differs.
@@ -229,7 +72,7 @@ class VerdictRule:
     """
 
     def __init__(self, labels: tuple[str, ...], pooling: Literal["last", "max"], conformal: MondrianConformal,
-                 layers: int = 1, name: str = "probe") -> None:
+                 layers: int = 1, name: str = "probe", shift: ShiftCalibration | None = None) -> None:
         if TRUE_LABEL not in labels:
             raise ArtifactError(f"probe {name!r} has labels {list(labels)}; verdicts need a {TRUE_LABEL!r} label; "
                                 "use a true/false/neither probe from `guard calibrate`")
@@ -238,6 +81,9 @@ class VerdictRule:
                                 "re-run `guard calibrate`")
         self.labels, self.pooling, self.layers, self.name = labels, pooling, layers, name
         self.conformal = conformal
+        self.shift = shift
+        #: columns of a score row this rule reads: the labels', then the shift head's
+        self.columns = len(labels) + (0 if shift is None else shift.dims)
         self._true = labels.index(TRUE_LABEL)
 
     @classmethod
@@ -248,7 +94,7 @@ class VerdictRule:
             ArtifactError: the probe has no conformal calibration or no ``"true"`` label.
         """
         m = probe.manifest
-        return cls(m.labels, m.pooling, probe.calibrated(), len(m.layers), m.kind)
+        return cls(m.labels, m.pooling, probe.calibrated(), len(m.layers), m.kind, m.shift)
 
     @property
     def alpha(self) -> float:
@@ -306,6 +152,26 @@ class VerdictRule:
             self._refuse(positions, scores, row, "scores")
         return probs
 
+    def row_shifts(self, positions: Sequence[int], scores: np.ndarray) -> list[float] | None:
+        """Each row's shift from raw rows ``(n, layers, columns)`` (``None``: no shift head or no shift columns).
+
+        Raises:
+            NonFiniteScores: a shift column holds NaN or infinity.
+        """
+        k = len(self.labels)
+        if self.shift is None or scores.shape[-1] != self.columns:
+            return None
+        columns = scores[..., k:]
+        shifts: list[float] | None
+        if len(positions) > _PLAIN_ROWS:
+            values = shift_of_columns(columns)
+            shifts = [float(v) for v in values] if np.isfinite(values).all() else None
+        else:
+            shifts = shift_of_rows(columns.tolist())
+        if shifts is None:
+            raise NonFiniteScores(f"shift columns for positions {list(positions)[:8]} have NaN or infinite values")
+        return shifts
+
     def pool_max(self, raw: list[np.ndarray]) -> np.ndarray:
         """``max`` pooling: per-layer elementwise max over tokens of raw scores, layers averaged, softmax.
 
@@ -314,14 +180,18 @@ class VerdictRule:
         return class_probabilities(np.stack(raw).max(axis=0))  # (t, L, k) -> (k,)
 
     def judge(self, sentence: Sentence, pooled: Sequence[float] | None, tokens_scored: int,
-              alpha: float) -> SentenceVerdict:
-        """The verdict on ``sentence`` from its pooled probabilities ``(k,)`` (``None``: no token scored)."""
+              alpha: float, shift: float | None = None) -> SentenceVerdict:
+        """The verdict on ``sentence`` from its pooled probabilities ``(k,)`` (``None``: no token scored) and,
+        with a shift head, its pooled shift."""
         # Any: splatted into model_construct, whose first parameter (_fields_set) is not an int
         span: dict[str, Any] = {"index": sentence.index, "start": sentence.start, "end": sentence.end,
                                 "first": sentence.first, "last": sentence.last, "tokens_scored": tokens_scored}
         if pooled is None:
             return SentenceVerdict(verdict="unscored", p_true=None, prediction_set=(), probs=None, **span)
         inside = self.conformal.row_set(pooled, alpha)
+        shifted = shift is not None and self.shift is not None and self.shift.shifted(shift)
+        if shifted:
+            inside = (True,) * len(self.labels)
         p_true = self.conformal.row_p_values(pooled)[self._true] if self.has_p_values else None
         members = tuple(label for label, keep in zip(self.labels, inside) if keep)
         verdict: Verdict = ("flagged" if not inside[self._true] else
@@ -329,7 +199,8 @@ class VerdictRule:
         # built from checked numbers of the right types: no validation on this per-sentence path
         return SentenceVerdict.model_construct(verdict=verdict, p_true=None if p_true is None else float(p_true),
                                                prediction_set=members,
-                                               probs=dict(zip(self.labels, map(float, pooled))), **span)
+                                               probs=dict(zip(self.labels, map(float, pooled))), shift=shift,
+                                               shifted=shifted, **span)
 
 
 #: up to this many rows :meth:`VerdictRule.row_probabilities` works in plain Python

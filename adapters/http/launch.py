@@ -92,7 +92,7 @@ def run(settings: ServeSettings) -> None:
     if settings.use_gate and settings.gate is not None:
         gate_probe = Probe.load(settings.gate)
         check_gate(probe, gate_probe)
-        gate = GateRule(gate_probe, offset=len(probe.labels))
+        gate = GateRule(gate_probe, offset=probe.outputs)
     vector = SteeringVector.load(settings.steering) if settings.steering is not None else None
     check_fit(settings.model, probe, gate.gate if gate is not None else None, vector)  # before the engine's slow start
     steering = None

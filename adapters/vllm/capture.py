@@ -34,7 +34,7 @@ from adapters.vllm.steering import SteerState, install_steering
 from guard import env
 from guard.capture_spec import CaptureSpec, check_endpoint
 from guard.errors import AdapterError, ConfigError
-from guard.heads import check_gate, fused_linear
+from guard.heads import check_gate, fused_head
 from guard.model_spec import ModelSpec
 from guard.probe import Probe
 from guard.request_options import RequestOptions, parse_request_options
@@ -111,15 +111,11 @@ class CaptureState:
     def _device_weights(self, probe: Probe | None, gate: Probe | None) -> tuple[torch.Tensor | None, ...]:
         """Folded probe weights on the device: ``(w1, b1, w, b)``; ``w1``/``b1`` are ``None`` for a linear head.
 
-        A gate's columns are appended to a linear probe's (one matmul scores both; see guard.heads).
+        The probe's shift head and a gate ride along in the same matmuls (see guard.heads).
         """
         if probe is None:
             return None, None, None, None
-        arrays: tuple[np.ndarray | None, ...]
-        if probe.hidden_units:
-            arrays = probe.folded_mlp()  # (L, H, m), (L, m), (L, m, k), (L, k)
-        else:
-            arrays = (None, None, *fused_linear(probe, gate))  # (L, H, k [+ k_gate]), (L, k [+ k_gate])
+        arrays = fused_head(probe, gate)  # (L, H, m) | None, (L, m) | None, (L, m | H, columns), (L, columns)
         return tuple(None if a is None else torch.from_numpy(a).to(self.device) for a in arrays)
 
     # --- step boundary (host) -------------------------------------------------------------

@@ -123,6 +123,8 @@ def _token_report(llm: Any, probe: Any, prompt: str, res: Any) -> dict[str, Any]
     """Per-token class probabilities of the answer (from the last prompt token on) and the final verdict."""
     import numpy as np
 
+    from guard.shift import shift_of_columns
+
     n_prompt = len(res.prompt_token_ids)
     rows = []
     for pos, score in zip(res.scores.positions.tolist(), res.scores.scores, strict=True):
@@ -135,6 +137,12 @@ def _token_report(llm: Any, probe: Any, prompt: str, res: Any) -> dict[str, Any]
         last = np.array(rows[-1]["probs"])
         sets = probe.prediction_sets(last[None]) if probe.manifest.conformal is not None else None
         verdict = {"probs": last.round(4).tolist(), "set": list(sets[0]) if sets else None}
+        rule = probe.manifest.shift
+        if rule is not None and res.shift_scores is not None:  # the shift head (guard.shift) at the same token
+            shift = float(shift_of_columns(res.shift_scores[-1:])[0])
+            verdict |= {"shift": round(shift, 4), "shifted": rule.shifted(shift)}
+            if verdict["shifted"]:
+                verdict["set"] = list(probe.labels)  # unlike the calibration domains: the guard cannot tell
     return {"prompt": prompt, "completion": res.text, "token_scores": rows, "verdict": verdict}
 
 

@@ -82,6 +82,8 @@ class GuardedCompletion:
     scores: TokenScores | None
     #: the pre-generation gate's scores ``(n, L, 2)`` at the same positions (engines started with a gate)
     gate_scores: np.ndarray | None = None
+    #: the probe's shift columns ``(n, L, d)`` at the same positions (probes with a shift head; guard.shift)
+    shift_scores: np.ndarray | None = None
     #: log-probability of each generated token (when the request asked for ``logprobs``)
     token_logprobs: list[float] | None = None
 
@@ -195,12 +197,12 @@ class GuardedLLM:
                 # vLLM types each step Optional, but fills every sampled step when logprobs were asked for
                 logprobs = [float(step[tok].logprob)  # type: ignore[index]
                             for tok, step in zip(gen.token_ids, gen.logprobs)]
-            gate_scores = None
-            if scores is not None and self.gate is not None and self.probe is not None:  # a gate rides on the probe
-                probe_part, gate_scores = split_columns(scores.scores, self.probe)
+            gate_scores = shift_scores = None
+            if scores is not None and self.probe is not None:  # the shift head and a gate ride on the probe
+                probe_part, shift_scores, gate_scores = split_columns(scores.scores, self.probe)
                 scores = dataclasses.replace(scores, scores=probe_part)
             done.append(GuardedCompletion(prompt_ids, list(gen.token_ids), gen.text, scores, token_logprobs=logprobs,
-                                          gate_scores=gate_scores))
+                                          gate_scores=gate_scores, shift_scores=shift_scores))
         return done
 
     def worker_status(self) -> list[dict[str, Any]]:
@@ -255,6 +257,9 @@ class GuardedLLM:
                 if self.gate is not None and (res.gate_scores is None or not np.allclose(
                         self.gate.score(scores.hidden), res.gate_scores, rtol=1e-3, atol=1e-3)):
                     raise SelfTestError("in-engine gate scores disagree with the numpy reference on captured rows")
+                if self.probe.shift_dims and (res.shift_scores is None or not np.allclose(
+                        self.probe.shift_columns(scores.hidden), res.shift_scores, rtol=1e-3, atol=1e-3)):
+                    raise SelfTestError("in-engine shift scores disagree with the numpy reference on captured rows")
 
     def close(self) -> None:
         """Shut the engine and the collector down."""

@@ -101,7 +101,7 @@ def test_abstain_mode_withholds_the_false_answer_and_keeps_the_true_one(proxied)
     for model, text in CHAT_ANSWERS.items():
         answer = client.chat.completions.create(model=model, messages=QUESTION, extra_body=options)
         guard = answer.choices[0].model_extra["guard"]
-        flagged = any(s["p_true"] <= 0.5 for s in guard["sentences"])
+        flagged = any(s["p_true"] <= 0.5 and not s["shifted"] for s in guard["sentences"])  # a capital: familiar
         assert guard["decision"] == ("abstain" if flagged else "pass")
         assert answer.choices[0].message.content == ("[withheld]" if flagged else text)
         assert flagged is (model == "liar")

@@ -42,8 +42,12 @@ def _synthetic_probe(out: Path) -> Path:
     fitted = MondrianConformal.from_scores(0.1, [scores[label] for label in shipped.labels])
     calibration = ConformalCalibration(alpha=0.1, thresholds=dict(zip(shipped.labels, fitted.thresholds.tolist())),
                                        n_cal={label: N_CAL for label in shipped.labels}, scores=scores)
-    manifest = shipped.manifest.model_copy(update={"conformal": calibration, "kind": "shipped-synthetic-calibration"})
-    probe = Probe(manifest, shipped.weight, shipped.bias, shipped.mean, shipped.scale, shipped.w1, shipped.b1)
+    # the shift head rides along and reports every sentence's shift; beta 0 keeps the forced decisions forced
+    assert shipped.manifest.shift is not None, "the shipped probe has no shift head"
+    manifest = shipped.manifest.model_copy(update={"conformal": calibration, "kind": "shipped-synthetic-calibration",
+                                                   "shift": shipped.manifest.shift.model_copy(update={"beta": 0.0})})
+    probe = Probe(manifest, shipped.weight, shipped.bias, shipped.mean, shipped.scale, shipped.w1, shipped.b1,
+                  shipped.shift_weight, shipped.shift_bias)
     return probe.save(out / "probe")
 
 
@@ -118,6 +122,8 @@ def _consistent(guard: dict[str, Any], alpha: float) -> None:
     """decision is "abstain"/"flag" exactly when some decided sentence has p_true <= alpha."""
     flagged = any(s["p_true"] is not None and s["p_true"] <= alpha for s in guard["sentences"])
     assert flagged == any(s["verdict"] == "flagged" for s in guard["sentences"])
+    # the shift head's score reaches every scored verdict (guard.shift); beta 0: never shifted
+    assert all(0.0 <= s["shift"] < 1.0 and not s["shifted"] for s in guard["sentences"] if s["verdict"] != "unscored")
     assert guard["decision"] == (guard["mode"] if flagged and guard["mode"] != "pass" else "pass")
     assert guard["source"] == "engine" and guard["alpha"] == alpha
 
@@ -254,12 +260,12 @@ def test_the_shipped_gate_decides_on_the_question_alone_and_abstains_exactly_bel
     client = openai.OpenAI(base_url=served["url"] + "/v1", api_key="unused")
     for question in ("What is the capital of France?", "What is 37 plus 48?", "What is the capital of Fiji?"):
         messages = [{"role": "user", "content": question}]
-        # alpha 0.35: the gate's stored calibration certifies a threshold there (0.3 certifies none)
+        # alpha 0.4: the gate's stored calibration certifies a threshold there (0.35 and below certify none)
         answer = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=24, temperature=0,
-                                                extra_body={"guard": {"mode": "flag", "gate_alpha": 0.35}})
+                                                extra_body={"guard": {"mode": "flag", "gate_alpha": 0.4}})
         guard = answer.choices[0].model_extra["guard"]
         gate = guard["gate"]
-        assert gate["certified"] is True and gate["alpha"] == 0.35 and 0.0 < gate["p_correct"] < 1.0
+        assert gate["certified"] is True and gate["alpha"] == 0.4 and 0.0 < gate["p_correct"] < 1.0
         assert gate["answer"] is (gate["p_correct"] >= gate["threshold"])
         assert (guard["decision"] == "abstain") is (not gate["answer"])
         if not gate["answer"]:

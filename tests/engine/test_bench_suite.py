@@ -102,6 +102,11 @@ def test_quality_bench_scores_layers_shipped_probe_domains_and_baselines(bench_e
     assert set(cross["domains"]) <= {"capital", "arithmetic"} and cross["layer"] == probe.layers[0]
     for a in cross["domains"]:
         assert set(cross["auroc"][a]) == set(cross["domains"])
+    gen = ds["generalisation"]
+    assert set(gen["lodo"]) <= {"capital", "arithmetic"} and all(0.0 <= v <= 1.0 for v in gen["loto"].values())
+    (table,) = ds["verdicts"].values()  # the shipped probe's verdicts per domain on the test split
+    assert table["all"]["n"] == ds["n_test"] and set(table) - {"all"} <= {s.domain for s in picked}
+    assert all(0.0 <= r["confidently_wrong"] <= r["confident"] <= 1.0 for r in table.values())
     assert plot_quality(record, tmp_path / "quality.png") and (tmp_path / "quality.png").stat().st_size
 
 

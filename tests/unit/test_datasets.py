@@ -85,7 +85,9 @@ def test_grouped_split_keeps_every_fact_in_one_split():
     splits = dataset_splits(statements, unknown=set(), seed=0)
     facts = [{statements[i].fact for i in part} for part in (splits.train, splits.cal, splits.test)]
     assert not facts[0] & facts[1] and not facts[0] & facts[2] and not facts[1] & facts[2]
-    assert not any(statements[i].negated for part in (splits.train, splits.cal, splits.test) for i in part)
+    assert any(statements[i].negated for i in splits.train)  # negations train by default
+    off = dataset_splits(statements, unknown=set(), seed=0, negations=False)
+    assert not any(statements[i].negated for part in (off.train, off.cal, off.test) for i in part)
 
 
 def test_unknown_facts_leave_the_splits_but_are_flagged():

@@ -67,18 +67,18 @@ def test_mlp_fit_names_a_class_without_examples():
 
 
 def test_calibration_exports_an_mlp_probe_that_scores_as_calibration_measured():
-    from calibration import pipeline
+    from calibration import export, families
 
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 3, 240)
     feats = {"last": (rng.standard_normal((240, 2, 12)) + labels[:, None, None] * 0.5 + 3).astype(np.float32)}
     train, held = np.arange(160), np.arange(160, 240)
-    fits = [pipeline._fit("mlp", feats, li, labels, train) for li in range(2)]
+    fits = [export.fit_probe_layer("mlp", feats, li, labels, train, 3e-2) for li in range(2)]
     conformal = ConformalCalibration(alpha=0.1, thresholds={"true": 0.5, "false": 0.5, "neither": 0.5},
                                      n_cal={"true": 9, "false": 9, "neither": 9})
     spec = ModelSpec.from_config({"model_type": "llama", "hidden_size": 12, "num_hidden_layers": 8})
-    probe = pipeline._probe_from(fits, (3, 5), "mlp", spec, "m", {}, conformal, seed=0)
+    probe = export.probe_from(fits, (3, 5), "mlp", spec, "m", {}, conformal, seed=0)
     assert probe.manifest.head == "mlp" and probe.manifest.kind == "softmax-mlp"
-    assert probe.hidden_units == pipeline.MLP_HIDDEN
-    measured = softmax(np.mean([pipeline._class_scores("mlp", feats, li, held, fits[li]) for li in range(2)], axis=0))
+    assert probe.hidden_units == families.MLP_HIDDEN
+    measured = softmax(np.mean([export.item_scores("mlp", feats, li, held, fits[li]) for li in range(2)], axis=0))
     np.testing.assert_allclose(probe.probabilities(probe.score(feats["last"][held])), measured, rtol=1e-4, atol=1e-5)

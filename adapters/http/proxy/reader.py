@@ -77,7 +77,7 @@ class Reader:
                  on_failure: FailurePolicy = "fail_open") -> None:
         self.client, self.model, self.prompts, self.feed, self.rule = client, model, prompts, feed, rule
         self.score_timeout, self.max_model_len, self.on_failure = score_timeout, max_model_len, on_failure
-        self._k = len(rule.labels)  # the probe's columns of a score row
+        self._k = rule.columns  # the probe's label and shift columns of a score row
 
     async def read(self, prefix: list[int], answer: str, options: GuardOptions) -> Reading:
         """Read ``answer`` after the question's token ids ``prefix``.

@@ -59,7 +59,7 @@ class GuardSession:
         self.options = options
         self.gate = gate if options.gate and options.mode != "pass" else None
         self.gate_decision: GateDecision | None = None
-        self._k = len(rule.labels)  # the probe's columns of a (possibly gate-fused) score row
+        self._k = rule.columns  # the probe's label and shift columns of a (possibly gate-fused) row
         self.key, self.feed, self.metrics, self.score_timeout = key, feed, metrics, score_timeout
         self.streamed = streamed
         self.n_prompt: int | None = None  #: the first position of the (current) generation's tokens
