@@ -200,7 +200,7 @@ def evaluate_dataset(llm: Any, statements: list[Statement], probe: Probe | None,
         "generalisation": {"layer": matrix_layer, **generalisation(
             feats["last"][:, layers.index(matrix_layer)].astype(np.float64), labels, domains,
             np.array([s.template.rsplit("/", 1)[-1] if "/" in s.template else "0" for s in statements]),
-            splits.train)},
+            splits.train, splits.facts)},
         "verdicts": verdicts_for(probes, feats["last"], layers, statements, test),
     }
 

@@ -29,13 +29,14 @@ __all__ = ["generalisation", "probe_verdicts", "probe_rows", "verdict_lines", "v
 
 
 def generalisation(x: np.ndarray, labels: np.ndarray, domains: np.ndarray, template_index: np.ndarray,
-                   train: np.ndarray) -> dict[str, dict[str, float]]:
-    """``{"lodo": {domain: AUROC}, "loto": {template number: AUROC}}`` at one layer (``x (n, H)``)."""
+                   train: np.ndarray, facts: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """``{"lodo": {domain: AUROC}, "loto": {template number: AUROC}}`` at one layer (``x (n, H)``); a template fold
+    trains on no other wording of a fact it tests (``facts``)."""
     fit = fitter("logistic", DEFAULT_L2["logistic"][0])
     out: dict[str, dict[str, float]] = {}
-    for name, groups in (("lodo", domains), ("loto", template_index.astype(str))):
+    for name, groups, same in (("lodo", domains, None), ("loto", template_index.astype(str), facts)):
         rows = {}
-        for fold in leave_one_out(groups, train, labels=labels):
+        for fold in leave_one_out(groups, train, labels=labels, facts=same):
             score = fit(x[fold.train], labels[fold.train])
             tf = fold.test[labels[fold.test] < 2]
             s = score(x[tf])

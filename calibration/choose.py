@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calibration.families import DEFAULT_L2, fitter
-from calibration.selection import Candidate, FoldScores, fold_scores, leave_one_out, rank_candidates
+from calibration.selection import Candidate, FoldScores, fold_scores, grouped_folds, leave_one_out, rank_candidates
 
 __all__ = ["Selection", "select_probe", "TOP_LAYERS", "MAX_WIDTH"]
 
@@ -59,18 +59,25 @@ def _windows(top: Sequence[int], width: int | None) -> list[tuple[int, ...]]:
 
 def select_probe(x: np.ndarray, labels: np.ndarray, domains: np.ndarray, template_index: np.ndarray,
                  negated: np.ndarray, train: np.ndarray, families: Sequence[str], seed: int = 0,
-                 width: int | None = None) -> Selection:
+                 width: int | None = None, facts: np.ndarray | None = None) -> Selection:
     """Choose a candidate on the training split ``train`` (features ``x (n, L, H)`` at the sweep layers).
 
     Args:
         template_index: each statement's template number within its relation (leave-one-template-out folds
-            leave out that number in every relation at once; fact-disjointness comes from the split).
+            leave out that number in every relation at once, and train on no other wording of a fact they test).
+        facts: each statement's fact (default: its index). Data with one domain (or one wording) is validated on
+            five folds of whole facts instead.
         families: the families to compare (e.g. ``("logistic", "mlp")``).
         width: a fixed window width (``None``: every width up to :data:`MAX_WIDTH`).
     """
     x = np.asarray(x, np.float64)
+    facts = np.arange(len(labels)).astype(str) if facts is None else facts
     lodo = leave_one_out(domains, train, labels=labels)
-    loto = leave_one_out(template_index, train, labels=labels)
+    loto = leave_one_out(template_index, train, labels=labels, facts=facts)
+    if len(lodo) < 2:  # a single domain (e.g. a user's file): folds of whole facts stand in
+        lodo = grouped_folds(facts, train, 5, seed, labels)
+    if len(loto) < 2:  # a single wording
+        loto = lodo
     stage1 = fold_scores(fitter("logistic", DEFAULT_L2["logistic"][0], seed), x, labels, lodo, range(x.shape[1]))
     layer_auroc = {li: float(np.median(list(stage1.window_auroc((li,), labels).values()) or [0.5]))
                    for li in range(x.shape[1])}

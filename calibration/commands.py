@@ -102,8 +102,8 @@ def score_statements(llm: GuardEngine, texts: Sequence[str]) -> np.ndarray:
 
 
 def judge_statements(llm: GuardEngine, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
-    """:func:`score_statements`, and each text's shift (``None`` for a probe without a shift head): pooled as the
-    verdicts pool it (the last token's, or the largest of the text's tokens')."""
+    """:func:`score_statements`, and each text's shift (``None`` for a probe without a shift head): its last token's,
+    as the verdicts take it."""
     from vllm import SamplingParams
 
     probe = _engine_probe(llm, "scoring statements")
@@ -121,8 +121,7 @@ def judge_statements(llm: GuardEngine, texts: Sequence[str]) -> tuple[np.ndarray
                                 "is prefix caching on?")
         out.append(scores[-1] if pooling == "last" else scores.max(axis=0))
         if res.shift_scores is not None:
-            token_shift = shift_of_columns(res.shift_scores[keep])
-            shifts.append(token_shift[-1] if pooling == "last" else token_shift.max())
+            shifts.append(shift_of_columns(res.shift_scores[keep][-1:])[0])  # the last token's, whatever the pooling
     probs = probe.probabilities(np.stack(out)[:, None, :])  # layers already averaged
     return probs, (np.array(shifts) if shifts else None)
 

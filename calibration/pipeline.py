@@ -119,7 +119,8 @@ def calibrate(llm: GuardEngine, out: str | Path | None = None, statements: list[
     families = ("logistic", "mlp") if family == "auto" else ("logistic" if family == "mil" else family,)
     _say(f"{len(statements)} statements, {len(known)} known and {len(unknown)} unknown facts; choosing among "
          f"{', '.join(families)} by left-out domains and templates")
-    selection = select_probe(x, labels, domains, template_index, splits.negated, train, families, seed, window)
+    selection = select_probe(x, labels, domains, template_index, splits.negated, train, families, seed, window,
+                             splits.facts)
     best = selection.best
     chosen_family = "mil" if family == "mil" else best.family
     l2 = DEFAULT_L2["mil"][0] if family == "mil" else best.l2
@@ -140,8 +141,9 @@ def calibrate(llm: GuardEngine, out: str | Path | None = None, statements: list[
     lodo: dict[str, dict[str, float]] = {}
     beta_table: dict[float, dict[str, float]] = {}
     if shift and len(set(domains[train].tolist())) >= 3:
-        folds = lodo_verdicts(x, labels, domains, train, cal, np.flatnonzero(splits.core), best.family, best.l2,
-                              best.window, alpha, seed, progress=lambda d: _say(f"left-out domain {d} judged"))
+        # judged: the left-out domain's training and calibration statements (the test split stays untouched)
+        folds = lodo_verdicts(x, labels, domains, train, cal, np.sort(np.concatenate([train, cal])), best.family,
+                              best.l2, best.window, alpha, seed, progress=lambda d: _say(f"left-out domain {d} judged"))
         beta, beta_table = choose_beta(folds, labels, splits.negated)
         lodo = _lodo_rows(folds, beta, labels, splits.negated)
         head = fit_domain_head(zbar(train), domains[train])

@@ -19,7 +19,7 @@ import numpy as np
 
 from guard.evaluation import auroc
 
-__all__ = ["Fold", "Candidate", "FoldScores", "leave_one_out", "fold_scores", "rank_candidates",
+__all__ = ["Fold", "Candidate", "FoldScores", "leave_one_out", "grouped_folds", "fold_scores", "rank_candidates",
            "transfer_matrix", "MIN_PER_CLASS"]
 
 #: fewest true and fewest false items a left-out group needs to be scored
@@ -58,19 +58,34 @@ def _scorable(labels: np.ndarray) -> bool:
 
 
 def leave_one_out(groups: np.ndarray, train: np.ndarray, test: np.ndarray | None = None,
-                  labels: np.ndarray | None = None) -> list[Fold]:
+                  labels: np.ndarray | None = None, facts: np.ndarray | None = None) -> list[Fold]:
     """One fold per group: train on ``train`` outside the group, test on ``test`` (default ``train``) inside it.
 
-    With ``labels``, groups whose test part lacks :data:`MIN_PER_CLASS` true and false items are skipped.
+    With ``labels``, groups whose test part lacks :data:`MIN_PER_CLASS` true and false items, or whose training
+    part lacks a class its test part has, are skipped. With ``facts``, a fold's training part also drops every
+    statement of a fact it tests (another wording of the same fact would leak the answer).
     """
     test = train if test is None else test
     folds = []
     for g in sorted(set(groups[test].tolist())):
         held = test[groups[test] == g]
-        if labels is not None and not _scorable(labels[held]):
+        rest = train[groups[train] != g]
+        if facts is not None:
+            rest = rest[~np.isin(facts[rest], facts[held])]
+        if labels is not None and (not _scorable(labels[held]) or not set(labels[held].tolist()) <= set(
+                labels[rest].tolist())):
             continue
-        folds.append(Fold(str(g), train[groups[train] != g], held))
+        folds.append(Fold(str(g), rest, held))
     return folds
+
+
+def grouped_folds(groups: np.ndarray, train: np.ndarray, k: int, seed: int, labels: np.ndarray) -> list[Fold]:
+    """``k`` folds of whole groups (e.g. facts), for data with a single domain or wording."""
+    rng = np.random.default_rng(seed)
+    uniq = rng.permutation(np.unique(groups[train]))
+    fold_of = {g: i % k for i, g in enumerate(uniq.tolist())}
+    assignment = np.array([fold_of[g] for g in groups[train].tolist()])
+    return leave_one_out(np.array([f"fold {i}" for i in assignment]), train, labels=labels) if len(train) else []
 
 
 @dataclass

@@ -19,6 +19,7 @@ from calibration.families import fit_layer, layer_scores
 from calibration.fit import fit_one_vs_rest, softmax
 from guard.conformal import MondrianConformal
 from guard.evaluation import auroc, macro_f1
+from guard.shift import shift_of_columns
 
 __all__ = ["BETAS", "TARGET_CONFIDENTLY_WRONG", "SHIFT_L2", "DomainHead", "FoldVerdicts", "fit_domain_head",
            "verdict_table", "lodo_verdicts", "choose_beta"]
@@ -38,9 +39,8 @@ class DomainHead:
     bias: np.ndarray  # (D,)
 
     def shift(self, z: np.ndarray) -> np.ndarray:
-        """``1 - max p(domain)`` of rows ``z (n, H)``."""
-        out: np.ndarray = 1.0 - softmax(np.asarray(z, np.float64) @ self.weight.T + self.bias).max(axis=1)
-        return out
+        """``1 - max p(domain)`` of rows ``z (n, H)``, as :func:`guard.shift.shift_of_columns` does in serving."""
+        return shift_of_columns((np.asarray(z, np.float64) @ self.weight.T + self.bias)[:, None, :])
 
 
 def fit_domain_head(z: np.ndarray, domains: np.ndarray) -> DomainHead:

@@ -42,6 +42,7 @@ from guard.request_options import RequestOptions, parse_request_options
 from guard.scores import ScoreSegment, ScoreSink, ScoreSource, ScoreStore, TokenScores
 from guard.selective import SelectiveCalibration, selective_threshold
 from guard.sentences import Sentence, SentenceSplitter
+from guard.shift import ShiftCalibration
 from guard.steering import SteeringManifest, SteeringVector
 from guard.verdicts import (
     AbstainReason,
@@ -82,6 +83,7 @@ __all__ = [
     "ScoreSource",
     "ScoreStore",
     "SelectiveCalibration",
+    "ShiftCalibration",
     "SelfTestError",
     "Sentence",
     "SentenceSplitter",

@@ -161,6 +161,10 @@ class StreamGuard:
         if self.rule.pooling == "max":
             raise AdapterError(f"probe {self.rule.name!r} pools by 'max' over raw per-layer scores; feed them with "
                                "add_scores(position, scores) of shape (layers, labels), not probabilities")
+        if self.rule.shift is not None:
+            raise AdapterError(f"probe {self.rule.name!r} has a shift head: feed raw rows with add_scores(position, "
+                               f"scores) of shape (layers, {self.rule.columns}) (labels, then shift columns), not "
+                               "probabilities")
         probs = np.asarray(probs, np.float64)[None]
         self.rule.check_values([position], probs, (len(self.rule.labels),), "probs")
         return self._policy.store([position], [tuple(probs[0].tolist())], None)
@@ -183,7 +187,7 @@ class StreamGuard:
         """
         scores = np.asarray(scores)
         k = len(self.rule.labels)
-        shifts = self.rule.row_shifts(positions, scores) if scores.ndim == 3 and scores.shape[-1] > k else None
+        shifts = self.rule.row_shifts(positions, scores) if scores.ndim == 3 else None
         labels = scores[..., :k] if shifts is not None else scores
         probs = self.rule.row_probabilities(positions, labels)
         return self._policy.store(positions, probs,

@@ -192,10 +192,8 @@ class SentencePolicy:
         if scored:
             pooled = (self.rule.pool_max([self.raw[p] for p in scored]).tolist() if self._max
                       else self.probs[scored[-1]])
-        shift = None
-        if scored and self.shifts:
-            known = [self.shifts[p] for p in scored if p in self.shifts]
-            shift = (max(known) if self._max else self.shifts.get(scored[-1])) if known else None
+        # the shift head was calibrated on statements' last tokens: the last scored token's, whatever the pooling
+        shift = self.shifts.get(scored[-1]) if scored else None
         return self.rule.judge(sentence, pooled, len(scored), self.alpha, shift)
 
     def record(self, verdict: SentenceVerdict) -> None:

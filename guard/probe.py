@@ -42,8 +42,8 @@ class Probe:
         scale: ``(L, H)`` positive scaling applied before the read-out (ones for none).
         w1: ``(L, m, H)`` hidden-layer weights of an MLP head (``None`` for a linear head).
         b1: ``(L, m)`` hidden-layer biases of an MLP head.
-        shift_weight: ``(L, d, H)`` the shift head's whitened directions on standardised rows (``manifest.shift``;
-            see :mod:`guard.shift`), ``None`` for a probe without one.
+        shift_weight: ``(L, d, H)`` the shift head's read-outs on standardised rows, one per calibration domain
+            (``manifest.shift``; see :mod:`guard.shift`), ``None`` for a probe without one.
         shift_bias: ``(L, d)``.
 
     Raises:
@@ -76,7 +76,7 @@ class Probe:
             expected |= {"shift_weight": (n_l, d, h), "shift_bias": (n_l, d)}
         for name, arr in arrays.items():
             if tuple(arr.shape) != expected[name]:
-                units = f", {m} hidden units from 'w1'" if m else ""
+                units = (f", {m} hidden units from 'w1'" if m else "") + (f", {d} shift domains" if d else "")
                 raise ArtifactError(
                     f"probe tensor {name!r} has shape {tuple(arr.shape)} but the manifest (head={manifest.head!r}, "
                     f"layers={list(manifest.layers)}, labels={list(manifest.labels)}, hidden_size={h}{units}) "

@@ -19,8 +19,9 @@ familiar ones, and the disagreement of probes trained on different domains 5 % a
 :class:`ShiftCalibration` stores the shift of every calibration-split statement. A token's **typicality** is
 the conformal p-value ``(1 + #{calibration shifts >= shift}) / (n + 1)``; below ``beta`` the token is
 *shifted*, and a sentence whose pooled row is shifted gets every label in its prediction set: its verdict is
-``uncertain`` (the guard says it cannot tell). ``guard calibrate`` chooses ``beta`` on left-out domains; the
-share of familiar sentences it costs is about ``beta``.
+``uncertain`` (the guard says it cannot tell). ``guard calibrate`` chooses ``beta`` on left-out domains; on
+text exchangeable with the calibration split (familiar domains *and* wordings) the share it costs is about
+``beta``, and more on wordings the calibration never saw.
 """
 
 from __future__ import annotations

@@ -115,7 +115,8 @@ class GuardSummary(BaseModel):
 
     Attributes:
         decision: ``pass``, ``flag``, ``abstain`` or ``steer`` (see :mod:`guard.policy`).
-        score: the smallest p-value of "true" over decided sentences (``None`` when there is none).
+        score: the smallest p-value of "true" over decided sentences that are not shifted (``None`` when there
+            is none).
         abstained: why it abstained, if it did.
         sentences: verdicts of the decided sentences of the text the client got, in order.
         steered: where and how it was steered, if it was.
@@ -138,7 +139,7 @@ class GuardSummary(BaseModel):
         """The summary of a choice's decided sentences (see :mod:`guard.policy` for the decision)."""
         named = [v.verdict for v in verdicts]
         flagged = named.count("flagged")
-        p_true = [v.p_true for v in verdicts if v.p_true is not None]
+        p_true = [v.p_true for v in verdicts if v.p_true is not None and not v.shifted]  # shifted: cannot tell
         # built from checked records and counts: no validation, once or twice per request
         return cls.model_construct(
             decision=response_decision(mode, flagged, abstained is not None, steered is not None),

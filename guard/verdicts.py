@@ -15,8 +15,9 @@ extension field; they carry positions and numbers, never the sentence text.
   >= 1 - p(label)}) / (n_label + 1)``; a label is in the set at the request's alpha iff its p-value
   exceeds alpha (at the probe's calibrated alpha this is its stored-threshold rule).
 * **Shift.** With a probe's shift head (:mod:`guard.shift`) the score rows carry ``d`` more columns; a
-  sentence's shift is its pooled token's (``last``), or the largest of its tokens' (``max``). A shifted
-  sentence gets every label in its set: the guard cannot tell, and says so (``uncertain``).
+  sentence's shift is its last scored token's, whatever the pooling (the head was calibrated on
+  statements' last tokens). A shifted sentence gets every label in its set: the guard cannot tell, and
+  says so (``uncertain``).
 """
 
 from __future__ import annotations
@@ -153,14 +154,19 @@ class VerdictRule:
         return probs
 
     def row_shifts(self, positions: Sequence[int], scores: np.ndarray) -> list[float] | None:
-        """Each row's shift from raw rows ``(n, layers, columns)`` (``None``: no shift head or no shift columns).
+        """Each row's shift from raw rows ``(n, layers, columns)`` (``None``: the probe has no shift head).
 
         Raises:
+            AdapterError: the probe has a shift head but the rows lack its columns.
             NonFiniteScores: a shift column holds NaN or infinity.
         """
         k = len(self.labels)
-        if self.shift is None or scores.shape[-1] != self.columns:
+        if self.shift is None:
             return None
+        if scores.shape[-1] != self.columns:
+            raise AdapterError(f"probe {self.name!r} has a shift head: a score row needs {self.columns} columns "
+                               f"({k} labels {list(self.labels)}, then {self.shift.dims} shift columns), got "
+                               f"{scores.shape[-1]}; pass the engine's shift columns after the labels'")
         columns = scores[..., k:]
         shifts: list[float] | None
         if len(positions) > _PLAIN_ROWS:

@@ -119,7 +119,10 @@ def feed_completion(guard: StreamGuard, completion: GuardedCompletion, pieces: S
     """
     rows: dict[int, np.ndarray] = {}
     if completion.scores is not None:
-        rows = {int(p): s for p, s in zip(completion.scores.positions, completion.scores.scores) if p >= start}
+        scores = completion.scores.scores
+        if completion.shift_scores is not None:  # the probe's shift columns follow its labels', as a stream's rows
+            scores = np.concatenate([scores, completion.shift_scores], axis=-1)
+        rows = {int(p): s for p, s in zip(completion.scores.positions, scores) if p >= start}
     events = []
     for i, piece in enumerate(pieces):
         events.append(guard.add_text(start + i, piece))

@@ -189,3 +189,54 @@ def test_the_quality_bench_reports_left_out_folds_and_each_probes_verdicts_per_d
     table = probe_verdicts(probe, x, statements, np.arange(len(labels)))
     assert set(table) == {"all", "d0", "d1", "d2", "d3"}
     assert table["all"]["n"] == len(labels) and all(0.0 <= r["coverage"] <= 1.0 for r in table.values())
+
+
+def test_guard_evaluate_prints_one_row_per_file_with_the_verdict_columns():
+    from calibration.commands import EVALUATE_COLUMNS, format_evaluation
+
+    row = {c: 0.5 for c in EVALUATE_COLUMNS} | {"n": 8.0}
+    summary = {"probe": "p.safetensors", "alpha": 0.1,
+               "files": [{"file": "/data/mine.csv", "metrics": row},
+                         {"file": "/data/negated.jsonl", "metrics": {"n": 2.0, "auroc_true_vs_false": 0.9}}]}
+    lines = format_evaluation(summary).splitlines()
+    header = next(line for line in lines if line.startswith("file"))
+    assert header.split()[1:] == ["n", "auroc", "macro_f1", "ece", "covered", "set_size", "confident", "conf_wrong",
+                                  "shifted"]
+    mine = next(line for line in lines if line.startswith("mine.csv")).split()
+    negated = next(line for line in lines if line.startswith("negated.jsonl")).split()
+    assert mine[1] == "8" and mine[2:] == ["0.500"] * 8
+    assert negated[1:3] == ["2", "0.900"] and negated[3:] == ["-"] * 7  # a metric a file lacks is shown as "-"
+
+
+def test_selection_of_a_single_domain_user_file_falls_back_to_folds_of_whole_facts():
+    x, labels, domains = _domains(n_domains=1, per=200)
+    facts = np.array([f"f{i // 2}" for i in range(len(labels))])  # two statements per fact
+    sel = select_probe(x, labels, np.array(["statements"] * len(labels)), np.zeros(len(labels), int),
+                       np.zeros(len(labels), bool), np.arange(len(labels)), ("logistic",), width=1, facts=facts)
+    assert set(sel.by_domain) == {f"fold {i}" for i in range(5)} and sel.best.window in {(0,), (1,)}
+
+
+def test_a_left_out_wording_never_trains_on_another_wording_of_the_facts_it_tests():
+    from calibration.selection import leave_one_out
+
+    templates = np.array([0, 1, 0, 1, 0, 1])
+    facts = np.array(["a", "a", "b", "b", "c", "d"])
+    labels = np.zeros(6, int)
+    (fold0, fold1) = leave_one_out(templates, np.arange(6), facts=facts)
+    assert fold0.test.tolist() == [0, 2, 4] and fold0.train.tolist() == [5]  # 'a' and 'b' are tested: not trained
+    assert fold1.test.tolist() == [1, 3, 5] and fold1.train.tolist() == [4]
+    assert leave_one_out(templates, np.arange(6), labels=labels, facts=facts) == []  # no true/false to score
+
+
+def test_a_probe_with_a_shift_head_refuses_rows_without_its_shift_columns():
+    from guard.errors import AdapterError
+    from guard.options import GuardOptions
+    from guard.policy import StreamGuard
+
+    probe, _ = _shift_probe("logistic")
+    guard = StreamGuard(VerdictRule.from_probe(probe), GuardOptions(mode="flag"))
+    guard.add_text(0, "Paris is in France.")
+    with pytest.raises(AdapterError, match=r"shift head: a score row needs 7 columns \(3 labels"):
+        guard.add_rows([0], np.zeros((1, 2, 3)))
+    with pytest.raises(AdapterError, match="has a shift head: feed raw rows"):
+        guard.add_probs(0, np.array([0.9, 0.05, 0.05]))
