@@ -187,7 +187,7 @@ class StreamGuard:
         """
         scores = np.asarray(scores)
         k = len(self.rule.labels)
-        shifts = self.rule.row_shifts(positions, scores) if scores.ndim == 3 else None
+        shifts = self.rule.shift_columns(positions, scores) if scores.ndim == 3 else None
         labels = scores[..., :k] if shifts is not None else scores
         probs = self.rule.row_probabilities(positions, labels)
         return self._policy.store(positions, probs,

@@ -104,7 +104,7 @@ class SentencePolicy:
         self.closed: deque[tuple[Sentence, int]] = deque()  # closed, not yet decided; (sentence, emit-up-to chars)
         self.probs: dict[int, tuple[float, ...]] = {}  # position -> k class probabilities
         self.raw: dict[int, np.ndarray] = {}  # position -> (L, k), max pooling only
-        self.shifts: dict[int, float] = {}  # position -> shift (probes with a shift head)
+        self.shifts: dict[int, np.ndarray] = {}  # position -> (L, d) shift columns (probes with a shift head)
         self.unreleased: deque[tuple[int, int, int]] = deque()  # (position, char offset, length)
         self.first_position: int | None = None
         self.next_unscored = 0  # every text position below it is scored
@@ -145,7 +145,7 @@ class SentencePolicy:
         return bool(self.closed) and self.closed[0][0].last < self.next_unscored
 
     def store(self, positions: Sequence[int], probs: list[tuple[float, ...]], raw: np.ndarray | None,
-              shifts: list[float] | None = None) -> GuardEvent:
+              shifts: np.ndarray | None = None) -> GuardEvent:
         """Store the probabilities (and, for ``max`` pooling, raw scores; with a shift head, shifts) of
         ``positions``; decide what they allow.
 
@@ -193,7 +193,8 @@ class SentencePolicy:
             pooled = (self.rule.pool_max([self.raw[p] for p in scored]).tolist() if self._max
                       else self.probs[scored[-1]])
         # the shift head was calibrated on statements' last tokens: the last scored token's, whatever the pooling
-        shift = self.shifts.get(scored[-1]) if scored else None
+        columns = self.shifts.get(scored[-1]) if scored else None
+        shift = None if columns is None else self.rule.shift_of(columns)
         return self.rule.judge(sentence, pooled, len(scored), self.alpha, shift)
 
     def record(self, verdict: SentenceVerdict) -> None:

@@ -112,7 +112,9 @@ class SteeringVector:
             raise ArtifactError("steering tensor 'vectors' is all zeros: it steers nowhere; "
                                 "rebuild the steering vector")
         self.manifest = manifest.model_copy(update={"norms": norms})
-        self.max_alpha = MAX_SHIFT * (manifest.residual_norm or max(norms)) / max(norms)
+        # rounded to 6 decimals: a vector scaled to the residual norm and stored in float32 reads back a hair
+        # longer than it, and that noise must not refuse the bound itself (alpha = MAX_SHIFT)
+        self.max_alpha = round(MAX_SHIFT * (manifest.residual_norm or max(norms)) / max(norms), 6)
         if manifest.default_alpha is not None and not self.allows(manifest.default_alpha):
             raise ArtifactError(f"the steering manifest's default_alpha={manifest.default_alpha!r} is out of range: "
                                 f"{self.limit_text()}; rebuild with a smaller --default-alpha")

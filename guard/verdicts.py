@@ -32,7 +32,7 @@ from guard.errors import AdapterError, ArtifactError, NonFiniteScores
 from guard.probabilities import class_probabilities, row_probabilities
 from guard.probe import Probe
 from guard.sentences import Sentence
-from guard.shift import ShiftCalibration, shift_of_columns, shift_of_rows
+from guard.shift import ShiftCalibration, shift_of_rows
 from guard.verdict_records import (
     TRUE_LABEL,
     AbstainReason,
@@ -153,8 +153,8 @@ class VerdictRule:
             self._refuse(positions, scores, row, "scores")
         return probs
 
-    def row_shifts(self, positions: Sequence[int], scores: np.ndarray) -> list[float] | None:
-        """Each row's shift from raw rows ``(n, layers, columns)`` (``None``: the probe has no shift head).
+    def shift_columns(self, positions: Sequence[int], scores: np.ndarray) -> np.ndarray | None:
+        """The shift columns ``(n, layers, d)`` of raw rows ``(n, layers, columns)`` (``None``: no shift head).
 
         Raises:
             AdapterError: the probe has a shift head but the rows lack its columns.
@@ -168,15 +168,16 @@ class VerdictRule:
                                f"({k} labels {list(self.labels)}, then {self.shift.dims} shift columns), got "
                                f"{scores.shape[-1]}; pass the engine's shift columns after the labels'")
         columns = scores[..., k:]
-        shifts: list[float] | None
-        if len(positions) > _PLAIN_ROWS:
-            values = shift_of_columns(columns)
-            shifts = [float(v) for v in values] if np.isfinite(values).all() else None
-        else:
-            shifts = shift_of_rows(columns.tolist())
-        if shifts is None:
+        if not np.isfinite(columns).all():
             raise NonFiniteScores(f"shift columns for positions {list(positions)[:8]} have NaN or infinite values")
-        return shifts
+        return columns
+
+    @staticmethod
+    def shift_of(columns: np.ndarray) -> float:
+        """One token's shift from its ``(layers, d)`` shift columns (plain Python: the same bits on every path)."""
+        values = shift_of_rows([columns.tolist()])
+        assert values is not None  # shift_columns refused non-finite columns
+        return values[0]
 
     def pool_max(self, raw: list[np.ndarray]) -> np.ndarray:
         """``max`` pooling: per-layer elementwise max over tokens of raw scores, layers averaged, softmax.

@@ -39,6 +39,7 @@ from guard.model_spec import ModelSpec
 from guard.probe import Probe
 from guard.request_options import RequestOptions, parse_request_options
 from guard.scores import ScoreSegment, ScoreSink
+from guard.steering import within_bound
 
 __all__ = ["install", "worker_status", "CaptureState"]
 
@@ -138,7 +139,7 @@ class CaptureState:
         """Drop steering on an engine without a steering vector or with a strength (``opts.steer``) beyond its
         ``max_alpha``; resolve ``steer_from`` against the prompt length (default: the prompt length; negative:
         counted back)."""
-        if self.steer is None or abs(strength) > self.steer.max_alpha:  # validated at the edges; never here
+        if self.steer is None or not within_bound(strength, self.steer.max_alpha):  # validated at the edges
             self.bad_options += 1
             return opts.model_copy(update={"steer": None, "steer_from": None})
         if opts.steer_from is None or opts.steer_from < 0:

@@ -26,7 +26,7 @@ MODEL = "smollm2"
 N_CAL = 19
 CHAT = [{"role": "user", "content": "What is the capital of France? Answer in two sentences."}]
 PROMPT = "The largest planet in the solar system is"
-STRENGTH = 500.0  # times a unit direction at two layers (residual norms there are ~125): changes greedy text
+STRENGTH = 490.0  # times a unit direction at two layers (residual norms there are ~125, bound 4x): changes greedy text
 
 
 def _synthetic_probe(out: Path) -> Path:

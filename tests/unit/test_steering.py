@@ -208,3 +208,12 @@ def test_the_python_api_and_the_server_refuse_a_strength_beyond_the_bound():
     assert refused.value.status == 400 and refused.value.param == "guard.steer_alpha"
     with pytest.raises(ConfigError, match="steer_alpha=.* is out of range"):
         Steering.of(sv, "sv.safetensors", default_strength=sv.max_alpha * 2)
+
+
+def test_a_vector_scaled_to_the_residual_norm_allows_exactly_the_bound_despite_float32_storage():
+    direction = np.random.default_rng(4).standard_normal(8)
+    residual = 124.52705266875253
+    stored = (direction / np.linalg.norm(direction) * residual).astype(np.float32)  # reads back a hair longer
+    sv = SteeringVector.from_vectors(stored[None], (1,), SPEC, kind="test", model_id="m")
+    sv = SteeringVector(sv.manifest.model_copy(update={"residual_norm": residual}), sv.vectors)
+    assert sv.allows(4.0) and sv.allows(-4.0) and not sv.allows(4.001)
