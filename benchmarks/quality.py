@@ -36,9 +36,10 @@ import numpy as np
 from benchmarks.machine import machine
 from benchmarks.quality_shift import generalisation, verdict_lines, verdicts_for
 from benchmarks.record import save_record
-from calibration.families import DEFAULT_L2
-from calibration.fit import fit_logistic, fit_one_vs_rest, softmax
+from calibration.families import DEFAULT_L2, fitter
+from calibration.fit import fit_one_vs_rest, softmax
 from calibration.pipeline import dataset_splits, default_sweep
+from calibration.selection import transfer_matrix
 from calibration.statements import LABELS, Statement
 from guard.evaluation import accuracy, auroc, expected_calibration_error, macro_f1
 from guard.probe import Probe
@@ -50,8 +51,6 @@ __all__ = ["HELD_OUT", "baselines", "class_metrics", "per_layer", "cross_domain"
 HELD_OUT = "held-out topics"
 #: ridge penalty of the per-layer and cross-domain logistic read-outs
 L2 = DEFAULT_L2["logistic"][0]
-#: fewest true and fewest false statements a cross-domain cell needs on each side
-MIN_PER_CLASS = 4
 
 
 def baselines(llm: Any, texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -127,31 +126,22 @@ def _shipped(probe: Probe, last: np.ndarray, layers: Sequence[int], labels: np.n
 
 def cross_domain(x: np.ndarray, labels: np.ndarray, domains: np.ndarray, train: np.ndarray,
                  held_out: np.ndarray) -> dict[str, Any]:
-    """True-vs-false AUROC of a probe fitted on each domain's training rows, on every domain's held-out rows.
+    """True-vs-false AUROC of a probe fitted on each domain's training rows, on every domain's held-out rows
+    (:func:`calibration.selection.transfer_matrix`, the matrix ``guard calibrate`` reports).
 
     Args:
         x: ``(n, H)`` features at one layer.
         domains: ``(n,)`` domain names.
 
     Returns:
-        ``domains`` (those with at least :data:`MIN_PER_CLASS` true and false statements on both sides),
+        ``domains`` (those with at least :data:`calibration.selection.MIN_PER_CLASS` true and false statements
+        on both sides),
         ``auroc[train_domain][test_domain]`` and ``n_test[domain]``.
     """
-    x = np.asarray(x, np.float64)
-
-    def enough(idx: np.ndarray) -> bool:
-        return min((labels[idx] == 0).sum(), (labels[idx] == 1).sum()) >= MIN_PER_CLASS
-
-    sides = {d: (train[(domains[train] == d) & (labels[train] < 2)],
-                 held_out[(domains[held_out] == d) & (labels[held_out] < 2)])
-             for d in sorted(set(domains.tolist()))}
-    kept = [d for d, (a, b) in sides.items() if enough(a) and enough(b)]
-    grid: dict[str, dict[str, float]] = {}
-    for a in kept:
-        fit_idx = sides[a][0]
-        w, b, m, s = fit_logistic(x[fit_idx], labels[fit_idx] == 0, l2=L2)
-        grid[a] = {d: auroc(((x[sides[d][1]] - m) / s) @ w + b, labels[sides[d][1]] == 0) for d in kept}
-    return {"domains": kept, "auroc": grid, "n_test": {d: int(len(sides[d][1])) for d in kept}}
+    grid = transfer_matrix(fitter("logistic", L2), np.asarray(x, np.float64), labels, domains, train, held_out)
+    kept = sorted(grid)
+    n_test = {d: int(((domains[held_out] == d) & (labels[held_out] < 2)).sum()) for d in kept}
+    return {"domains": kept, "auroc": grid, "n_test": n_test}
 
 
 def evaluate_dataset(llm: Any, statements: list[Statement], probe: Probe | None, seed: int = 0,
