@@ -31,7 +31,14 @@ from calibration.families import DEFAULT_L2, FAMILIES, fitter
 from calibration.fit import softmax
 from calibration.knowledge import known_facts
 from calibration.selection import transfer_matrix
-from calibration.shift_fit import FoldVerdicts, choose_beta, fit_domain_head, lodo_verdicts, verdict_table
+from calibration.shift_fit import (
+    FoldVerdicts,
+    choose_beta,
+    fit_domain_head,
+    lodo_verdicts,
+    standardised_mean,
+    verdict_table,
+)
 from calibration.splits import DatasetSplits, dataset_splits, split_indices
 from calibration.statements import LABELS, Statement, generate_statements
 from guard.conformal import MondrianConformal
@@ -133,8 +140,7 @@ def calibrate(llm: GuardEngine, out: str | Path | None = None, statements: list[
                                axis=0))
 
     def zbar(idx: np.ndarray) -> np.ndarray:
-        out: np.ndarray = np.mean([(x[idx, li] - f[-2]) / f[-1] for li, f in zip(best.window, fits)], axis=0)
-        return out
+        return standardised_mean(x, idx, best.window, fits)
 
     cp = MondrianConformal(alpha).fit(probs(cal), labels[cal])
     shift_part, shifted_test = None, np.zeros(len(test), bool)

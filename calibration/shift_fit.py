@@ -22,7 +22,7 @@ from guard.evaluation import auroc, macro_f1
 from guard.shift import shift_of_columns
 
 __all__ = ["BETAS", "TARGET_CONFIDENTLY_WRONG", "SHIFT_L2", "DomainHead", "FoldVerdicts", "fit_domain_head",
-           "verdict_table", "lodo_verdicts", "choose_beta"]
+           "standardised_mean", "verdict_table", "lodo_verdicts", "choose_beta"]
 
 BETAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 TARGET_CONFIDENTLY_WRONG = 0.10
@@ -41,6 +41,14 @@ class DomainHead:
     def shift(self, z: np.ndarray) -> np.ndarray:
         """``1 - max p(domain)`` of rows ``z (n, H)``, as :func:`guard.shift.shift_of_columns` does in serving."""
         return shift_of_columns((np.asarray(z, np.float64) @ self.weight.T + self.bias)[:, None, :])
+
+
+def standardised_mean(x: np.ndarray, idx: np.ndarray, window: tuple[int, ...],
+                      fits: list[tuple[np.ndarray, ...]]) -> np.ndarray:
+    """The rows the shift head reads: ``x[idx]`` at the window's sweep layers, standardised by each layer's fit
+    (its last two tensors are ``mean`` and ``scale``), averaged over the layers."""
+    out: np.ndarray = np.mean([(x[idx, li] - f[-2]) / f[-1] for li, f in zip(window, fits)], axis=0)
+    return out
 
 
 def fit_domain_head(z: np.ndarray, domains: np.ndarray) -> DomainHead:
@@ -100,15 +108,12 @@ def lodo_verdicts(x: np.ndarray, labels: np.ndarray, domains: np.ndarray, train:
         def probs(idx: np.ndarray, fits: list[tuple[np.ndarray, ...]] = fits) -> np.ndarray:
             return softmax(np.mean([layer_scores(family, x[idx, li], f) for li, f in zip(window, fits)], axis=0))
 
-        def zbar(idx: np.ndarray, fits: list[tuple[np.ndarray, ...]] = fits) -> np.ndarray:
-            out: np.ndarray = np.mean([(x[idx, li] - f[-2]) / f[-1] for li, f in zip(window, fits)], axis=0)
-            return out
-
-        head = fit_domain_head(zbar(tr), domains[tr])
+        head = fit_domain_head(standardised_mean(x, tr, window, fits), domains[tr])
         cp = MondrianConformal(alpha).fit(probs(ca), labels[ca])
-        cal_shift = np.sort(head.shift(zbar(ca)))
+        cal_shift = np.sort(head.shift(standardised_mean(x, ca, window, fits)))
         p = probs(held)
-        above = len(cal_shift) - np.searchsorted(cal_shift, head.shift(zbar(held)), side="left")
+        held_shift = head.shift(standardised_mean(x, held, window, fits))
+        above = len(cal_shift) - np.searchsorted(cal_shift, held_shift, side="left")
         folds.append(FoldVerdicts(name, held, p, cp.predict_sets(p), (1 + above) / (len(cal_shift) + 1)))
         if progress is not None:
             progress(name)
