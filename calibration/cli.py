@@ -1,4 +1,5 @@
-"""Calibration's commands: ``guard calibrate``, ``guard evaluate``, ``guard evaluate-qa``, ``guard steer build``.
+"""Calibration's commands: ``guard calibrate``, ``guard evaluate``, ``guard evaluate-qa``, ``guard calibrate-answers``,
+``guard steer build``.
 
 Registered by the ``guard`` command through :func:`register` (see ``guard/__main__.py``); the
 calibration code is imported only when a command runs.
@@ -17,6 +18,7 @@ __all__ = ["register"]
 
 def register(sub: Any) -> None:
     """Add this layer's subcommands to the ``guard`` command's subparsers."""
+    from calibration.answers_command import add_answers_parser
     from calibration.steer_command import add_steer_parser, run_steer_cli
 
     cal = sub.add_parser("calibrate", help="train and calibrate a true/false/neither probe for a model")
@@ -62,6 +64,7 @@ def register(sub: Any) -> None:
     qa.add_argument("--json", action="store_true", help="print machine-readable JSON")
     qa.set_defaults(handler=_evaluate_qa)
 
+    add_answers_parser(sub)
     add_steer_parser(sub, handler=run_steer_cli)
 
 

@@ -27,6 +27,10 @@ class EngineCompletion(Protocol):
         """The prompt's token ids."""
 
     @property
+    def token_ids(self) -> list[int]:
+        """The generated token ids."""
+
+    @property
     def text(self) -> str:
         """The generated text."""
 

@@ -13,8 +13,6 @@ per item is everything the selective-answering evaluation and the pre-generation
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from calibration.engine_port import EngineCompletion, GuardEngine
+from calibration.grading import grade, normalise
 from calibration.statements import QAItem
 from guard.errors import ConfigError
 from guard.probe import Probe
@@ -30,8 +29,6 @@ __all__ = ["AnsweredItem", "normalise", "grade", "qa_prompt", "answer_questions"
 
 #: appended to every question so that answers are one short, gradable sentence
 INSTRUCTION = "Answer in one short sentence."
-_ARTICLES = re.compile(r"\b(the|a|an)\b")
-_NON_WORD = re.compile(r"[^0-9a-z]+")
 
 
 @dataclass(frozen=True)
@@ -44,26 +41,6 @@ class AnsweredItem:
     mean_logprob: float
     answer_scores: np.ndarray | None  # (m, L, k) probe scores of the answer's scored tokens
     prompt_rows: np.ndarray | None  # (L, H) residual stream of the last prompt token
-
-
-def normalise(text: str) -> str:
-    """Lower-case, strip accents, articles and punctuation, collapse spaces."""
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(_NON_WORD.sub(" ", text).split())
-
-
-def grade(answer: str, accepted: Sequence[str]) -> bool:
-    """Whether the answer's first line states one of the accepted answers (whole words, normalised).
-
-    Raises:
-        ConfigError: no accepted answer is given.
-    """
-    if not accepted:
-        raise ConfigError("grading needs at least one accepted answer; the QA item has none")
-    first = normalise(answer.strip().split("\n", 1)[0] if answer.strip() else "")
-    padded = f" {first} "
-    return any(f" {normalise(a)} " in padded for a in accepted if normalise(a))
 
 
 def qa_prompt(tokenizer: Any, question: str) -> str:
@@ -128,7 +105,8 @@ def answer_questions(llm: GuardEngine, items: Sequence[QAItem], max_tokens: int 
                     raise ConfigError("the engine delivered no row for the last prompt token; is prefix caching on?")
                 rows = hidden[where[0]]
                 last_prompt = (rows[list(layer_index)] if layer_index is not None else rows).astype(np.float32)
-            out.append(AnsweredItem(it, completion.text, grade(completion.text, it.answers), _mean_logprob(completion),
+            correct = grade(completion.text, it.answers, it.distractors, it.question)
+            out.append(AnsweredItem(it, completion.text, correct, _mean_logprob(completion),
                                     None if scores is None else np.asarray(scores, np.float32), last_prompt))
     return out
 

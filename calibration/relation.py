@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from calibration.number_words import number_words
 
 __all__ = ["Value", "Template", "Fact", "Relation", "WrongPicker", "other_answer", "nearby_number", "the_other_slot",
-           "sentence_case"]
+           "sentence_case", "fill"]
 
 #: a slot or answer: a name, or a number (said as digits or words)
 Value = str | int
@@ -54,6 +54,18 @@ def sentence_case(text: str) -> str:
 
 def _article(text: str) -> str:
     return f"{'an' if text[:1].lower() in 'aeiou' else 'a'} {text}"
+
+
+def fill(pattern: str, values: Mapping[str, Value], words: bool = False) -> str:
+    """``pattern`` with its slots filled: each value as is, with an article (``s_a``) and capitalised (``S``);
+    numbers as digits, or as words with ``words``."""
+    said: dict[str, str] = {}
+    for key, value in values.items():
+        text = number_words(value) if words and isinstance(value, int) else str(value)
+        upper = key[:1].upper() + key[1:]
+        said |= {key: text, f"{key}_a": _article(text), upper: sentence_case(text),
+                 f"{upper}_a": sentence_case(_article(text))}
+    return pattern.format(**said)
 
 
 def other_answer(rng: random.Random, fact: Fact, answers: Sequence[Value]) -> Value:
@@ -115,13 +127,7 @@ class Relation:
         template = self.templates[index]
         pattern = template.negated if negated else template.affirmative
         values: dict[str, Value] = {**slots, "o": answer, **(self.extra(slots, answer) if self.extra else {})}
-        said: dict[str, str] = {}
-        for key, value in values.items():
-            text = number_words(value) if template.words and isinstance(value, int) else str(value)
-            upper = key[:1].upper() + key[1:]
-            said |= {key: text, f"{key}_a": _article(text), upper: sentence_case(text),
-                     f"{upper}_a": sentence_case(_article(text))}
-        out = pattern.format(**said)
+        out = fill(pattern, values, template.words)
         return out if pattern.startswith("{") else out[:1].lower() + out[1:]
 
     def say(self, index: int, slots: Mapping[str, Value], answer: Value, negated: bool = False) -> str:

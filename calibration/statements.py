@@ -65,6 +65,11 @@ class QAItem:
     question: str
     answers: tuple[str, ...]
     domain: str
+    #: the fact asked about (``"capital:France"``) and the question's wording (``"capital/q1"``), when known
+    fact: str = ""
+    template: str = ""
+    #: other options the question names; an answer that says one of them first is wrong
+    distractors: tuple[str, ...] = ()
 
 
 def made_up_names(rng: random.Random, n: int) -> list[str]:

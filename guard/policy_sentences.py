@@ -224,7 +224,9 @@ class SentencePolicy:
         """Release scores of tokens whose text has begun to be emitted, in position order; forget old ones."""
         while self.unreleased and not self.stopped:
             position, offset, length = self.unreleased[0]
-            begun = offset < self.emitted or (length == 0 and offset <= self.emitted)
+            # an empty token has begun once text after it has (or the stream ended): whether its score goes out
+            # must not depend on how tokens were batched
+            begun = offset < self.emitted or (length == 0 and offset <= self.emitted and self.finished)
             if not begun or (position not in self.probs and not self.finished):
                 break  # in order: a later score waits for an earlier one until the stream ends
             self.unreleased.popleft()
