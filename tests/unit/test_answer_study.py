@@ -62,3 +62,18 @@ def test_stored_answers_round_trip_without_pickle(tmp_path):
     for a, b in zip(answers, back):
         assert (a.item, a.text, a.token_ids, a.correct, a.span) == (b.item, b.text, b.token_ids, b.correct, b.span)
         assert np.array_equal(a.answer_rows, b.answer_rows) and np.array_equal(a.token_logprobs, b.token_logprobs)
+
+
+def test_calibrate_answers_refuses_bad_counts_and_reanalyses_stored_answers(tmp_path, capsys, monkeypatch):
+    from guard.__main__ import main
+
+    monkeypatch.setenv("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # main() sets it; restored after the test
+    assert main(["calibrate-answers", "--out", str(tmp_path), "--samples", "0"]) == 2
+    assert "--samples=0" in capsys.readouterr().err
+    answers, samples = _planted()
+    save_answers(tmp_path / "answers", answers, samples, (12, 14))
+    assert main(["calibrate-answers", "--out", str(tmp_path), "--reuse"]) == 0
+    assert "| sample_agreement |" in (tmp_path / "study.md").read_text()
+    missing = tmp_path / "nothing"
+    assert main(["calibrate-answers", "--out", str(missing), "--reuse"]) == 2
+    assert "collect them again" in capsys.readouterr().err
