@@ -11,7 +11,8 @@ scored by read-outs fitted on the other relations only):
   that say the same as the greedy answer (sampling consistency);
 * a small logistic combiner over the best of them (the form :class:`guard.combiner.Combiner` stores).
 
-For each it reports the AUROC against correctness (pooled, median and worst left-out domain, and median
+For each it reports the AUROC against correctness (pooled, median and worst left-out domain, median over
+left-out wordings (probes fitted on the other wordings of other facts), and median
 over answers whose answer tokens were found — the fair number for the exact readings, since an answer that
 names no candidate at all is almost always wrong and its reading falls back to another token), and
 selective answering certified by Learn-then-Test over random calibration/test halvings
@@ -36,7 +37,7 @@ from calibration.semantic import semantic_classes, semantic_entropy
 from guard.errors import ConfigError
 from guard.evaluation import auroc
 
-__all__ = ["sample_signals", "lodo_logits", "domain_auroc", "study_answers", "CONSISTENT"]
+__all__ = ["sample_signals", "lodo_logits", "lowo_logits", "domain_auroc", "study_answers", "CONSISTENT"]
 
 #: an answer counts as *consistent* (the semantic-entropy probe's target) when this share of samples agree
 CONSISTENT = 0.6
@@ -53,29 +54,57 @@ def sample_signals(answers: Sequence[OnPolicyAnswer], samples: Sequence[Sequence
     return {"semantic_entropy": entropy, "sample_agreement": agreement}
 
 
-def lodo_logits(features: np.ndarray, target: np.ndarray, domains: np.ndarray, train: np.ndarray | None = None,
-                l2: float = GATE_L2) -> np.ndarray:
-    """Out-of-domain logits: each domain scored by per-layer logistic read-outs (averaged) fitted on the others.
+def _fit_score(features: np.ndarray, target: np.ndarray, fit_on: np.ndarray, held: np.ndarray, what: str,
+               l2: float) -> np.ndarray:
+    """Logits of the ``held`` items under per-layer logistic read-outs (averaged) fitted on ``fit_on``."""
+    if target[fit_on].all() or not target[fit_on].any():
+        raise ConfigError(f"leaving out {what} leaves a training part with one class (or none); need both")
+    per_layer = []
+    for li in range(features.shape[1]):
+        w, b, mean, scale = fit_logistic(features[fit_on, li].astype(np.float64), target[fit_on], l2=l2)
+        per_layer.append(((features[held, li].astype(np.float64) - mean) / scale) @ w + b)
+    out: np.ndarray = np.mean(per_layer, axis=0)
+    return out
 
-    Args:
-        features: ``(n, L, H)``; target: ``(n,)`` bool; train: which items may be fitted on (default all).
+
+def lodo_logits(features: np.ndarray, target: np.ndarray, domains: np.ndarray, l2: float = GATE_L2) -> np.ndarray:
+    """Each domain's items scored by read-outs fitted on the other domains (``features (n, L, H)``).
 
     Raises:
         ConfigError: a domain's training part lacks one of the two classes.
     """
-    train = np.ones(len(target), bool) if train is None else train
     out = np.zeros(len(target))
     for domain in sorted(set(domains.tolist())):
         held = domains == domain
-        fit_on = ~held & train
-        if target[fit_on].all() or not target[fit_on].any():
-            raise ConfigError(f"leaving out {domain!r} leaves a training part with one class; need both")
-        per_layer = []
-        for li in range(features.shape[1]):
-            w, b, mean, scale = fit_logistic(features[fit_on, li].astype(np.float64), target[fit_on], l2=l2)
-            per_layer.append(((features[held, li].astype(np.float64) - mean) / scale) @ w + b)
-        out[held] = np.mean(per_layer, axis=0)
+        out[held] = _fit_score(features, target, ~held, held, repr(domain), l2)
     return out
+
+
+def lowo_logits(features: np.ndarray, target: np.ndarray, wordings: np.ndarray, facts: np.ndarray,
+                l2: float = GATE_L2) -> np.ndarray:
+    """Each wording's items scored by read-outs fitted on the *other* wordings of *other* facts: facts fall in two
+    fixed halves, and a half's items in wording ``w`` are scored by a fit on the other half's other wordings
+    (another wording of the same question would leak whether the model knows the fact).
+
+    Raises:
+        ConfigError: a training part lacks one of the two classes.
+    """
+    names = sorted(set(facts.tolist()))
+    half = np.array([names.index(f) % 2 for f in facts.tolist()])
+    out = np.zeros(len(target))
+    for wording in sorted(set(wordings.tolist())):
+        for side in (0, 1):
+            held = (wordings == wording) & (half == side)
+            if held.any():
+                out[held] = _fit_score(features, target, (wordings != wording) & (half != side), held,
+                                       f"wording {wording!r}", l2)
+    return out
+
+
+def _wording_median(signal: np.ndarray, correct: np.ndarray, wordings: np.ndarray) -> float:
+    """Median over wordings of the AUROC on that wording's answers (all relations together)."""
+    return float(np.median([auroc(signal[wordings == w], correct[wordings == w])
+                            for w in sorted(set(wordings.tolist())) if 0 < correct[wordings == w].mean() < 1]))
 
 
 def domain_auroc(signal: np.ndarray, correct: np.ndarray, domains: np.ndarray,
@@ -123,6 +152,9 @@ def study_answers(answers: Sequence[OnPolicyAnswer], samples: Sequence[Sequence[
     spanned = np.array([a.span is not None and a.span[0] < len(a.answer_rows) for a in answers])
     logprob = np.array([a.mean_logprob for a in answers])
     logprob[~np.isfinite(logprob)] = -30.0
+    wordings = np.array([a.item.template.rsplit("/", 1)[-1] for a in answers])
+    facts = np.array([a.item.fact for a in answers])
+    by_wording: dict[str, np.ndarray] = {}
     drawn = sample_signals(answers, samples)
     consistent = drawn["sample_agreement"] >= CONSISTENT
     confidence: dict[str, np.ndarray] = {"logprob": np.exp(logprob), "semantic_entropy": np.exp(-drawn[
@@ -131,7 +163,16 @@ def study_answers(answers: Sequence[OnPolicyAnswer], samples: Sequence[Sequence[
         features = reading_features(answers, how)[0][:, list(layer_index)]
         confidence[f"probe_{how}"] = sigmoid(lodo_logits(features, correct, domains))
         confidence[f"se_probe_{how}"] = sigmoid(lodo_logits(features, consistent, domains))
+        if len(set(wordings.tolist())) < 2:
+            continue
+        # left-out wordings: fitted on the other wordings, on no question about a fact it scores
+        by_wording[f"probe_{how}"] = lowo_logits(features, correct, wordings, facts)
+        by_wording[f"se_probe_{how}"] = lowo_logits(features, consistent, wordings, facts)
     signals = {name: _summary(v, correct, domains, spanned) for name, v in confidence.items()}
+    for name, v in confidence.items():  # signals fitted on nothing are read the same on every wording
+        fitted = name.startswith(("probe_", "se_probe_"))
+        signals[name]["lowo_median"] = (_wording_median(by_wording[name], correct, wordings) if name in by_wording
+                                        else float("nan") if fitted else _wording_median(v, correct, wordings))
     probes = [n for n in signals if n.startswith(("probe_", "se_probe_")) and n != "probe_prompt"]
     # chosen on answers whose answer tokens were found: elsewhere an exact reading falls back to another token,
     # and "the answer names no candidate at all" (almost always wrong) would be credited to the probe
@@ -143,6 +184,7 @@ def study_answers(answers: Sequence[OnPolicyAnswer], samples: Sequence[Sequence[
         columns = np.stack([confidence[p] for p in parts], axis=1)
         confidence[name] = _combine(columns, correct, domains)
         signals[name] = _summary(confidence[name], correct, domains, spanned)
+        signals[name]["lowo_median"] = float("nan")  # the combiner is fitted per left-out domain only
     selective = {name: {k: v for k, v in selective_report(c, correct, alpha, delta, splits, seed).items()
                         if k != "curve"} for name, c in confidence.items()}
     per_domain = {name: domain_auroc(confidence[name], correct, domains)

@@ -68,12 +68,13 @@ def format_study(study: dict[str, Any]) -> str:
              f"{study['spanned']:.3f} of them (accuracy there {study['accuracy_spanned']:.3f}). Left-out-domain "
              f"AUROC; selective answering certified by Learn-then-Test at alpha = {study['alpha']}, delta = "
              f"{study['delta']} over random halvings. Best probe: `{study['best_probe']}`.", "",
-             "| signal | AUROC | left-out median | worst | median, answers with tokens found | certified | "
-             "coverage | risk |", "|---|---|---|---|---|---|---|---|"]
+             "| signal | AUROC | left-out domain: median | worst | median, answers with tokens found | "
+             "left-out wording: median | certified | coverage | risk |", "|---|---|---|---|---|---|---|---|---|"]
     for name, s in study["signals"].items():
         sel = study["selective"][name]
         lines.append(f"| {name} | {s['auroc']:.3f} | {s['lodo_median']:.3f} | {s['lodo_worst']:.3f} | "
-                     f"{s['lodo_median_spanned']:.3f} | {sel['certified']:.2f} | {sel['coverage']:.3f} | "
+                     f"{s['lodo_median_spanned']:.3f} | {s['lowo_median']:.3f} | {sel['certified']:.2f} | "
+                     f"{sel['coverage']:.3f} | "
                      f"{sel['risk']:.3f} |")
     return "\n".join(lines) + "\n"
 

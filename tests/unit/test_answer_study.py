@@ -18,7 +18,7 @@ def _planted(n_per: int = 60, seed: int = 0) -> tuple[list[OnPolicyAnswer], list
     rng = np.random.default_rng(seed)
     answers, samples = [], []
     for domain in DOMAINS:
-        items = generate_questions(0, relations=[domain], wordings=1)[:n_per]
+        items = generate_questions(0, relations=[domain], wordings=2)[:n_per]
         for item in items:
             right = bool(rng.random() < 0.5)
             rows = rng.normal(size=(6, 2, 8)).astype(np.float16)
@@ -39,8 +39,8 @@ def test_lodo_logits_read_a_direction_shared_by_every_domain():
     domains = np.array([a.item.domain for a in answers])
     logits = lodo_logits(x, y, domains)
     assert min(domain_auroc(logits, y, domains).values()) > 0.9
-    shuffled = lodo_logits(x, np.random.default_rng(1).permutation(y), domains)
-    assert np.median(list(domain_auroc(shuffled, y, domains).values())) < 0.75  # no signal, no score
+    before = np.stack([a.answer_rows[:2].astype(np.float32).mean(0) for a in answers])  # tokens without it
+    assert np.median(list(domain_auroc(lodo_logits(before, y, domains), y, domains).values())) < 0.75
 
 
 def test_study_prefers_the_exact_answer_tokens_and_certifies_selective_answers():
@@ -49,6 +49,7 @@ def test_study_prefers_the_exact_answer_tokens_and_certifies_selective_answers()
     s = study["signals"]
     assert s["probe_exact"]["lodo_median_spanned"] > 0.9 > s["probe_last"]["lodo_median_spanned"]
     assert study["best_probe"] in ("probe_exact", "se_probe_exact")
+    assert s["probe_exact"]["lowo_median"] > 0.9 > s["probe_last"]["lowo_median"]  # left-out wordings too
     assert s["sample_agreement"]["lodo_median"] > 0.7 and s["logprob"]["lodo_median"] < 0.7
     assert study["selective"]["combined_all"]["certified"] > 0.9
     assert study["selective"]["combined_all"]["coverage"] > study["selective"]["logprob"]["coverage"]
