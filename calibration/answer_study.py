@@ -33,7 +33,7 @@ from calibration.onpolicy import OnPolicyAnswer
 from calibration.questions import answer_vocabulary
 from calibration.readings import READINGS, reading_features
 from calibration.selective import selective_report
-from calibration.semantic import semantic_classes, semantic_entropy
+from calibration.semantic import class_entropy, semantic_classes
 from guard.errors import ConfigError
 from guard.evaluation import auroc
 
@@ -47,9 +47,8 @@ def sample_signals(answers: Sequence[OnPolicyAnswer], samples: Sequence[Sequence
     """Semantic entropy of each question's samples and the share of samples that agree with the greedy answer."""
     entropy, agreement = np.zeros(len(answers)), np.zeros(len(answers))
     for i, (a, drawn) in enumerate(zip(answers, samples)):
-        vocabulary = answer_vocabulary(a.item.domain)
-        entropy[i] = semantic_entropy(drawn, vocabulary, a.item.question)
-        keys = semantic_classes([a.text, *drawn], vocabulary, a.item.question)
+        keys = semantic_classes([a.text, *drawn], answer_vocabulary(a.item.domain), a.item.question)
+        entropy[i] = class_entropy(keys[1:])
         agreement[i] = float(np.mean([k == keys[0] for k in keys[1:]])) if drawn else 0.0
     return {"semantic_entropy": entropy, "sample_agreement": agreement}
 
@@ -126,16 +125,6 @@ def _summary(signal: np.ndarray, correct: np.ndarray, domains: np.ndarray, spann
             "lodo_median_spanned": float(np.median(spanned_per))}
 
 
-def _combine(columns: np.ndarray, correct: np.ndarray, domains: np.ndarray) -> np.ndarray:
-    """Out-of-domain ``p(correct)`` of a logistic combiner over standardised signal columns."""
-    out = np.zeros(len(correct))
-    for domain in sorted(set(domains.tolist())):
-        held = domains == domain
-        w, b, mean, scale = fit_logistic(columns[~held], correct[~held], l2=1.0)
-        out[held] = sigmoid(((columns[held] - mean) / scale) @ w + b)
-    return out
-
-
 def study_answers(answers: Sequence[OnPolicyAnswer], samples: Sequence[Sequence[str]], layer_index: Sequence[int],
                   alpha: float = 0.2, delta: float = 0.1, splits: int = 200, seed: int = 0) -> dict[str, Any]:
     """Every signal's left-out-domain quality and certified selective answering (see the module docstring).
@@ -182,7 +171,8 @@ def study_answers(answers: Sequence[OnPolicyAnswer], samples: Sequence[Sequence[
               "combined_all": ("sample_agreement", best_probe, "probe_prompt", "logprob")}
     for name, parts in combos.items():
         columns = np.stack([confidence[p] for p in parts], axis=1)
-        confidence[name] = _combine(columns, correct, domains)
+        # a logistic combiner over the signals, fitted per left-out domain (the columns as one "layer")
+        confidence[name] = sigmoid(lodo_logits(columns[:, None, :], correct, domains, l2=1.0))
         signals[name] = _summary(confidence[name], correct, domains, spanned)
         signals[name]["lowo_median"] = float("nan")  # the combiner is fitted per left-out domain only
     selective = {name: {k: v for k, v in selective_report(c, correct, alpha, delta, splits, seed).items()

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from guard.errors import ConfigError
 
-__all__ = ["normalise", "first_mention", "first_new_number", "grade", "answer_key", "answer_span"]
+__all__ = ["normalise", "first_line", "first_mention", "first_new_number", "grade", "answer_key", "answer_span"]
 
 _ARTICLES = re.compile(r"\b(the|a|an)\b")
 _NON_WORD = re.compile(r"[^0-9a-z]+")
@@ -50,31 +50,27 @@ def _pattern(phrase: str) -> re.Pattern[str] | None:
     return re.compile(r"(?<![0-9a-z])" + r"[ ]+".join(map(re.escape, words)) + r"(?![0-9a-z])")
 
 
+def _matches(text: str, phrases: Sequence[str]) -> list[tuple[int, int]]:
+    """Character spans ``(start, end)`` in ``text`` of every whole-word mention of any phrase."""
+    folded, where = _folded(text)
+    patterns = [p for p in map(_pattern, phrases) if p is not None]
+    return [(where[m.start()], where[m.end() - 1] + 1) for p in patterns for m in p.finditer(folded)]
+
+
 def first_mention(text: str, phrases: Sequence[str]) -> tuple[int, int] | None:
     """Character span ``(start, end)`` in ``text`` of the earliest whole-word mention of any phrase."""
-    folded, where = _folded(text)
-    best: tuple[int, int] | None = None
-    for phrase in phrases:
-        pattern = _pattern(phrase)
-        match = pattern.search(folded) if pattern else None
-        if match and (best is None or match.start() < best[0]):
-            best = (where[match.start()], where[match.end() - 1] + 1)
-    return best
+    return min(_matches(text, phrases), key=lambda span: span[0], default=None)
 
 
-def _first_line(answer: str) -> str:
+def first_line(answer: str) -> str:
+    """An answer's first non-empty line, stripped (what is graded)."""
     stripped = answer.strip()
     return stripped.split("\n", 1)[0] if stripped else ""
 
 
 def _mentions(text: str, phrases: Sequence[str]) -> int:
     """How many distinct places of ``text`` mention one of ``phrases``."""
-    folded, _ = _folded(text)
-    starts = set()
-    for phrase in phrases:
-        pattern = _pattern(phrase)
-        starts |= {m.start() for m in pattern.finditer(folded)} if pattern else set()
-    return len(starts)
+    return len({start for start, _ in _matches(text, phrases)})
 
 
 def grade(answer: str, accepted: Sequence[str], distractors: Sequence[str] = (), question: str = "") -> bool:
@@ -90,7 +86,7 @@ def grade(answer: str, accepted: Sequence[str], distractors: Sequence[str] = (),
     """
     if not [a for a in accepted if normalise(a)]:
         raise ConfigError(f"grading needs at least one accepted answer; the QA item has {list(accepted)!r}")
-    line = _first_line(answer)
+    line = first_line(answer)
     right = first_mention(line, accepted)
     if right is None:
         return False
@@ -116,7 +112,7 @@ def answer_key(answer: str, vocabulary: Mapping[str, Sequence[str]]) -> str:
     Two answers with the same key say the same thing (the semantic classes of
     :func:`calibration.semantic.semantic_entropy`). ``vocabulary`` maps a key to its spellings.
     """
-    line = _first_line(answer)
+    line = first_line(answer)
     best: tuple[int, str] | None = None
     for key, spellings in vocabulary.items():
         span = first_mention(line, spellings)

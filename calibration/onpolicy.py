@@ -17,7 +17,7 @@ import numpy as np
 
 from calibration.engine_port import GuardEngine
 from calibration.grading import answer_span, grade
-from calibration.qa import qa_prompt
+from calibration.qa import last_prompt_index, qa_prompt
 from calibration.statements import QAItem
 from guard.errors import ConfigError
 
@@ -68,17 +68,14 @@ def collect_answers(llm: GuardEngine, items: Sequence[QAItem], layer_index: Sequ
         for it, done in zip(chunk, llm.generate(prompts, params, hidden=True)):
             if done.scores is None or done.scores.hidden is None:
                 raise ConfigError("the engine delivered no hidden rows; start it with capture_hidden=True")
-            n, pos, hidden = len(done.prompt_token_ids), done.scores.positions, done.scores.hidden
-            last = np.flatnonzero(pos == n - 1)
-            if not len(last):
-                raise ConfigError("the engine delivered no row for the last prompt token; is prefix caching on?")
-            generated = np.flatnonzero(pos >= n)
+            hidden, last = done.scores.hidden, last_prompt_index(done)
+            generated = np.flatnonzero(done.scores.positions >= len(done.prompt_token_ids))
             token_ids = list(done.token_ids)
             span = answer_span(_token_texts(llm.tokenizer, token_ids), (*it.answers, *it.distractors), it.question)
             out.append(OnPolicyAnswer(
                 it, done.text, tuple(token_ids), grade(done.text, it.answers, it.distractors, it.question),
                 np.asarray(done.token_logprobs or [], np.float32),
-                hidden[last[0]][keep].astype(np.float16), hidden[generated][:, keep].astype(np.float16), span))
+                hidden[last][keep].astype(np.float16), hidden[generated][:, keep].astype(np.float16), span))
     return out
 
 

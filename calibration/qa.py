@@ -25,7 +25,8 @@ from calibration.statements import QAItem
 from guard.errors import ConfigError
 from guard.probe import Probe
 
-__all__ = ["AnsweredItem", "normalise", "grade", "qa_prompt", "answer_questions", "answer_confidence"]
+__all__ = ["AnsweredItem", "normalise", "grade", "qa_prompt", "last_prompt_index", "answer_questions",
+           "answer_confidence"]
 
 #: appended to every question so that answers are one short, gradable sentence
 INSTRUCTION = "Answer in one short sentence."
@@ -55,6 +56,20 @@ def _mean_logprob(completion: EngineCompletion) -> float:
     if not completion.token_logprobs:
         return float("-inf")
     return float(np.mean(completion.token_logprobs))
+
+
+def last_prompt_index(completion: EngineCompletion) -> int:
+    """Index, among the completion's scored positions, of the question's last prompt token.
+
+    Raises:
+        ConfigError: the engine delivered no scores, or none for that token (prefix caching skips it).
+    """
+    if completion.scores is None:
+        raise ConfigError("the engine delivered no scores for a guarded QA prompt; is the capture installed?")
+    where = np.flatnonzero(completion.scores.positions == len(completion.prompt_token_ids) - 1)
+    if not len(where):
+        raise ConfigError("the engine delivered no row for the last prompt token; is prefix caching on?")
+    return int(where[0])
 
 
 def answer_questions(llm: GuardEngine, items: Sequence[QAItem], max_tokens: int = 32, batch: int = 64,
@@ -100,10 +115,7 @@ def answer_questions(llm: GuardEngine, items: Sequence[QAItem], max_tokens: int 
                 scores = None
             last_prompt = None
             if prompt_rows and hidden is not None:
-                where = np.flatnonzero(pos == n - 1)
-                if not len(where):
-                    raise ConfigError("the engine delivered no row for the last prompt token; is prefix caching on?")
-                rows = hidden[where[0]]
+                rows = hidden[last_prompt_index(completion)]
                 last_prompt = (rows[list(layer_index)] if layer_index is not None else rows).astype(np.float32)
             correct = grade(completion.text, it.answers, it.distractors, it.question)
             out.append(AnsweredItem(it, completion.text, correct, _mean_logprob(completion),

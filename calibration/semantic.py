@@ -13,9 +13,9 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from calibration.grading import answer_key, first_new_number
+from calibration.grading import answer_key, first_line, first_new_number
 
-__all__ = ["semantic_classes", "semantic_entropy"]
+__all__ = ["semantic_classes", "semantic_entropy", "class_entropy"]
 
 
 def semantic_classes(answers: Sequence[str], vocabulary: Mapping[str, Sequence[str]], question: str = "") -> list[str]:
@@ -24,7 +24,7 @@ def semantic_classes(answers: Sequence[str], vocabulary: Mapping[str, Sequence[s
     for answer in answers:
         key = answer_key(answer, vocabulary)
         if key.startswith("text:"):
-            number = first_new_number(answer.strip().split("\n", 1)[0], question)
+            number = first_new_number(first_line(answer), question)
             key = f"number:{number}" if number is not None else key
         out.append(key)
     return out
@@ -37,8 +37,11 @@ def semantic_entropy(answers: Sequence[str], vocabulary: Mapping[str, Sequence[s
         >>> semantic_entropy(["Paris.", "It is Paris", "Rome"], {"Paris": ("Paris",), "Rome": ("Rome",)})
         0.6365141682948128
     """
-    if not answers:
-        return 0.0
-    counts = Counter(semantic_classes(answers, vocabulary, question))
+    return class_entropy(semantic_classes(answers, vocabulary, question))
+
+
+def class_entropy(keys: Sequence[str]) -> float:
+    """Entropy (nats) of the frequencies of class ``keys`` (0 for none)."""
+    counts = Counter(keys)
     n = sum(counts.values())
     return float(-sum(c / n * math.log(c / n) for c in counts.values()))
