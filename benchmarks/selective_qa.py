@@ -11,7 +11,11 @@ the question's last-prompt-token rows. Confidence signals on the same graded ans
 - ``gate``: the pre-generation gate's ``p(correct)``, from the question alone. On guard's own items
   (which the shipped gate was trained on) it is *cross-fitted*: every item is scored by a gate fitted
   on the other folds, as ``guard calibrate`` reports it; on a user file, the shipped gate;
-- ``gate_and_probe``: the gate times the answer probe.
+- ``gate_and_probe``: the gate times the answer probe;
+- ``answer_check``: what ``guard serve`` serves with ``answer_check`` (the on-policy gate's read-out of the
+  question and of the answer, and the log-probability, combined: :mod:`guard.answer_check`). On guard's own
+  items (the shipped gate was fitted on questions about the same facts) it is cross-fitted like the gate:
+  read-out and combiner fitted on the other folds; on a user file, the shipped gate's, when it carries a combiner.
 
 For each signal, ``calibration.selective`` certifies a Learn-then-Test threshold (risk ``<= alpha``
 with probability ``>= 1 - delta``) on a random half and applies it to the other half, ``--splits``
@@ -101,7 +105,32 @@ def signals(answered: Sequence[AnsweredItem], probe: Probe, gate: Probe | None, 
         else:
             out["gate"] = gate.probabilities(gate.score(rows))[:, list(gate.labels).index("correct")]
         out["gate_and_probe"] = out["gate"] * out["answer_probe"]
+        out |= _answer_check(answered, gate, cross_fit_gate, correct, seed)
     return out
+
+
+def _answer_check(answered: Sequence[AnsweredItem], gate: Probe | None, cross_fit: bool, correct: np.ndarray,
+                  seed: int) -> dict[str, np.ndarray]:
+    """The served answer check's ``p(correct)`` (cross-fitted, or the shipped gate's combiner; none without one)."""
+    from calibration.answer_gate import cross_fitted_answer_check
+    from guard.answer_check import AnswerRule, AnswerTally
+
+    prompt = np.stack([a.prompt_rows for a in answered])
+    mean = np.stack([a.answer_rows for a in answered])
+    logprob = np.array([a.mean_logprob for a in answered])
+    if cross_fit:
+        return {"answer_check": cross_fitted_answer_check(prompt, mean, logprob, correct, seed=seed)}
+    if gate is None or gate.manifest.answer_combiner is None:
+        return {}
+    rule, out = AnswerRule(gate, offset=0), []
+    for p_row, a_row, lp in zip(gate.score(prompt), gate.score(mean), logprob):
+        tally = AnswerTally()
+        rule.add_prompt_row(tally, p_row)
+        rule.add_answer_rows(tally, a_row[None])  # the logit of the mean row: the mean of the rows' logits
+        tally.add_logprobs([float(lp)], 1)
+        decision = rule.decide(tally)
+        out.append(decision.p_correct if decision is not None else 0.0)
+    return {"answer_check": np.array(out)}
 
 
 def _report(conf: np.ndarray, correct: np.ndarray, alpha: float, delta: float, splits: int,

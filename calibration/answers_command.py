@@ -2,6 +2,9 @@
 
 Collects (or reuses) the on-policy answers and samples in ``OUT/answers.{safetensors,json}``, runs
 :func:`calibration.answer_study.study_answers` and writes ``OUT/study.json`` and ``OUT/study.md``.
+With ``--ship PATH`` it also fits the on-policy gate and its answer combiner
+(:func:`calibration.answer_gate.fit_answer_gate`, at the probe's layers) and writes it to ``PATH`` (its
+leave-one-domain-out report to ``OUT/gate.json``): the gate that ``guard serve`` loads for ``answer_check``.
 Collection runs the engine for about 35 minutes on two CPU cores (2,598 questions, 5 samples each);
 ``--limit`` takes the first questions only, for a quick look.
 """
@@ -30,13 +33,22 @@ def add_answers_parser(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N questions (default: all)")
     p.add_argument("--alpha", type=float, default=0.2, help="tolerated error rate among answers (default 0.2)")
     p.add_argument("--reuse", action="store_true", help="analyse OUT/answers.{safetensors,json} again, no engine")
+    p.add_argument("--ship", default=None, metavar="PATH",
+                   help="also fit the on-policy gate with its answer combiner and save it to PATH (.safetensors)")
+    p.add_argument("--probe", default=None, metavar="PATH",
+                   help="the probe the shipped gate rides along with (its layers; default: the model's shipped probe)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(handler=_cli)
 
 
 def run_answers(out: str | Path, model: str = "default", samples: int = 5, temperature: float = 0.7,
-                limit: int | None = None, alpha: float = 0.2, reuse: bool = False) -> dict[str, Any]:
-    """Collect (unless ``reuse``), study, and write the study; returns it."""
+                limit: int | None = None, alpha: float = 0.2, reuse: bool = False, ship: str | Path | None = None,
+                probe: str | Path | None = None) -> dict[str, Any]:
+    """Collect (unless ``reuse``), study, and write the study (and, with ``ship``, the on-policy gate); returns it.
+
+    Raises:
+        ConfigError: ``ship`` without a probe to ride along with, or the probe reads layers the answers lack.
+    """
     from calibration.answer_store import load_answers, save_answers
     from calibration.answer_study import study_answers
 
@@ -57,9 +69,38 @@ def run_answers(out: str | Path, model: str = "default", samples: int = 5, tempe
     answers, drawn, layers = load_answers(out / "answers")
     study = study_answers(answers, drawn, [layers.index(12), layers.index(14)], alpha=alpha)
     study |= {"model": model, "samples": samples, "temperature": temperature, "layers": [12, 14]}
+    if ship is not None:
+        study["gate"] = _ship(answers, layers, model, probe, ship, alpha)
+        (out / "gate.json").write_text(json.dumps(study["gate"], indent=1, default=float), encoding="utf-8")
     (out / "study.json").write_text(json.dumps(study, indent=1, default=float), encoding="utf-8")
     (out / "study.md").write_text(format_study(study), encoding="utf-8")
     return study
+
+
+def _ship(answers: Any, stored: tuple[int, ...], model: str, probe: str | Path | None, ship: str | Path,
+          alpha: float) -> dict[str, Any]:
+    """Fit the on-policy gate at the probe's layers, save it to ``ship``; its report."""
+    from adapters.model_store import resolve_model
+    from calibration.answer_gate import fit_answer_gate
+    from guard.errors import ConfigError
+    from guard.model_spec import ModelSpec
+    from guard.probe import Probe
+    from guard.shipped import shipped_probe
+
+    spec = ModelSpec.from_folder(resolve_model(model))
+    probe_path = probe if probe is not None else shipped_probe(spec.fingerprint)
+    if probe_path is None:
+        raise ConfigError(f"--ship needs the probe the gate rides along with: no probe ships for model {model!r}; "
+                          "pass --probe PATH")
+    layers = Probe.load(probe_path).layers
+    missing = [layer for layer in layers if layer not in stored]
+    if missing:
+        raise ConfigError(f"the probe reads layers {list(layers)} but the answers keep layers {list(stored)} only "
+                          f"({missing} missing); collect them again with those layers")
+    gate, report = fit_answer_gate(answers, [stored.index(layer) for layer in layers], tuple(layers), spec, model,
+                                   alpha=alpha)
+    report["path"] = str(gate.save(ship))
+    return report
 
 
 def format_study(study: dict[str, Any]) -> str:
@@ -86,6 +127,7 @@ def _cli(args: argparse.Namespace) -> int:
     if args.samples < 1 or (args.limit is not None and args.limit < 20):
         raise GuardError(f"--samples={args.samples} / --limit={args.limit}: expected at least 1 sample and, when "
                          "given, at least 20 questions")
-    study = run_answers(args.out, args.model, args.samples, args.temperature, args.limit, args.alpha, args.reuse)
+    study = run_answers(args.out, args.model, args.samples, args.temperature, args.limit, args.alpha, args.reuse,
+                        args.ship, args.probe)
     print(dumps(study) if args.json else format_study(study))
     return 0

@@ -22,14 +22,14 @@ from guard.probe import Probe, ProbeManifest
 from guard.selective import SelectiveCalibration
 from guard.shipped import GATE_KIND
 
-__all__ = ["GATE_LABELS", "GATE_L2", "fit_gate", "cross_fitted_confidence"]
+__all__ = ["GATE_LABELS", "GATE_L2", "fit_gate", "fit_layers", "cross_fitted_confidence"]
 
 GATE_LABELS = ("incorrect", "correct")
 #: ridge penalty on standardised features (few hundred questions, hundreds of dimensions)
 GATE_L2 = 100.0
 
 
-def _fit_layers(rows: np.ndarray, correct: np.ndarray, l2: float) -> tuple[np.ndarray, ...]:
+def fit_layers(rows: np.ndarray, correct: np.ndarray, l2: float) -> tuple[np.ndarray, ...]:
     """Per-layer logistic read-outs as probe tensors ``(weight (L, 2, H), bias (L, 2), mean, scale)``."""
     n_layers, h = rows.shape[1], rows.shape[2]
     weight = np.zeros((n_layers, 2, h))
@@ -78,7 +78,7 @@ def cross_fitted_confidence(prompt_rows: np.ndarray, correct: np.ndarray, folds:
     for part in np.array_split(order, folds):
         train = np.setdiff1d(order, part)
         _check(rows, correct, train, rows.shape[1])
-        out[part] = _p_correct(_fit_layers(rows[train], correct[train], l2), rows[part])
+        out[part] = _p_correct(fit_layers(rows[train], correct[train], l2), rows[part])
     return out
 
 
@@ -96,7 +96,7 @@ def fit_gate(prompt_rows: np.ndarray, correct: np.ndarray, train: np.ndarray, ca
         ConfigError: shapes disagree, or the training split lacks correct or incorrect answers.
     """
     rows, correct = _check(prompt_rows, correct, train, len(layers))
-    tensors = _fit_layers(rows[train], correct[train], l2)
+    tensors = fit_layers(rows[train], correct[train], l2)
     selective = SelectiveCalibration.fit(_p_correct(tensors, rows[cal]), correct[cal], alpha, delta, label="correct")
     manifest = ProbeManifest(
         kind=GATE_KIND, labels=GATE_LABELS, layers=layers, hidden_size=spec.hidden_size,

@@ -42,6 +42,9 @@ class AnsweredItem:
     mean_logprob: float
     answer_scores: np.ndarray | None  # (m, L, k) probe scores of the answer's scored tokens
     prompt_rows: np.ndarray | None  # (L, H) residual stream of the last prompt token
+    #: (L, H) mean residual stream over the answer's fed-back tokens (the prompt's row for a one-token answer); kept
+    #: with ``prompt_rows``
+    answer_rows: np.ndarray | None = None
 
 
 def qa_prompt(tokenizer: Any, question: str) -> str:
@@ -78,7 +81,8 @@ def answer_questions(llm: GuardEngine, items: Sequence[QAItem], max_tokens: int 
     """Answer each question with a ``GuardedLLM`` (greedy) and grade it.
 
     Args:
-        prompt_rows: also keep the last prompt token's residual stream (needs ``capture_hidden``).
+        prompt_rows: also keep the last prompt token's residual stream and the answer's mean one (needs
+            ``capture_hidden``).
         probe: score the answers with this probe on captured rows instead of the engine's own probe
             (calibration, where the engine captures a layer sweep without a probe).
         layer_index: which of the engine's capture layers ``probe`` reads (with ``probe``).
@@ -113,13 +117,16 @@ def answer_questions(llm: GuardEngine, items: Sequence[QAItem], max_tokens: int 
                 scores = completion.scores.scores[answer_part]
             else:
                 scores = None
-            last_prompt = None
+            last_prompt = answer_mean = None
             if prompt_rows and hidden is not None:
-                rows = hidden[last_prompt_index(completion)]
-                last_prompt = (rows[list(layer_index)] if layer_index is not None else rows).astype(np.float32)
+                keep = list(layer_index) if layer_index is not None else slice(None)
+                last_prompt = hidden[last_prompt_index(completion)][keep].astype(np.float32)
+                fed = hidden[answer_part].astype(np.float32)
+                answer_mean = fed.mean(axis=0)[keep] if len(fed) else last_prompt
             correct = grade(completion.text, it.answers, it.distractors, it.question)
             out.append(AnsweredItem(it, completion.text, correct, _mean_logprob(completion),
-                                    None if scores is None else np.asarray(scores, np.float32), last_prompt))
+                                    None if scores is None else np.asarray(scores, np.float32), last_prompt,
+                                    answer_mean))
     return out
 
 

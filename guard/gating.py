@@ -14,26 +14,19 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
+from guard.answer_check import AnswerRule
 from guard.errors import ArtifactError, NonFiniteScores
 from guard.probabilities import row_probabilities
 from guard.probe import Probe
+from guard.selective import CertifiedDecision, ThresholdCache
 
 __all__ = ["GateDecision", "GateRule"]
 
 
-class GateDecision(BaseModel):
-    """What the gate said about one question."""
-
-    model_config = ConfigDict(frozen=True)
-
-    p_correct: float
-    alpha: float
-    #: certified threshold at ``alpha`` (``None``: nothing certified there)
-    threshold: float | None
-    certified: bool
-    answer: bool
+class GateDecision(CertifiedDecision):
+    """What the gate said about one question (``threshold`` ``None``: nothing certified there, so it lets the
+    answer through)."""
 
 
 class GateRule:
@@ -53,8 +46,10 @@ class GateRule:
             raise ArtifactError(f"{gate.manifest.kind!r} is not a calibrated pre-generation gate (it needs a 'correct' "
                                 "label and a selective calibration); run guard calibrate")
         self.gate, self.offset, self.selective = gate, offset, selective
+        self._thresholds = ThresholdCache(selective)
+        #: the answer check on whole answers, when the gate carries an answer combiner (an on-policy gate)
+        self.answers = AnswerRule(gate, offset) if gate.manifest.answer_combiner is not None else None
         self._correct = offset + list(gate.labels).index("correct")
-        self._thresholds: dict[float, float] = {}
 
     @property
     def alpha(self) -> float:
@@ -63,12 +58,7 @@ class GateRule:
 
     def threshold(self, alpha: float | None = None) -> float:
         """Certified threshold at ``alpha`` (``inf`` when none); cached per alpha."""
-        alpha = self.alpha if alpha is None else alpha
-        if alpha not in self._thresholds:
-            if len(self._thresholds) > 64:
-                self._thresholds.clear()
-            self._thresholds[alpha] = self.selective.threshold_at(alpha)
-        return self._thresholds[alpha]
+        return self._thresholds.at(alpha)
 
     def decide(self, row: np.ndarray, alpha: float | None = None) -> GateDecision:
         """The gate's decision for the prompt's last-token score row."""

@@ -46,7 +46,7 @@ STEER_HOWS = ("continue", "regenerate", "always")
 #: ``gate``: the pre-generation gate; ``sentence``: a flagged sentence; ``guard_failure``: the guard could
 #: not judge an answer (scores missing, reader failed) under ``fail_closed`` (the kinds of
 #: :class:`guard.verdicts.Abstention`; a test holds the two equal)
-ABSTAIN_REASONS = ("gate", "sentence", "guard_failure")
+ABSTAIN_REASONS = ("gate", "sentence", "answer", "guard_failure")
 #: ``reader``: guard proxy's local reader engine failed (the other kinds name the upstream's failures)
 UPSTREAM_ERRORS = ("timeout", "connection", "http_status", "protocol", "scores_missing", "reader", "other")
 #: why the guard could not judge an answer the upstream did produce: its scores did not arrive in

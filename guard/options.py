@@ -29,6 +29,8 @@ _EXPECTED = {
     "abstain_message": f"a non-empty string of at most {_MAX_MESSAGE} characters, or null for the default",
     "gate": "true or false",
     "gate_alpha": "a number strictly between 0 and 1, or null for the gate's calibrated alpha",
+    "answer_check": "true or false",
+    "answer_alpha": "a number strictly between 0 and 1, or null for the answer check's calibrated alpha",
     "steer_alpha": "a finite number (the steering strength), or null for the steering vector's default",
     "steer_how": "'continue' (steer from the flagged sentence on), 'regenerate' (steer a fresh answer) or 'always' "
                  "(steer every token, unconditionally)",
@@ -47,6 +49,12 @@ class GuardOptions(BaseModel):
         gate: consult the pre-generation gate when one is loaded.
         gate_alpha: the gate's tolerated error rate among answered questions; ``None`` uses the gate's
             calibrated alpha.
+        answer_check: judge the whole answer with the on-policy gate's answer combiner
+            (:mod:`guard.answer_check`, when the loaded gate carries one): in mode ``abstain`` the text is
+            held until the answer is complete, then sent whole if its ``p(correct)`` reaches the threshold
+            certified at ``answer_alpha``, else replaced by the abstain message; other modes only report it.
+        answer_alpha: the answer check's tolerated error rate among answered questions; ``None`` uses its
+            calibrated alpha.
         steer_alpha: steering strength for mode ``steer``; ``None`` uses the steering vector's default.
         steer_how: ``continue`` (keep the verified sentences, generate on steered from the flagged
             one), ``regenerate`` (discard the answer and generate a steered one) or ``always`` (steer
@@ -64,6 +72,8 @@ class GuardOptions(BaseModel):
     abstain_message: str | None = Field(default=None, min_length=1, max_length=_MAX_MESSAGE)
     gate: bool = True
     gate_alpha: float | None = Field(default=None, gt=0.0, lt=1.0)
+    answer_check: bool = False
+    answer_alpha: float | None = Field(default=None, gt=0.0, lt=1.0)
     steer_alpha: float | None = Field(default=None, allow_inf_nan=False)
     steer_how: SteerHow = "continue"
 

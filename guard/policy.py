@@ -22,7 +22,9 @@ the last generated token never gets one, so text and scores arrive separately. A
 decided once it is closed and all its tokens are scored, or at :meth:`StreamGuard.finish`. In modes
 "flag" and "pass" text is emitted as it arrives. In mode "abstain" text is held until its sentence
 is decided and emitted only if it is not flagged; at the first flagged sentence the guard emits the
-abstain message and stops: sentences already emitted stay, and nothing unverified is ever sent.
+abstain message and stops: sentences already emitted stay, and nothing unverified is ever sent. With the
+answer check (``whole_answer``) every sentence is held until the whole answer is judged
+(:meth:`StreamGuard.judge_answer`, then :meth:`StreamGuard.finish`): the answer goes out whole or not at all.
 
 Mode "steer" holds text like "abstain", per token: once a sentence is decided, the text of every
 token before the next sentence's first token is emitted. At the first flagged sentence the guard
@@ -54,7 +56,7 @@ import numpy as np
 from guard.errors import AdapterError, RequestOptionError
 from guard.options import DEFAULT_ABSTAIN_MESSAGE, GuardOptions, parse_guard_options
 from guard.outbox import NOTHING
-from guard.policy_modes import Abstain, Flag, Mode, Pass
+from guard.policy_modes import Abstain, AbstainWhole, Flag, Mode, Pass
 from guard.policy_resume import resume
 from guard.policy_sentences import SentencePolicy
 from guard.policy_steer import Always, SteerContinue, SteerRegenerate
@@ -89,6 +91,8 @@ class StreamGuard:
         options: the request's options.
         steer_strength: the steering strength mode "steer" reports (the caller resolves
             ``options.steer_alpha`` against its steering vector's default).
+        whole_answer: in mode "abstain", hold all text until :meth:`judge_answer` (the answer check,
+            :mod:`guard.answer_check`) and :meth:`finish`; other modes ignore it.
 
     Raises:
         RequestOptionError: ``options.alpha`` cannot be served by this probe (param ``guard.alpha``),
@@ -108,7 +112,7 @@ class StreamGuard:
     """
 
     def __init__(self, rule: VerdictRule, options: GuardOptions | None = None,
-                 steer_strength: float | None = None) -> None:
+                 steer_strength: float | None = None, whole_answer: bool = False) -> None:
         self.rule, self.options = rule, options or GuardOptions()
         self.alpha = self.options.alpha if self.options.alpha is not None else rule.alpha
         if not rule.serves(self.alpha):
@@ -117,7 +121,8 @@ class StreamGuard:
                 f"alpha={rule.alpha} and stores no calibration scores; omit guard.alpha (or use {rule.alpha}), "
                 "or re-run `guard calibrate`",
                 param="guard.alpha")
-        mode = _mode_for(self.options, self.alpha, steer_strength)
+        mode = AbstainWhole() if whole_answer and self.options.mode == "abstain" else _mode_for(
+            self.options, self.alpha, steer_strength)
         self.steer_strength = steer_strength
         self._policy = SentencePolicy(rule, self.alpha, self.options.message, mode)
 
@@ -209,6 +214,17 @@ class StreamGuard:
         if policy.stopped or not policy.mode.uses_gate:
             return NOTHING
         policy.mode.gate(policy, reason)
+        return policy.out.take()
+
+    def judge_answer(self, answer: bool, reason: str = "") -> GuardEvent:
+        """The answer check's decision on the complete answer: call after the last scores, before :meth:`finish`.
+
+        Abstains (kind ``answer``) when ``answer`` is false; the held text goes out at :meth:`finish`
+        otherwise. Ignored unless the guard holds the whole answer (mode "abstain" with ``whole_answer``).
+        """
+        policy = self._policy
+        if isinstance(policy.mode, AbstainWhole) and not policy.stopped:
+            policy.mode.answer(policy, answer, reason)
         return policy.out.take()
 
     def fail_closed(self, reason: str = "") -> GuardEvent:

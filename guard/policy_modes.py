@@ -3,7 +3,8 @@
 A mode says what happens to a token's text as it arrives, to a decided sentence, at the gate, on a
 guard failure and at the end; :class:`~guard.policy_sentences.SentencePolicy` does the rest, the same
 for every mode. Here: the base :class:`Mode`, ``pass`` and ``flag`` (text emitted at once) and
-``abstain`` (text held until its sentence is decided; the first flagged one abstains). Mode ``steer``
+``abstain`` (text held until its sentence is decided; the first flagged one abstains) and, with the answer
+check, ``abstain`` on the whole answer (text held until the answer is judged). Mode ``steer``
 is :mod:`guard.policy_steer`'s. The contract is :mod:`guard.policy`'s.
 """
 
@@ -16,7 +17,7 @@ from guard.policy_sentences import SentencePolicy
 from guard.sentences import Sentence
 from guard.verdicts import AbstainReason, SentenceVerdict, SteerPoint
 
-__all__ = ["Mode", "Flag", "Pass", "Abstain"]
+__all__ = ["Mode", "Flag", "Pass", "Abstain", "AbstainWhole"]
 
 
 class Mode(ABC):
@@ -105,3 +106,39 @@ class Abstain(Mode):
             return
         policy.abstain(AbstainReason(kind="sentence", alpha=policy.alpha, sentence=sentence.index,
                                      p_true=verdict.p_true))
+
+
+class AbstainWhole(Abstain):
+    """Mode "abstain" with the answer check (:mod:`guard.answer_check`): as "abstain", but even verified
+    sentences are held until the whole answer is judged (:meth:`answer`); at the end, the answer is sent
+    whole, or the abstain message alone."""
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+        self.judged = False
+
+    def decided(self, policy: SentencePolicy, sentence: Sentence, verdict: SentenceVerdict, cut: int) -> None:
+        """Hold the sentence, or abstain."""
+        policy.record(verdict)
+        if verdict.verdict != "flagged":
+            self.pending.append(sentence.text)
+            return
+        self.pending.clear()
+        policy.abstain(AbstainReason(kind="sentence", alpha=policy.alpha, sentence=sentence.index,
+                                     p_true=verdict.p_true))
+
+    def answer(self, policy: SentencePolicy, answer: bool, reason: str) -> None:
+        """The answer check's decision on the complete answer."""
+        self.judged = True
+        if not answer:
+            self.pending.clear()
+            policy.abstain(AbstainReason(kind="answer", alpha=policy.alpha, detail=reason))
+
+    def finish(self, policy: SentencePolicy) -> None:
+        """Decide the last sentences, then send the answer whole (the check answered, or could not judge)."""
+        policy.finish()
+        if not policy.stopped:
+            for text in self.pending:
+                policy.emit(text)
+            self.pending.clear()
+            policy.release_scores()

@@ -7,6 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from guard.combiner import Combiner
 from guard.conformal import MondrianConformal
 from guard.errors import ConfigError
 from guard.selective import SelectiveCalibration
@@ -83,3 +84,5 @@ class ProbeManifest(BaseModel):
     selective: SelectiveCalibration | None = None
     #: the shift head (tensors ``shift_weight``, ``shift_bias``): when a token is too unlike the calibration data
     shift: ShiftCalibration | None = None
+    #: an on-policy gate's answer combiner (:mod:`guard.answer_check`): selective answering on whole answers
+    answer_combiner: Combiner | None = None

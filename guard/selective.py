@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from guard.errors import ConfigError
 
-__all__ = ["binomial_cdf", "selective_threshold", "SelectiveCalibration"]
+__all__ = ["binomial_cdf", "selective_threshold", "SelectiveCalibration", "ThresholdCache", "CertifiedDecision"]
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
@@ -139,3 +139,37 @@ class SelectiveCalibration(BaseModel):
         lam = selective_threshold(confidence, correct, alpha, delta, grid)
         return cls(alpha=alpha, delta=delta, grid=grid, label=label, threshold=lam if math.isfinite(lam) else None,
                    confidences=confidence.tolist(), correct=np.asarray(correct, bool).tolist())
+
+
+class ThresholdCache:
+    """A calibration's certified thresholds, computed once per requested ``alpha`` (at most 64 kept).
+
+    Serving asks for the same few alphas over and over; each is a Learn-then-Test pass over the stored split.
+    """
+
+    def __init__(self, calibration: SelectiveCalibration) -> None:
+        self.calibration = calibration
+        self._thresholds: dict[float, float] = {}
+
+    def at(self, alpha: float | None = None) -> float:
+        """Certified threshold at ``alpha`` (default: the stored one; ``inf`` when none is certified)."""
+        alpha = self.calibration.alpha if alpha is None else alpha
+        if alpha not in self._thresholds:
+            if len(self._thresholds) > 64:
+                self._thresholds.clear()
+            self._thresholds[alpha] = self.calibration.threshold_at(alpha)
+        return self._thresholds[alpha]
+
+
+class CertifiedDecision(BaseModel):
+    """A decision to answer or not by a certified threshold (the gate's on a question, the answer check's on an
+    answer)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    p_correct: float
+    alpha: float
+    #: certified threshold at ``alpha`` (``None``: nothing certified there)
+    threshold: float | None
+    certified: bool
+    answer: bool

@@ -57,12 +57,13 @@ class SentenceVerdict(BaseModel):
 
 
 class AbstainReason(BaseModel):
-    """Why a choice abstained: the pre-generation gate, the first flagged sentence, or (``guard_failure``,
-    with ``on_guard_failure: fail_closed``) the guard could not judge the answer."""
+    """Why a choice abstained: the pre-generation gate, the first flagged sentence, the answer check on the
+    whole answer (:mod:`guard.answer_check`), or (``guard_failure``, with ``on_guard_failure: fail_closed``)
+    the guard could not judge the answer."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["gate", "sentence", "guard_failure"]
+    kind: Literal["gate", "sentence", "answer", "guard_failure"]
     alpha: float
     sentence: int | None = None
     p_true: float | None = None

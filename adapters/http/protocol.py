@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from adapters.http.errors import invalid_request
 from adapters.http.json_body import JSONBodyError, load_json
+from guard.answer_check import AnswerDecision
 from guard.errors import RequestOptionError
 from guard.gating import GateDecision
 from guard.policy import GuardOptions, TokenScore, parse_guard_options
@@ -109,11 +110,15 @@ def sentence_payload(verdicts: tuple[SentenceVerdict, ...] | list[SentenceVerdic
 
 
 def summary_payload(summary: GuardSummary, tokens: list[dict[str, Any]] | None = None,
-                    gate: GateDecision | None = None, source: str = SOURCE) -> dict[str, Any]:
+                    gate: GateDecision | None = None, source: str = SOURCE,
+                    answer: AnswerDecision | None = None) -> dict[str, Any]:
     """A choice's ``guard`` field: the summary, ``source`` (``engine``; guard proxy's ``reader``), the
-    pre-generation gate's decision (``null`` when no gate ran) and (non-streamed answers) every token score."""
+    pre-generation gate's decision (``null`` when no gate ran), the answer check's (``answer_check``; present
+    when it ran) and (non-streamed answers) every token score."""
     payload = {**summary.model_dump(mode="json"), "source": source,
                "gate": None if gate is None else gate.model_dump(mode="json")}
+    if answer is not None:
+        payload["answer_check"] = answer.model_dump(mode="json")
     if tokens is not None:
         payload["tokens"] = tokens
     return payload

@@ -14,6 +14,8 @@ generated again in one steered batch:
 Steering starts at the last prompt row, the row whose state produces the first steered token, and
 lasts to the end. The guard is resumed and fed the steered tokens; a choice is steered at most once.
 Modes ``pass``, ``flag`` and ``abstain`` need one pass (``abstain`` replaces the text by the message).
+With ``options.answer_check`` the on-policy gate also judges each whole answer (:mod:`guard.answer_check`):
+mode ``abstain`` sends it whole or abstains on it; the other modes report the decision.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from adapters.vllm.engine import GuardedCompletion, GuardedLLM
+from guard.answer_check import AnswerDecision, AnswerRule, AnswerTally
 from guard.errors import ConfigError
 from guard.gating import GateDecision, GateRule
 from guard.options import GuardOptions
@@ -48,6 +51,7 @@ class GuardedAnswer:
         completion: the first, unsteered pass.
         steered_completion: the steered pass (``None`` when the answer was not steered).
         gate: the pre-generation gate's decision (``None`` without a gate or with ``options.gate`` off).
+        answer_check: the answer check's decision on the first pass (``None`` unless ``options.answer_check``).
     """
 
     text: str
@@ -56,6 +60,7 @@ class GuardedAnswer:
     completion: GuardedCompletion
     steered_completion: GuardedCompletion | None = None
     gate: GateDecision | None = None
+    answer_check: AnswerDecision | None = None
 
 
 def steer_strength(options: GuardOptions, vector: SteeringVector | None) -> float | None:
@@ -111,11 +116,12 @@ def token_pieces(tokenizer: Any, token_ids: Sequence[int], text: str | None = No
 
 
 def feed_completion(guard: StreamGuard, completion: GuardedCompletion, pieces: Sequence[str],
-                    start: int) -> list[GuardEvent]:
+                    start: int, answer: AnswerDecision | None = None) -> list[GuardEvent]:
     """Feed a completion's generated tokens (positions from ``start``) and their scores as a stream would.
 
     Token ``p``'s score is fed after token ``p + 1``'s text; feeding stops early when the guard stops
-    (it abstained or asks to steer), else it ends with :meth:`StreamGuard.finish`.
+    (it abstained or asks to steer), else it ends with the answer check's decision (when given) and
+    :meth:`StreamGuard.finish`.
     """
     rows: dict[int, np.ndarray] = {}
     if completion.scores is not None:
@@ -130,6 +136,8 @@ def feed_completion(guard: StreamGuard, completion: GuardedCompletion, pieces: S
             events.append(guard.add_scores(start + i - 1, row))
         if guard.stopped:
             return events
+    if answer is not None:
+        events.append(guard.judge_answer(answer.answer, answer.reason()))
     events.append(guard.finish())
     return events
 
@@ -147,6 +155,33 @@ def steered_request(point: SteerPoint, completion: GuardedCompletion, max_tokens
     return prompt, len(prompt) - 1, max(1, max_tokens - len(kept))
 
 
+def _answer_rule(llm: GuardedLLM, options: GuardOptions) -> AnswerRule | None:
+    if not options.answer_check or options.mode == "pass":
+        return None
+    rule = GateRule(llm.gate, offset=0).answers if llm.gate is not None else None
+    if rule is None:
+        raise ConfigError("options.answer_check needs an engine started with an on-policy gate that carries an answer "
+                          "combiner (GuardConfig(gate=PATH), PATH made by `guard calibrate-answers --ship PATH`); "
+                          "or set GuardOptions(answer_check=False)")
+    return rule
+
+
+def _check_answer(rule: AnswerRule | None, options: GuardOptions,
+                  completion: GuardedCompletion) -> AnswerDecision | None:
+    """The answer check's decision from the completion's gate columns (``None``: no check, or no prompt row)."""
+    if rule is None or completion.gate_scores is None or completion.scores is None:
+        return None
+    n = len(completion.prompt_token_ids)
+    positions, tally = completion.scores.positions, AnswerTally()
+    where = np.flatnonzero(positions == n - 1)
+    if not len(where):
+        return None
+    rule.add_prompt_row(tally, completion.gate_scores[where[0]])
+    rule.add_answer_rows(tally, completion.gate_scores[positions >= n])
+    tally.add_logprobs(completion.token_logprobs, len(completion.token_ids))
+    return rule.decide(tally, options.answer_alpha)
+
+
 def _gate(llm: GuardedLLM, options: GuardOptions, completion: GuardedCompletion) -> GateDecision | None:
     if (llm.gate is None or not options.gate or options.mode == "pass" or completion.gate_scores is None
             or completion.scores is None):
@@ -161,8 +196,9 @@ def _gate(llm: GuardedLLM, options: GuardOptions, completion: GuardedCompletion)
 class _Choice:
     """One prompt's guard and what it has let through so far."""
 
-    def __init__(self, guard: StreamGuard, completion: GuardedCompletion, gate: GateDecision | None) -> None:
-        self.guard, self.completion, self.gate = guard, completion, gate
+    def __init__(self, guard: StreamGuard, completion: GuardedCompletion, gate: GateDecision | None,
+                 answer: AnswerDecision | None = None) -> None:
+        self.guard, self.completion, self.gate, self.answer = guard, completion, gate, answer
         self.text: list[str] = []
         self.steered: GuardedCompletion | None = None
 
@@ -186,7 +222,8 @@ def generate_guarded(llm: GuardedLLM, prompts: Sequence[str | list[int]], params
         One :class:`GuardedAnswer` per prompt, in order.
 
     Raises:
-        ConfigError: the engine has no probe, or mode ``steer`` cannot steer (see :func:`steer_strength`).
+        ConfigError: the engine has no probe, mode ``steer`` cannot steer (see :func:`steer_strength`), or
+            ``options.answer_check`` without an on-policy gate.
 
     Example:
         >>> answers = generate_guarded(llm, ["What is the capital of Peru?"],                   # doctest: +SKIP
@@ -200,18 +237,24 @@ def generate_guarded(llm: GuardedLLM, prompts: Sequence[str | list[int]], params
         raise ConfigError("guarded generation needs an engine started with a probe: GuardConfig(probe=PATH)")
     rule = rule or VerdictRule.from_probe(llm.probe)
     strength = steer_strength(options, llm.steering)
+    answers = _answer_rule(llm, options)
     params = params or SamplingParams(max_tokens=32, temperature=0.0)
+    if answers is not None and params.logprobs is None:  # the answer check reads the tokens' log-probabilities
+        params = params.clone()
+        params.logprobs = 0
     choices = []
     for completion in llm.generate(list(prompts), params):
-        guard = StreamGuard(rule, options, steer_strength=strength)
-        choice = _Choice(guard, completion, _gate(llm, options, completion))
+        guard = StreamGuard(rule, options, steer_strength=strength, whole_answer=answers is not None)
+        choice = _Choice(guard, completion, _gate(llm, options, completion),
+                         _check_answer(answers, options, completion))
         if choice.gate is not None and not choice.gate.answer:
             d = choice.gate
             choice.take([choice.guard.gate_abstain(f"the pre-generation gate gives p(correct)={d.p_correct:.3f} < "
                                                    f"certified threshold {d.threshold} at gate alpha {d.alpha}")])
         if not choice.guard.stopped:
             pieces = token_pieces(llm.tokenizer, completion.token_ids, completion.text)
-            choice.take(feed_completion(choice.guard, completion, pieces, len(completion.prompt_token_ids)))
+            choice.take(feed_completion(choice.guard, completion, pieces, len(completion.prompt_token_ids),
+                                        choice.answer))
         choices.append(choice)
     _steer(llm, [(c, c.guard.steered) for c in choices if c.guard.steered is not None and c.guard.stopped], params)
     return [_answer(c) for c in choices]
@@ -245,4 +288,4 @@ def _answer(choice: _Choice) -> GuardedAnswer:
         kept = len(steered.prompt_token_ids) - len(completion.prompt_token_ids)
         token_ids = completion.token_ids[:kept] + steered.token_ids
     return GuardedAnswer("".join(choice.text), list(token_ids), choice.guard.summary(), completion, steered,
-                         choice.gate)
+                         choice.gate, choice.answer)

@@ -260,12 +260,12 @@ def test_the_shipped_gate_decides_on_the_question_alone_and_abstains_exactly_bel
     client = openai.OpenAI(base_url=served["url"] + "/v1", api_key="unused")
     for question in ("What is the capital of France?", "What is 37 plus 48?", "What is the capital of Fiji?"):
         messages = [{"role": "user", "content": question}]
-        # alpha 0.4: the gate's stored calibration certifies a threshold there (0.35 and below certify none)
+        # alpha 0.5: the gate's stored calibration certifies a threshold there (0.4 and below certify none)
         answer = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=24, temperature=0,
-                                                extra_body={"guard": {"mode": "flag", "gate_alpha": 0.4}})
+                                                extra_body={"guard": {"mode": "flag", "gate_alpha": 0.5}})
         guard = answer.choices[0].model_extra["guard"]
         gate = guard["gate"]
-        assert gate["certified"] is True and gate["alpha"] == 0.4 and 0.0 < gate["p_correct"] < 1.0
+        assert gate["certified"] is True and gate["alpha"] == 0.5 and 0.0 < gate["p_correct"] < 1.0
         assert gate["answer"] is (gate["p_correct"] >= gate["threshold"])
         assert (guard["decision"] == "abstain") is (not gate["answer"])
         if not gate["answer"]:
@@ -273,9 +273,45 @@ def test_the_shipped_gate_decides_on_the_question_alone_and_abstains_exactly_bel
 
             assert answer.choices[0].message.content == DEFAULT_ABSTAIN_MESSAGE
             assert guard["abstained"]["kind"] == "gate"
-        # the default gate alpha (0.3) certifies nothing on 177 calibration answers: the gate reports, never abstains
+        # the default gate alpha (0.3) certifies nothing on its calibration answers: the gate reports, never abstains
         default = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, temperature=0)
         assert default.choices[0].model_extra["guard"]["gate"]["certified"] is False
+
+
+def test_answer_check_sends_whole_answers_above_its_certified_threshold_and_abstains_on_the_rest(served):
+    from guard.policy import DEFAULT_ABSTAIN_MESSAGE
+
+    client = _client(served["url"])
+    # guard alpha 0.01: no sentence is flagged here, so only the answer check decides; the gate is left out
+    options = {"mode": "abstain", "alpha": 0.01, "gate": False, "answer_check": True, "answer_alpha": 0.3}
+    decided = []
+    for question in ("What is the capital of France?", "What is the chemical symbol for gold?", "What is 37 plus 48?",
+                     "What is the capital of Fiji?"):
+        messages = [{"role": "user", "content": question}]
+        plain = client.chat.completions.create(**_greedy(messages=messages, extra_body={"guard": {"mode": "pass"}}))
+        answer = client.chat.completions.create(**_greedy(messages=messages, extra_body={"guard": options}))
+        choice = answer.choices[0]
+        check = choice.model_extra["guard"]["answer_check"]
+        assert check["certified"] is True and check["alpha"] == 0.3 and check["threshold"] is not None
+        assert check["answer"] is (check["p_correct"] >= check["threshold"]) and check["logprob"] < 0
+        assert check["answer_rows"] >= 1 and choice.logprobs is None  # the guard asked for them, not the client
+        if check["answer"]:
+            assert choice.message.content == plain.choices[0].message.content  # the whole answer, unchanged
+        else:
+            assert choice.message.content == DEFAULT_ABSTAIN_MESSAGE
+            assert choice.model_extra["guard"]["abstained"]["kind"] == "answer"
+        streamed = list(client.chat.completions.create(**_greedy(messages=messages, stream=True,
+                                                                 extra_body={"guard": options})))
+        _, summary = _stream_guard(streamed)
+        assert summary["answer_check"]["answer"] is check["answer"]
+        assert summary["answer_check"]["p_correct"] == pytest.approx(check["p_correct"], abs=2e-3)
+        assert _stream_text(streamed, chat=True) == choice.message.content  # nothing streamed before the check
+        decided.append(check["answer"])
+    assert True in decided  # the model's answer to France is certified
+    strict = client.chat.completions.create(**_greedy(messages=CHAT, extra_body={"guard": options | {
+        "answer_alpha": 0.05}}))  # nothing certifies at 0.05: every answer is abstained on
+    assert strict.choices[0].message.content == DEFAULT_ABSTAIN_MESSAGE
+    assert strict.choices[0].model_extra["guard"]["answer_check"]["certified"] is False
 
 
 def test_steer_mode_replaces_the_flagged_answer_by_steered_text_the_same_streamed_or_not(served):

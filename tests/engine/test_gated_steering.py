@@ -125,7 +125,7 @@ def test_the_summary_says_how_each_answer_was_steered(llm, prompts, plain, how):
 def test_a_gate_no_in_mode_steer_steers_from_the_first_token(llm, prompts):
     from guard.gating import GateRule
 
-    gate_alpha = 0.4  # the shipped gate certifies no threshold at its calibrated 0.3; at 0.4 it does
+    gate_alpha = 0.5  # the shipped gate certifies no threshold at its calibrated 0.3 (nor below 0.5); at 0.5 it does
     assert np.isfinite(GateRule(llm.gate, offset=0).threshold(gate_alpha))
     answers = _guarded(llm, prompts, mode="steer", steer_alpha=ALPHA, gate_alpha=gate_alpha)
     said_no = [a.gate is not None and not a.gate.answer for a in answers]

@@ -34,15 +34,20 @@ EOS = 0
 PROMPT_PROBS = (0.01, 0.98, 0.01)
 
 
-def make_gate(threshold_at_03: bool = True) -> Probe:
-    """A calibrated pre-generation gate over one layer: its stored split certifies 0.15 at alpha 0.3."""
+def make_gate(threshold_at_03: bool = True, answer_check: bool = False) -> Probe:
+    """A calibrated pre-generation gate over one layer: its stored split certifies 0.15 at alpha 0.3. With
+    ``answer_check``, an on-policy gate whose answer combiner reads the answer's mean logit alone (``p(correct)`` of
+    the answer rows' columns), with the same calibration split."""
+    from guard.combiner import Combiner
     from guard.selective import SelectiveCalibration
 
     confidences = [0.9] * 100 + [0.1] * 100  # the confident half always right, the rest always wrong
     selective = SelectiveCalibration.fit(np.array(confidences), np.array([True] * 100 + [False] * 100),
                                          alpha=0.3, delta=0.1, label="correct")
+    combiner = Combiner(signals=("gate", "answer", "logprob"), weights=(0.0, 1.0, 0.0), bias=0.0, means=(0.0,) * 3,
+                        scales=(1.0,) * 3, selective=selective) if answer_check else None
     manifest = ProbeManifest(kind="pre-generation-gate", labels=("incorrect", "correct"), layers=(0,), hidden_size=4,
-                             num_layers=2, model_fingerprint="test", selective=selective)
+                             num_layers=2, model_fingerprint="test", selective=selective, answer_combiner=combiner)
     zeros = np.zeros((1, 4), np.float32)
     return Probe(manifest, np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), np.float32), zeros, zeros + 1)
 
@@ -67,6 +72,7 @@ class Script:
     tokens: list[tuple[str, tuple[float, float, float]]]
     n_prompt: int = 7
     fail_mid_stream: bool = False  #: send vLLM's error event after two tokens
+    logprob: float = -0.25  #: every generated token's log-probability (sent when the request asks for them)
 
     @property
     def text(self) -> str:
@@ -86,9 +92,12 @@ class FakeUpstream(FakeEngine):
     down: bool = False
     #: prompt -> the pre-generation gate's (p_incorrect, p_correct), appended as two columns to every score row
     gate: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: prompt -> the gate's columns on the *generated* positions instead (an on-policy gate read on the answer)
+    answer_gate: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: what a steered request (token-id prompt with ``guard_steer``) answers; its prompt is its token ids
     steered: Script | None = None
     _gate_of: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _answer_gate_of: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def token_id(self, text: str) -> int:
         for tid, known in self.vocab.items():
@@ -114,8 +123,9 @@ class FakeUpstream(FakeEngine):
             self._publish(key, 0, [PROMPT_PROBS] * script.n_prompt)  # prefill scores the kept tokens again
             if body.get("stream"):
                 return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                                      stream=_AsyncBody(self._stream(False, script, key, _usage(body))))
-            return self._complete(False, script, key)
+                                      stream=_AsyncBody(self._stream(False, script, key, _usage(body),
+                                                                     _logprobs(body))))
+            return self._complete(False, script, key, _logprobs(body))
         if prompt == "CRASH":
             return httpx.Response(500, json={"error": {"message": "engine died", "type": "InternalServerError",
                                                        "param": None, "code": 500}})
@@ -127,27 +137,40 @@ class FakeUpstream(FakeEngine):
         script, key = self.scripts[prompt], body["vllm_xargs"]["guard_key"]
         if prompt in self.gate:
             self._gate_of[key] = self.gate[prompt]
+        if prompt in self.answer_gate:
+            self._answer_gate_of[key] = self.answer_gate[prompt]
         self._publish(key, 0, [PROMPT_PROBS] * script.n_prompt)
         if body.get("stream"):
             return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                                  stream=_AsyncBody(self._stream(chat, script, key, _usage(body))))
-        return self._complete(chat, script, key)
+                                  stream=_AsyncBody(self._stream(chat, script, key, _usage(body), _logprobs(body))))
+        return self._complete(chat, script, key, _logprobs(body))
 
     def _publish(self, key: str, start: int, probs: list[tuple[float, ...]]) -> None:
         if key in self._gate_of:  # a gate fused into the probe's matmul: its columns follow the probe's
-            probs = [(*p, *self._gate_of[key]) for p in probs]
+            gate = self._answer_gate_of.get(key, self._gate_of[key]) if start > 0 else self._gate_of[key]
+            probs = [(*p, *gate) for p in probs]
         publish_probs(self.feed, key, start, probs)
 
     def _ids(self, script: Script) -> list[int]:
         return [self.token_id(t) for t, _ in script.tokens] + [EOS]
 
-    def _complete(self, chat: bool, script: Script, key: str) -> httpx.Response:
+    def _logprobs(self, chat: bool, script: Script, ids: list[int]) -> dict[str, Any]:
+        """vLLM's ``logprobs`` of a choice: per token (chat: ``content``; completions: ``token_logprobs``)."""
+        texts = [self.vocab[t] for t in ids]
+        if chat:
+            return {"content": [{"token": t, "logprob": script.logprob, "bytes": None, "top_logprobs": []}
+                                for t in texts]}
+        return {"tokens": texts, "token_logprobs": [script.logprob] * len(ids), "top_logprobs": None,
+                "text_offset": [0] * len(ids)}
+
+    def _complete(self, chat: bool, script: Script, key: str, logprobs: bool = False) -> httpx.Response:
         ids = self._ids(script)
         probs = [p for _, p in script.tokens]
         self._publish(key, script.n_prompt, probs[:-1])
         # the last content token's score comes with the next engine step: after the answer
         asyncio.get_running_loop().call_soon(self._publish, key, script.n_prompt + len(probs) - 1, probs[-1:])
-        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "stop", "token_ids": ids}
+        choice: dict[str, Any] = {"index": 0, "logprobs": self._logprobs(chat, script, ids) if logprobs else None,
+                                  "finish_reason": "stop", "token_ids": ids}
         if chat:
             choice["message"] = {"role": "assistant", "content": script.text}
             top = {"object": "chat.completion", "prompt_token_ids": list(range(script.n_prompt))}
@@ -160,7 +183,7 @@ class FakeUpstream(FakeEngine):
         return httpx.Response(200, json={"id": "cmpl-1", "created": 1, "model": MODEL, **top, "choices": [choice],
                                          "usage": usage})
 
-    async def _stream(self, chat: bool, script: Script, key: str, usage: bool = False):
+    async def _stream(self, chat: bool, script: Script, key: str, usage: bool = False, logprobs: bool = False):
         ids = self._ids(script)
         probs = [p for _, p in script.tokens]
         obj = "chat.completion.chunk" if chat else "text_completion"
@@ -181,8 +204,8 @@ class FakeUpstream(FakeEngine):
                     self._publish(key, script.n_prompt + i - 1, [probs[i - 1]])
                 text = self.vocab[tid]
                 last = i == len(ids) - 1
-                choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "stop" if last else None,
-                                          "token_ids": [tid]}
+                choice: dict[str, Any] = {"index": 0, "finish_reason": "stop" if last else None, "token_ids": [tid],
+                                          "logprobs": self._logprobs(chat, script, [tid]) if logprobs else None}
                 if chat:
                     choice["delta"] = {"content": text}
                     yield sse_event({**head, "choices": [choice]})
@@ -202,6 +225,10 @@ class FakeUpstream(FakeEngine):
         finally:
             if sent < len(ids):
                 self.closed_early.add(key)
+
+
+def _logprobs(body: dict[str, Any]) -> bool:
+    return body.get("logprobs") is True or (isinstance(body.get("logprobs"), int) and body["logprobs"] is not False)
 
 
 def _usage(body: dict[str, Any]) -> bool:

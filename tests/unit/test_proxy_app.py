@@ -260,6 +260,11 @@ def test_steering_is_refused_in_proxy_mode_with_the_reason_and_the_alternative()
         answer = await client.post("/v1/chat/completions", json=chat("capital", guard={"mode": "steer"}))
         message = answer.json()["error"]["message"]
         assert answer.status_code == 400 and "foreign model" in message and "guard serve" in message
+        checked = await client.post("/v1/chat/completions", json=chat("capital", guard={"answer_check": True}))
+        error = checked.json()["error"]
+        assert checked.status_code == 400 and error["param"] == "guard.answer_check"
+        assert "guard serve" in error["message"]
+        assert proxy.reader.requests == []  # refused before anything is read
 
     Proxy().serve(run)
 

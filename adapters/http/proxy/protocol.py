@@ -86,6 +86,11 @@ def proxy_request(body: dict[str, Any], endpoint: Endpoint, headers: Mapping[str
         raise invalid_request(f"guard.mode='steer' is not available in guard proxy: {NO_STEERING}; use guard serve, "
                               "which steers its own engine (guard proxy passes the guard object to a guard serve "
                               "upstream with upstream_guarded on), or mode 'flag' or 'abstain'", param="guard.mode")
+    if options.answer_check and not upstream_guarded:
+        raise invalid_request("guard.answer_check=true is not available in guard proxy: the answer check is calibrated "
+                              "on the serving model's own answers and reads its hidden states; use guard serve (or "
+                              "put guard proxy in front of one with upstream_guarded on), or drop guard.answer_check",
+                              param="guard.answer_check")
     if upstream_guarded and raw_guard is not None:
         body["guard"] = raw_guard  # the upstream guard serve applies it; its answers come back judged
     try:

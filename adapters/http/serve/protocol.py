@@ -20,7 +20,7 @@ from guard.policy import GuardOptions
 from guard.request_options import HIDDEN_FIELD, KEY_FIELD, STEER_FIELD, STEER_FROM_FIELD
 from guard.verdicts import Mode
 
-__all__ = ["GuardedRequest", "guarded_request", "prompt_length", "hide_token_ids"]
+__all__ = ["GuardedRequest", "guarded_request", "prompt_length", "hide_token_ids", "choice_logprobs"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class GuardedRequest:
         key: the guard key its scores arrive under.
         stream: whether the client asked for server-sent events.
         wants_token_ids: whether the client itself asked for ``return_token_ids``.
+        added_logprobs: whether the guard asked for the tokens' log-probabilities (the answer check reads
+            them) when the client had not: they are removed from what it receives.
     """
 
     endpoint: Endpoint
@@ -42,6 +44,7 @@ class GuardedRequest:
     key: str
     stream: bool
     wants_token_ids: bool
+    added_logprobs: bool = False
 
 
 def guarded_request(body: dict[str, Any], endpoint: Endpoint, served_name: str, default_mode: Mode,
@@ -77,7 +80,37 @@ def guarded_request(body: dict[str, Any], endpoint: Endpoint, served_name: str, 
     body["vllm_xargs"] = {**(xargs or {}), KEY_FIELD: key}
     wants = body.get("return_token_ids") is True
     body["return_token_ids"] = True
-    return GuardedRequest(endpoint, body, options, key, body.get("stream") is True, wants)
+    added = options.answer_check and options.mode != "pass" and _ask_logprobs(body, endpoint)
+    return GuardedRequest(endpoint, body, options, key, body.get("stream") is True, wants, added)
+
+
+def _ask_logprobs(body: dict[str, Any], endpoint: Endpoint) -> bool:
+    """Ask the upstream for each generated token's log-probability; returns whether the client had not asked."""
+    given = body.get("logprobs")
+    if endpoint == "chat_completions":
+        if given is True:
+            return False
+        body["logprobs"] = True
+        return True
+    if isinstance(given, int) and not isinstance(given, bool):
+        return False
+    body["logprobs"] = 0  # the sampled token's log-probability, no alternatives
+    return True
+
+
+def choice_logprobs(choice: dict[str, Any], endpoint: Endpoint) -> list[float] | None:
+    """The sampled tokens' log-probabilities in an upstream choice or chunk choice (``None``: none sent)."""
+    given = choice.get("logprobs")
+    if not isinstance(given, dict):
+        return None
+    if endpoint == "chat_completions":
+        content = given.get("content")
+        values = [c.get("logprob") for c in content if isinstance(c, dict)] if isinstance(content, list) else None
+    else:
+        values = given.get("token_logprobs")
+    if not isinstance(values, list):
+        return None
+    return [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("-inf") for v in values]
 
 
 def _check_model(model: object, served_name: str) -> None:

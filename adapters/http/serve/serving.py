@@ -29,6 +29,7 @@ from adapters.http.protocol import (
 from adapters.http.score_feed import ScoreFeed
 from adapters.http.serve.protocol import (
     GuardedRequest,
+    choice_logprobs,
     guarded_request,
     hide_token_ids,
     prompt_length,
@@ -128,6 +129,7 @@ class Relay(Forwarder):
         await session.check_gate()
         with session.clock.timed():
             session.add_pieces(self.texts.pieces(choice["token_ids"]))
+            session.add_logprobs(choice_logprobs(choice, request.endpoint), len(choice["token_ids"]))
             session.pull()
         await session.finish()
         if session.wants_steering:
@@ -140,8 +142,11 @@ class Relay(Forwarder):
                 hide_token_ids(payload, stream=False)  # they would spell out the withheld answer
             elif not request.wants_token_ids:
                 hide_token_ids(payload, stream=False)
+            if request.added_logprobs:
+                choice["logprobs"] = None  # the answer check asked for them, not the client
             choice["guard"] = summary_payload(summary, token_payload(session.released, self.rule.labels),
-                                              gate=session.gate_decision)
+                                              gate=session.gate_decision,
+                                              answer=session.answer_decision)
             mark(choice["guard"], session.failure)
         self.finish_request(request, session)
         return JSONReply(200, payload)

@@ -21,6 +21,8 @@ from adapters.http.errors import UpstreamError
 from adapters.http.failure import FailurePolicy, GuardFailure, fail, scores_missing
 from adapters.http.score_feed import ScoreFeed
 from adapters.http.serve.clock import RequestClock
+from guard.answer_check import AnswerDecision, AnswerTally
+from guard.errors import RequestOptionError
 from guard.gating import GateDecision, GateRule
 from guard.metrics import GuardMetrics
 from guard.outbox import Outbox
@@ -44,21 +46,30 @@ class GuardSession:
         streamed: whether text arrives token by token (only then is probe latency observed: a
             non-streamed answer's text arrives after all but its last scores).
         gate: the pre-generation gate whose columns follow the probe's in every score row (``None``:
-            rows hold the probe's columns only).
+            rows hold the probe's columns only); an on-policy gate also judges whole answers when the request
+            asks for ``answer_check`` (:mod:`guard.answer_check`).
         on_failure: ``on_guard_failure``: what :meth:`finish` does when the last scores do not arrive.
         steer_strength: the steering strength of mode "steer" (``None``: this server cannot steer).
 
     Raises:
-        RequestOptionError: the options ask for an alpha the probe cannot serve.
+        RequestOptionError: the options ask for an alpha the probe cannot serve, or for an answer check this
+            server's gate cannot make.
     """
 
     def __init__(self, rule: VerdictRule, options: GuardOptions, key: str, feed: ScoreFeed, metrics: GuardMetrics,
                  score_timeout: float, streamed: bool = True, gate: GateRule | None = None,
                  on_failure: FailurePolicy = "fail_open", steer_strength: float | None = None) -> None:
-        self.guard = StreamGuard(rule, options, steer_strength)
+        self.answers = None if gate is None or not options.answer_check or options.mode == "pass" else gate.answers
+        if options.answer_check and self.answers is None and options.mode != "pass":
+            raise RequestOptionError("guard.answer_check=true needs an on-policy gate with an answer combiner; this "
+                                     "server has none loaded (start it with a gate made by `guard calibrate-answers "
+                                     "--ship PATH`), or drop guard.answer_check", param="guard.answer_check")
+        self.guard = StreamGuard(rule, options, steer_strength, whole_answer=self.answers is not None)
         self.options = options
         self.gate = gate if options.gate and options.mode != "pass" else None
         self.gate_decision: GateDecision | None = None
+        self.tally = AnswerTally()  #: the answer check's signals so far
+        self.answer_decision: AnswerDecision | None = None
         self._k = rule.columns  # the probe's label and shift columns of a (possibly gate-fused) row
         self.key, self.feed, self.metrics, self.score_timeout = key, feed, metrics, score_timeout
         self.streamed = streamed
@@ -90,6 +101,7 @@ class GuardSession:
         self.feed.close(self.key)
         self.key, self.n_prompt, self._next_score = key, first_position, first_position
         self.n_gen, self._carry, self.scores_complete = 0, "", True
+        self.tally.clear_answer()  # the answer check judges the steered answer
         self._text_time.clear()
         self._merge(self.guard.resume())
 
@@ -105,7 +117,8 @@ class GuardSession:
         normally nil. If it does not arrive within the score timeout the gate stays undecided
         (reported as ``gate: null``) and the answer proceeds.
         """
-        if self.gate is None or self.gate_decision is not None or self.n_prompt is None or self.n_prompt < 1:
+        if ((self.gate is None and self.answers is None) or self.gate_decision is not None
+                or self.tally.gate_logit is not None or self.n_prompt is None or self.n_prompt < 1):
             return
         row = self.n_prompt - 1
         with self.clock.timed():
@@ -116,7 +129,11 @@ class GuardSession:
                     segments = self.feed.take_segments(self.key, row)
         with self.clock.timed():
             if not segments or segments[0].start != row:
-                self.gate = None
+                self.gate = self.answers = None
+                return
+            if self.answers is not None:
+                self.answers.add_prompt_row(self.tally, segments[0].scores[0])
+            if self.gate is None:
                 return
             self.gate_decision = d = self.gate.decide(segments[0].scores[0], self.options.gate_alpha)
             if not d.answer:
@@ -130,6 +147,11 @@ class GuardSession:
             self._carry += text
             return
         self.add_pieces([text] if len(token_ids) == 1 else [""] * (len(token_ids) - 1) + [text])
+
+    def add_logprobs(self, values: Sequence[float] | None, tokens: int) -> None:
+        """The log-probabilities the upstream sent with ``tokens`` generated tokens (read by the answer check)."""
+        if self.answers is not None:
+            self.tally.add_logprobs(values, tokens)
 
     def add_pieces(self, pieces: list[str]) -> None:
         """The texts of the next generated tokens, one per token, in order."""
@@ -159,6 +181,8 @@ class GuardSession:
             got = combine(self.key, segments)
             positions, scores = got.positions.tolist(), got.scores
         self._merge(self.guard.add_rows(positions, scores[:, :, : self._k]))
+        if self.answers is not None:
+            self.answers.add_answer_rows(self.tally, scores)
         if self._text_time:
             now = time.perf_counter()
             for position in positions:
@@ -183,6 +207,10 @@ class GuardSession:
             if not self.scores_complete and self.n_prompt is not None:
                 self.failure = scores_missing(self._next_score - self.n_prompt, n_gen - 1, self.score_timeout)
                 self._merge(fail(self.guard, self.failure, self.on_failure))
+            elif self.answers is not None and not self.stopped:
+                self.answer_decision = d = self.answers.decide(self.tally, self.options.answer_alpha)
+                if d is not None:
+                    self._merge(self.guard.judge_answer(d.answer, d.reason()))
             self._merge(self.guard.finish())
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ from adapters.http.protocol import (
     token_payload,
 )
 from adapters.http.serve.ports import RelayPort
-from adapters.http.serve.protocol import GuardedRequest, hide_token_ids, prompt_length
+from adapters.http.serve.protocol import GuardedRequest, choice_logprobs, hide_token_ids, prompt_length
 from adapters.http.serve.session import GuardSession
 from adapters.http.serve.steer import steered_chunks
 from adapters.http.sse import (
@@ -125,6 +125,7 @@ async def _guard_chunk(stream: _Stream, chunk: dict[str, Any]) -> dict[str, Any]
         text = choice_text(choice, request.endpoint, stream=True)
         if token_ids or text:
             session.add_chunk(token_ids, text)
+            session.add_logprobs(choice_logprobs(choice, request.endpoint), len(token_ids))
         session.pull()
         if choice.get("finish_reason") is None:
             _shape(stream, chunk, choice)
@@ -156,6 +157,8 @@ def _shape(stream: _Stream, chunk: dict[str, Any], choice: dict[str, Any]) -> No
         set_choice_text(choice, request.endpoint, True, event.text)
         if "logprobs" in choice:
             choice["logprobs"] = None
+    elif request.added_logprobs and "logprobs" in choice:
+        choice["logprobs"] = None  # the answer check asked for them, not the client
     increment: dict[str, Any] = {}
     if event.token_scores:
         increment["tokens"] = token_payload(event.token_scores, session.guard.rule.labels)
@@ -183,6 +186,7 @@ def _summary_chunk(stream: _Stream) -> dict[str, Any]:
     chat = request.endpoint == "chat_completions"
     choice: dict[str, Any] = {"index": 0, "delta": {}} if chat else {"index": 0, "text": "", "logprobs": None}
     choice["finish_reason"] = None
-    choice["guard"] = mark(summary_payload(stream.session.summary(), gate=stream.session.gate_decision),
+    choice["guard"] = mark(summary_payload(stream.session.summary(), gate=stream.session.gate_decision,
+                                           answer=stream.session.answer_decision),
                            stream.session.failure)
     return {**chunk_head(stream.ids, request.endpoint, request.body.get("model")), "choices": [choice]}

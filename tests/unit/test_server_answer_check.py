@@ -1,0 +1,114 @@
+"""guard serve's answer check over a fake upstream: whole answers held, then sent or abstained on as certified."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from adapters.http.score_feed import ScoreFeed
+from adapters.http.serve.router import create_app
+from adapters.http.settings import ServeSettings
+from guard.gating import GateRule
+from guard.policy import DEFAULT_ABSTAIN_MESSAGE
+from tests.unit.fake_upstream import GOOD, LABELS, MODEL, FakeUpstream, Script, make_gate, make_probe
+from tests.unit.fake_upstream import events as _events
+from tests.unit.fake_upstream import streamed_text as _streamed_text
+
+ANSWER = Script([("Paris", GOOD), (" is", GOOD), (" in", GOOD), (" France", GOOD), (".", GOOD), (" Yes", GOOD),
+                 (".", GOOD)])
+#: the question looks easy to the gate for both; only the answer's rows tell them apart
+SURE, UNSURE = (0.1, 0.9), (0.95, 0.05)
+
+
+def _serve(run: Any, answer_check: bool = True) -> None:
+    feed = ScoreFeed()
+    fake = FakeUpstream(feed, {"right": ANSWER, "wrong": ANSWER}, gate={"right": SURE, "wrong": SURE},
+                        answer_gate={"right": SURE, "wrong": UNSURE})
+    upstream = httpx.AsyncClient(transport=fake.transport(), base_url="http://upstream")
+    gate = GateRule(make_gate(answer_check=answer_check), offset=len(LABELS))
+    app = create_app(ServeSettings.build(served_model_name=MODEL), "http://upstream", feed, make_probe(), fake,
+                     client=upstream, gate=gate)
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://guard") as client:
+            await run(client, fake)
+        await upstream.aclose()
+
+    asyncio.run(main())
+
+
+def _chat(prompt: str, **guard: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": prompt}],
+            "guard": {"mode": "abstain", "answer_check": True, **guard}}
+
+
+def test_abstain_mode_answers_the_certified_answers_whole_and_abstains_on_the_rest():
+    async def run(client, fake):
+        right = (await client.post("/v1/chat/completions", json=_chat("right"))).json()["choices"][0]
+        assert right["message"]["content"] == ANSWER.text
+        check = right["guard"]["answer_check"]
+        assert (check["answer"], check["certified"], check["threshold"], check["alpha"]) == (True, True, 0.15, 0.3)
+        assert check["p_correct"] == pytest.approx(0.9, abs=1e-4) and check["answer_rows"] == len(ANSWER.tokens)
+        assert right["guard"]["gate"]["answer"] is True  # the gate let both questions through
+        assert check["logprob"] == pytest.approx(-0.25) and right["logprobs"] is None  # asked for by the guard
+        assert fake.requests[-1]["logprobs"] is True
+        wrong = (await client.post("/v1/chat/completions", json=_chat("wrong"))).json()["choices"][0]
+        assert wrong["message"]["content"] == DEFAULT_ABSTAIN_MESSAGE
+        assert wrong["guard"]["decision"] == "abstain" and wrong["guard"]["abstained"]["kind"] == "answer"
+        assert wrong["guard"]["answer_check"]["p_correct"] == pytest.approx(0.05, abs=1e-4)
+        assert "< certified threshold 0.15" in wrong["guard"]["abstained"]["detail"]
+        # streamed: nothing of the answer leaves before it is judged whole
+        body = (await client.post("/v1/chat/completions", json=_chat("wrong") | {"stream": True})).text
+        chunks = [c for c in _events(body) if c != "[DONE]"]
+        assert _streamed_text(chunks) == DEFAULT_ABSTAIN_MESSAGE
+        assert chunks[-1]["choices"][0]["guard"]["abstained"]["kind"] == "answer"
+        body = (await client.post("/v1/chat/completions", json=_chat("right") | {"stream": True})).text
+        chunks = [c for c in _events(body) if c != "[DONE]"]
+        assert _streamed_text(chunks) == ANSWER.text
+        assert chunks[-1]["choices"][0]["guard"]["answer_check"]["logprob"] == pytest.approx(-0.25)
+        assert all(c["choices"][0].get("logprobs") is None for c in chunks if c["choices"])
+        # the completions endpoint too: logprobs asked for as a count, the answer judged the same way
+        done = (await client.post("/v1/completions", json={"model": MODEL, "prompt": "wrong",
+                                                           "guard": {"mode": "abstain", "answer_check": True}})).json()
+        assert fake.requests[-1]["logprobs"] == 0 and done["choices"][0]["text"] == DEFAULT_ABSTAIN_MESSAGE
+        metrics = (await client.get("/metrics")).text
+        abstained = {s.labels["reason"]: s.value for f in text_string_to_metric_families(metrics)
+                     if f.name == "guard_abstentions" for s in f.samples if s.name.endswith("_total")}
+        assert abstained["answer"] == 3
+
+    _serve(run)
+
+
+def test_an_alpha_nothing_certifies_abstains_on_every_answer_and_other_modes_only_report():
+    async def run(client, fake):
+        strict = (await client.post("/v1/chat/completions", json=_chat("right", answer_alpha=0.001))).json()
+        choice = strict["choices"][0]
+        assert choice["message"]["content"] == DEFAULT_ABSTAIN_MESSAGE
+        assert (choice["guard"]["answer_check"]["certified"], choice["guard"]["answer_check"]["threshold"]) == (False,
+                                                                                                                None)
+        assert "certifies no threshold at answer_alpha 0.001" in choice["guard"]["abstained"]["detail"]
+        flagged = (await client.post("/v1/chat/completions", json=_chat("wrong", mode="flag") | {"logprobs": True})
+                   ).json()["choices"][0]
+        assert flagged["logprobs"]["content"][0]["logprob"] == pytest.approx(-0.25)  # the client's own: kept
+        assert flagged["message"]["content"] == ANSWER.text and flagged["guard"]["decision"] == "pass"
+        assert flagged["guard"]["answer_check"]["answer"] is False  # reported, not acted on
+        plain = (await client.post("/v1/chat/completions", json=_chat("wrong", answer_check=False))).json()
+        assert "answer_check" not in plain["choices"][0]["guard"]
+
+    _serve(run)
+
+
+def test_asking_for_an_answer_check_the_server_cannot_make_is_a_400_naming_the_field():
+    async def run(client, fake):
+        reply = await client.post("/v1/chat/completions", json=_chat("right"))
+        assert reply.status_code == 400
+        error = reply.json()["error"]
+        assert error["param"] == "guard.answer_check" and "calibrate-answers --ship" in error["message"]
+        bad = await client.post("/v1/chat/completions", json=_chat("right", answer_alpha=2))
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "guard.answer_alpha"
+
+    _serve(run, answer_check=False)
