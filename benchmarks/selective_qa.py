@@ -14,8 +14,9 @@ the question's last-prompt-token rows. Confidence signals on the same graded ans
 - ``gate_and_probe``: the gate times the answer probe;
 - ``answer_check``: what ``guard serve`` serves with ``answer_check`` (the on-policy gate's read-out of the
   question and of the answer, and the log-probability, combined: :mod:`guard.answer_check`). On guard's own
-  items (the shipped gate was fitted on questions about the same facts) it is cross-fitted like the gate:
-  read-out and combiner fitted on the other folds; on a user file, the shipped gate's, when it carries a combiner.
+  items (the shipped gate was fitted on questions about the same facts) it is cross-fitted like the gate, over
+  random folds (read-out and combiner fitted on the other folds: the in-distribution number; the left-out-
+  relation one is in ``calibration/results``); on a user file, the shipped gate's, when it carries a combiner.
 
 For each signal, ``calibration.selective`` certifies a Learn-then-Test threshold (risk ``<= alpha``
 with probability ``>= 1 - delta``) on a random half and applies it to the other half, ``--splits``
@@ -119,6 +120,7 @@ def _answer_check(answered: Sequence[AnsweredItem], gate: Probe | None, cross_fi
     mean = np.stack([a.answer_rows for a in answered])
     logprob = np.array([a.mean_logprob for a in answered])
     if cross_fit:
+        # random folds, as the gate here: the in-distribution number (left-out relations: calibration/results)
         return {"answer_check": cross_fitted_answer_check(prompt, mean, logprob, correct, seed=seed)}
     if gate is None or gate.manifest.answer_combiner is None:
         return {}

@@ -68,7 +68,8 @@ def joint_lodo_logits(prompt: np.ndarray, mean: np.ndarray, correct: np.ndarray,
     for domain in sorted(set(domains.tolist())):
         held, fit = domains == domain, domains != domain
         if correct[fit].all() or not correct[fit].any():
-            raise ConfigError(f"leaving out {domain!r} leaves answers of one grade only; need right and wrong ones")
+            raise ConfigError(f"leaving out {domain!r} (of {sorted(set(domains.tolist()))}) leaves answers of one "
+                              "grade only; need right and wrong ones (more questions, or other relations)")
         train = np.concatenate([prompt[fit], mean[fit]])
         gate[held], answer[held] = _per_layer_logits(train, np.concatenate([correct[fit], correct[fit]]),
                                                      [prompt[held], mean[held]], l2)
@@ -76,7 +77,8 @@ def joint_lodo_logits(prompt: np.ndarray, mean: np.ndarray, correct: np.ndarray,
 
 
 def cross_fitted_answer_check(prompt: np.ndarray, mean: np.ndarray, logprob: np.ndarray, correct: np.ndarray,
-                              groups: np.ndarray | None = None, folds: int = 5, seed: int = 0) -> np.ndarray:
+                              groups: np.ndarray | None = None, folds: int = 5, seed: int = 0,
+                              l2: float = GATE_L2) -> np.ndarray:
     """The answer check's ``p(correct)`` with nothing scored by a fit that saw its group's grades.
 
     For each group: the combiner is fitted on out-of-group signals of the *other* groups (their read-outs
@@ -86,6 +88,7 @@ def cross_fitted_answer_check(prompt: np.ndarray, mean: np.ndarray, logprob: np.
     Args:
         prompt / mean: ``(n, L, H)`` last-prompt and mean-answer rows; ``logprob``: ``(n,)`` mean token log-probs.
         groups: each item's group (e.g. its relation, for left-out domains); ``None``: ``folds`` random folds.
+        l2: the read-out's ridge penalty (the shipped read-out's).
 
     Raises:
         ConfigError: fewer than three groups, or a training part lacks correct or incorrect answers.
@@ -93,17 +96,18 @@ def cross_fitted_answer_check(prompt: np.ndarray, mean: np.ndarray, logprob: np.
     correct = np.asarray(correct, bool)
     groups = np.random.default_rng(seed).permutation(len(correct)) % folds if groups is None else np.asarray(groups)
     if len(set(groups.tolist())) < 3:
-        raise ConfigError("cross-fitting the answer check needs at least 3 groups (the combiner is fitted on "
-                          "out-of-group signals of the other groups)")
+        raise ConfigError(f"cross-fitting the answer check needs at least 3 groups (the combiner is fitted on "
+                          f"out-of-group signals of the other groups); got {len(set(groups.tolist()))}: "
+                          f"{sorted(set(groups.tolist()))[:5]}")
     lp = np.array([mean_logprob(float(v), 1) for v in logprob])
     out = np.zeros(len(correct))
     for group in sorted(set(groups.tolist())):
         held, rest = groups == group, groups != group
-        gate, answer = joint_lodo_logits(prompt[rest], mean[rest], correct[rest], groups[rest])
+        gate, answer = joint_lodo_logits(prompt[rest], mean[rest], correct[rest], groups[rest], l2)
         w, b, mu, sc = fit_logistic(np.stack([gate, answer, lp[rest]], axis=1), correct[rest], l2=COMBINER_L2)
         train = np.concatenate([prompt[rest], mean[rest]])
         g, m = _per_layer_logits(train, np.concatenate([correct[rest], correct[rest]]), [prompt[held], mean[held]],
-                                 GATE_L2)
+                                 l2)
         out[held] = sigmoid(((np.stack([g, m, lp[held]], axis=1) - mu) / sc) @ w + b)
     return out
 
@@ -131,21 +135,21 @@ def fit_answer_gate(answers: Sequence[OnPolicyAnswer], layer_index: Sequence[int
         ``logprob`` baseline, and certified selective answering of ``combined`` and ``logprob`` at ``alpha``.
 
     Raises:
-        ConfigError: fewer than two domains, or a domain's training part lacks one of the grades.
+        ConfigError: fewer than three domains, or a domain's training part lacks one of the grades.
     """
     if len(layer_index) != len(layers):
         raise ConfigError(f"layer_index {list(layer_index)} and layers {list(layers)} must be the same length")
     correct = np.array([grade(a.text, a.item.answers, a.item.distractors, a.item.question) for a in answers])
     domains = np.array([a.item.domain for a in answers])
     if len(set(domains.tolist())) < 3:
-        raise ConfigError("the on-policy gate is certified leave-one-domain-out: it needs answers on at least 3 "
-                          "relations")
+        raise ConfigError(f"the on-policy gate is certified leave-one-domain-out: it needs answers on at least 3 "
+                          f"relations; got {sorted(set(domains.tolist()))}")
     prompt = reading_features(answers, "prompt")[0][:, list(layer_index)]
     mean = reading_features(answers, "mean")[0][:, list(layer_index)]
     gate, answer = joint_lodo_logits(prompt, mean, correct, domains, l2)
     mean_lp = np.array([mean_logprob(float(a.token_logprobs.sum()), a.token_logprobs.size) for a in answers])
     signals = np.stack([gate, answer, mean_lp], axis=1)
-    combined = cross_fitted_answer_check(prompt, mean, mean_lp, correct, groups=domains)
+    combined = cross_fitted_answer_check(prompt, mean, mean_lp, correct, groups=domains, l2=l2)
     logprob = np.exp(mean_lp)
 
     w, b, means, scales = fit_logistic(signals, correct, l2=COMBINER_L2)

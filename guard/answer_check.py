@@ -10,7 +10,8 @@ and the answer's tokens. Its manifest carries an answer :class:`~guard.combiner.
   back, so it has none; an answer without a scored row takes the ``gate`` value, as in calibration);
 * ``logprob`` — the mean log-probability of the answer's generated tokens (floored at :data:`LOGPROB_FLOOR`).
 
-:class:`AnswerTally` collects them for one answer (a running sum, no per-token allocation);
+:class:`AnswerTally` collects them for one answer (one float per scored answer row; rows past the answer's
+fed-back tokens — an engine step that ran before a stop string was seen — are left out when deciding);
 :class:`AnswerRule` turns a tally into ``p(correct)`` and compares it with the threshold that
 Learn-then-Test certifies at the request's ``alpha`` from the stored calibration split. Unlike the
 pre-generation gate, the answer check follows Learn-then-Test to the letter: where no threshold is
@@ -64,15 +65,17 @@ class AnswerDecision(CertifiedDecision):
 
 
 class AnswerTally:
-    """One answer's signals as they arrive: the prompt row's logit, running sums over answer rows and over the
-    generated tokens' log-probabilities (``logprobs_missing``: some tokens came without one)."""
+    """One answer's signals as they arrive: the prompt row's logit, each answer row's logit in position order, and
+    a running sum over the generated tokens' log-probabilities (``logprobs_missing``: some tokens came without
+    one)."""
 
-    __slots__ = ("gate_logit", "total", "rows", "logprob_total", "logprob_count", "logprobs_missing")
+    __slots__ = ("gate_logit", "logits", "logprob_total", "logprob_count", "logprobs_missing")
 
     def __init__(self) -> None:
         self.gate_logit: float | None = None
-        self.total = self.logprob_total = 0.0
-        self.rows = self.logprob_count = 0
+        self.logits: list[float] = []
+        self.logprob_total = 0.0
+        self.logprob_count = 0
         self.logprobs_missing = False
 
     def add_logprobs(self, values: Sequence[float] | None, tokens: int) -> None:
@@ -85,8 +88,8 @@ class AnswerTally:
 
     def clear_answer(self) -> None:
         """Forget the answer (a new generation of the same question starts)."""
-        self.total, self.rows, self.logprob_total, self.logprob_count = 0.0, 0, 0.0, 0
-        self.logprobs_missing = False
+        self.logits.clear()
+        self.logprob_total, self.logprob_count, self.logprobs_missing = 0.0, 0, False
 
 
 class AnswerRule:
@@ -102,9 +105,12 @@ class AnswerRule:
 
     def __init__(self, gate: Probe, offset: int) -> None:
         combiner = gate.manifest.answer_combiner
-        if combiner is None or "correct" not in gate.labels or "incorrect" not in gate.labels:
+        if combiner is None:
             raise ArtifactError(f"gate {gate.manifest.kind!r} carries no answer combiner; calibrate one with "
                                 "`guard calibrate-answers --ship PATH` (on the model's own graded answers)")
+        if "correct" not in gate.labels or "incorrect" not in gate.labels:
+            raise ArtifactError(f"the answer check reads a gate's 'incorrect' and 'correct' columns; this gate's "
+                                f"labels are {list(gate.labels)}: re-run `guard calibrate-answers --ship PATH`")
         if tuple(combiner.signals) != ANSWER_SIGNALS:
             raise ArtifactError(f"the answer combiner reads signals {list(combiner.signals)}; this guard computes "
                                 f"{list(ANSWER_SIGNALS)}: re-run `guard calibrate-answers --ship PATH`")
@@ -127,7 +133,9 @@ class AnswerRule:
         rows = np.asarray(rows)
         z = rows[:, :, self._yes].mean(axis=1) - rows[:, :, self._no].mean(axis=1)
         if not np.isfinite(z).all():
-            raise NonFiniteScores(f"the answer check's columns hold NaN or infinite values in {len(z)} rows")
+            bad = np.flatnonzero(~np.isfinite(z)).tolist()
+            raise NonFiniteScores(f"the answer check's columns hold NaN or infinite values in {len(bad)} of {len(z)} "
+                                  f"rows (row indices {bad[:8]})")
         out: np.ndarray = z.astype(np.float64)
         return out
 
@@ -136,21 +144,24 @@ class AnswerRule:
         tally.gate_logit = float(self.logits(np.asarray(row)[None])[0])
 
     def add_answer_rows(self, tally: AnswerTally, rows: np.ndarray) -> None:
-        """Scored answer rows ``(n, L, columns)``."""
+        """The next scored answer rows ``(n, L, columns)``, in position order from the answer's first token."""
         if len(rows):
-            tally.total += float(self.logits(rows).sum())
-            tally.rows += len(rows)
+            tally.logits.extend(self.logits(rows).tolist())
 
     def threshold(self, alpha: float | None = None) -> float:
         """Certified threshold at ``alpha`` (``inf`` when none); cached per alpha."""
         return self._thresholds.at(alpha)
 
-    def decide(self, tally: AnswerTally, alpha: float | None = None) -> AnswerDecision | None:
-        """The decision on a complete answer; ``None`` when the prompt's row or some token's log-probability never
+    def decide(self, tally: AnswerTally, alpha: float | None = None,
+               tokens: int | None = None) -> AnswerDecision | None:
+        """The decision on a complete answer of ``tokens`` generated tokens (its first ``tokens - 1`` rows are read;
+        ``None``: every row in the tally); ``None`` when the prompt's row or some token's log-probability never
         came (the check cannot judge)."""
-        if tally.gate_logit is None or tally.logprobs_missing:
+        if tally.gate_logit is None or tally.logprobs_missing or (tokens and tally.logprob_count < tokens):
             return None
-        answer = tally.total / tally.rows if tally.rows else tally.gate_logit
+        logits = tally.logits if tokens is None else tally.logits[: max(0, tokens - 1)]
+        rows = len(logits)
+        answer = sum(logits) / rows if rows else tally.gate_logit
         logprob = mean_logprob(tally.logprob_total, tally.logprob_count)
         p = self.combiner.confidence({"gate": tally.gate_logit, "answer": answer, "logprob": logprob})
         lam = float(self.threshold(alpha))
@@ -159,4 +170,4 @@ class AnswerRule:
             p_correct=round(p, 6), alpha=float(self.alpha if alpha is None else alpha),
             threshold=lam if certified else None, certified=certified, answer=bool(certified and p >= lam),
             gate_logit=round(tally.gate_logit, 6), answer_logit=round(answer, 6), logprob=round(logprob, 6),
-            answer_rows=tally.rows)
+            answer_rows=rows)

@@ -48,10 +48,11 @@ STEER_HOWS = ("continue", "regenerate", "always")
 #: :class:`guard.verdicts.Abstention`; a test holds the two equal)
 ABSTAIN_REASONS = ("gate", "sentence", "answer", "guard_failure")
 #: ``reader``: guard proxy's local reader engine failed (the other kinds name the upstream's failures)
-UPSTREAM_ERRORS = ("timeout", "connection", "http_status", "protocol", "scores_missing", "reader", "other")
+UPSTREAM_ERRORS = ("timeout", "connection", "http_status", "protocol", "scores_missing", "reader", "answer_check",
+                   "other")
 #: why the guard could not judge an answer the upstream did produce: its scores did not arrive in
 #: time (``scores_missing``), or guard proxy's reader failed (``reader``)
-GUARD_FAILURES = ("scores_missing", "reader")
+GUARD_FAILURES = ("scores_missing", "reader", "answer_check")
 #: whose hidden states went non-finite: a request that ``steered`` (refused, its own doing) or one that did not
 #: (``unsteered``: the engine is broken and the server reports itself unhealthy)
 NONFINITE_SOURCES = ("steered", "unsteered")

@@ -216,15 +216,16 @@ class StreamGuard:
         policy.mode.gate(policy, reason)
         return policy.out.take()
 
-    def judge_answer(self, answer: bool, reason: str = "") -> GuardEvent:
+    def judge_answer(self, answer: bool, reason: str = "", alpha: float | None = None) -> GuardEvent:
         """The answer check's decision on the complete answer: call after the last scores, before :meth:`finish`.
 
-        Abstains (kind ``answer``) when ``answer`` is false; the held text goes out at :meth:`finish`
-        otherwise. Ignored unless the guard holds the whole answer (mode "abstain" with ``whole_answer``).
+        Abstains (kind ``answer``, reporting the check's ``alpha``) when ``answer`` is false; the held text goes
+        out at :meth:`finish` otherwise. Ignored unless the guard holds the whole answer (mode "abstain" with
+        ``whole_answer``).
         """
         policy = self._policy
         if isinstance(policy.mode, AbstainWhole) and not policy.stopped:
-            policy.mode.answer(policy, answer, reason)
+            policy.mode.answer(policy, answer, reason, policy.alpha if alpha is None else alpha)
         return policy.out.take()
 
     def fail_closed(self, reason: str = "") -> GuardEvent:

@@ -115,7 +115,6 @@ class AbstainWhole(Abstain):
 
     def __init__(self) -> None:
         self.pending: list[str] = []
-        self.judged = False
 
     def decided(self, policy: SentencePolicy, sentence: Sentence, verdict: SentenceVerdict, cut: int) -> None:
         """Hold the sentence, or abstain."""
@@ -127,12 +126,11 @@ class AbstainWhole(Abstain):
         policy.abstain(AbstainReason(kind="sentence", alpha=policy.alpha, sentence=sentence.index,
                                      p_true=verdict.p_true))
 
-    def answer(self, policy: SentencePolicy, answer: bool, reason: str) -> None:
-        """The answer check's decision on the complete answer."""
-        self.judged = True
+    def answer(self, policy: SentencePolicy, answer: bool, reason: str, alpha: float) -> None:
+        """The answer check's decision on the complete answer (``alpha``: the check's)."""
         if not answer:
             self.pending.clear()
-            policy.abstain(AbstainReason(kind="answer", alpha=policy.alpha, detail=reason))
+            policy.abstain(AbstainReason(kind="answer", alpha=alpha, detail=reason))
 
     def finish(self, policy: SentencePolicy) -> None:
         """Decide the last sentences, then send the answer whole (the check answered, or could not judge)."""

@@ -1,8 +1,10 @@
 """Guard failures: the upstream produced an answer, but the guard could not judge it.
 
-Two kinds (:data:`guard.metrics.GUARD_FAILURES`): ``scores_missing`` — guard serve's engine scores
+Three kinds (:data:`guard.metrics.GUARD_FAILURES`): ``scores_missing`` — guard serve's engine scores
 (or guard proxy's reader scores) did not arrive within ``score_timeout``, e.g. the score channel is
-down; ``reader`` — guard proxy's reader engine failed, timed out or could not take the answer. The
+down; ``reader`` — guard proxy's reader engine failed, timed out or could not take the answer;
+``answer_check`` — a request in mode ``abstain`` asked for the answer check and its inputs (the prompt's
+last row, the tokens' log-probabilities) did not all come, so the whole answer could not be judged. The
 ``on_guard_failure`` setting decides what the client gets:
 
 * ``fail_open`` (default): the upstream's answer, unchanged, decided with whatever scores arrived
@@ -23,7 +25,8 @@ from typing import Any, Literal
 from guard.metrics import GuardMetrics
 from guard.policy import GuardEvent, StreamGuard
 
-__all__ = ["FailurePolicy", "GuardFailure", "scores_missing", "reader_failed", "fail", "mark", "record"]
+__all__ = ["FailurePolicy", "GuardFailure", "scores_missing", "reader_failed", "answer_unjudged", "fail", "mark",
+           "record"]
 
 FailurePolicy = Literal["fail_open", "fail_closed"]
 
@@ -33,7 +36,7 @@ class GuardFailure:
     """Why the guard could not judge one answer.
 
     Attributes:
-        kind: ``scores_missing`` or ``reader`` (a metric label).
+        kind: ``scores_missing``, ``reader`` or ``answer_check`` (a metric label).
         message: what happened and what to check; names no request text.
 
     Example:
@@ -41,7 +44,7 @@ class GuardFailure:
         {'kind': 'reader', 'message': 'the reader is unreachable'}
     """
 
-    kind: Literal["scores_missing", "reader"]
+    kind: Literal["scores_missing", "reader", "answer_check"]
     message: str
 
     def payload(self) -> dict[str, str]:
@@ -59,6 +62,12 @@ def scores_missing(arrived: int, expected: int, timeout: float, source: str = "e
 def reader_failed(message: str) -> GuardFailure:
     """The ``reader`` failure, with the reader's error message."""
     return GuardFailure("reader", message)
+
+
+def answer_unjudged(what: str) -> GuardFailure:
+    """The ``answer_check`` failure: ``what`` did not come, so the whole answer could not be judged."""
+    return GuardFailure("answer_check", f"the answer check could not judge the answer: {what}; check the upstream "
+                                        "(a vLLM OpenAI server returns both) and the score channel in GET /healthz")
 
 
 def fail(guard: StreamGuard, failure: GuardFailure, policy: FailurePolicy) -> GuardEvent:

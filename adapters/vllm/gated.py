@@ -51,7 +51,8 @@ class GuardedAnswer:
         completion: the first, unsteered pass.
         steered_completion: the steered pass (``None`` when the answer was not steered).
         gate: the pre-generation gate's decision (``None`` without a gate or with ``options.gate`` off).
-        answer_check: the answer check's decision on the first pass (``None`` unless ``options.answer_check``).
+        answer_check: the answer check's decision (``None`` unless ``options.answer_check``, and when the guard
+            stopped before the answer was complete: the gate or a flagged sentence abstained, or it was steered).
     """
 
     text: str
@@ -137,7 +138,7 @@ def feed_completion(guard: StreamGuard, completion: GuardedCompletion, pieces: S
         if guard.stopped:
             return events
     if answer is not None:
-        events.append(guard.judge_answer(answer.answer, answer.reason()))
+        events.append(guard.judge_answer(answer.answer, answer.reason(), answer.alpha))
     events.append(guard.finish())
     return events
 
@@ -177,9 +178,10 @@ def _check_answer(rule: AnswerRule | None, options: GuardOptions,
     if not len(where):
         return None
     rule.add_prompt_row(tally, completion.gate_scores[where[0]])
-    rule.add_answer_rows(tally, completion.gate_scores[positions >= n])
-    tally.add_logprobs(completion.token_logprobs, len(completion.token_ids))
-    return rule.decide(tally, options.answer_alpha)
+    tokens = len(completion.token_ids)
+    rule.add_answer_rows(tally, completion.gate_scores[(positions >= n) & (positions < n + tokens - 1)])
+    tally.add_logprobs(completion.token_logprobs, tokens)
+    return rule.decide(tally, options.answer_alpha, tokens=tokens)
 
 
 def _gate(llm: GuardedLLM, options: GuardOptions, completion: GuardedCompletion) -> GateDecision | None:
@@ -287,5 +289,7 @@ def _answer(choice: _Choice) -> GuardedAnswer:
     if steered is not None:
         kept = len(steered.prompt_token_ids) - len(completion.prompt_token_ids)
         token_ids = completion.token_ids[:kept] + steered.token_ids
-    return GuardedAnswer("".join(choice.text), list(token_ids), choice.guard.summary(), completion, steered,
-                         choice.gate, choice.answer)
+    summary, check = choice.guard.summary(), choice.answer
+    if summary.steered is not None or (summary.abstained is not None and summary.abstained.kind != "answer"):
+        check = None  # the guard stopped before the answer was complete, as guard serve reports it
+    return GuardedAnswer("".join(choice.text), list(token_ids), summary, completion, steered, choice.gate, check)

@@ -96,6 +96,8 @@ class FakeUpstream(FakeEngine):
     answer_gate: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: what a steered request (token-id prompt with ``guard_steer``) answers; its prompt is its token ids
     steered: Script | None = None
+    #: whether the server honours a request's ``logprobs`` (a vLLM server does)
+    honours_logprobs: bool = True
     _gate_of: dict[str, tuple[float, float]] = field(default_factory=dict)
     _answer_gate_of: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -124,8 +126,8 @@ class FakeUpstream(FakeEngine):
             if body.get("stream"):
                 return httpx.Response(200, headers={"content-type": "text/event-stream"},
                                       stream=_AsyncBody(self._stream(False, script, key, _usage(body),
-                                                                     _logprobs(body))))
-            return self._complete(False, script, key, _logprobs(body))
+                                                                     _honoured(self, body))))
+            return self._complete(False, script, key, _honoured(self, body))
         if prompt == "CRASH":
             return httpx.Response(500, json={"error": {"message": "engine died", "type": "InternalServerError",
                                                        "param": None, "code": 500}})
@@ -142,8 +144,9 @@ class FakeUpstream(FakeEngine):
         self._publish(key, 0, [PROMPT_PROBS] * script.n_prompt)
         if body.get("stream"):
             return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                                  stream=_AsyncBody(self._stream(chat, script, key, _usage(body), _logprobs(body))))
-        return self._complete(chat, script, key, _logprobs(body))
+                                  stream=_AsyncBody(self._stream(chat, script, key, _usage(body),
+                                                                 _honoured(self, body))))
+        return self._complete(chat, script, key, _honoured(self, body))
 
     def _publish(self, key: str, start: int, probs: list[tuple[float, ...]]) -> None:
         if key in self._gate_of:  # a gate fused into the probe's matmul: its columns follow the probe's
@@ -231,11 +234,15 @@ def _logprobs(body: dict[str, Any]) -> bool:
     return body.get("logprobs") is True or (isinstance(body.get("logprobs"), int) and body["logprobs"] is not False)
 
 
+def _honoured(fake: FakeUpstream, body: dict[str, Any]) -> bool:
+    return fake.honours_logprobs and _logprobs(body)
+
+
 def _usage(body: dict[str, Any]) -> bool:
     return bool((body.get("stream_options") or {}).get("include_usage"))
 
 
-def run_app(fake: FakeUpstream, run: Any, *, probe: Probe | None = None, steering: Any = None,
+def run_app(fake: FakeUpstream, run: Any, *, probe: Probe | None = None, steering: Any = None, gate: Any = None,
             **settings: Any) -> FakeUpstream:
     """guard serve's app over ``fake`` (and its feed), driven by ``run(client, fake, app)`` in an event loop."""
     from adapters.http.serve.router import create_app
@@ -243,7 +250,7 @@ def run_app(fake: FakeUpstream, run: Any, *, probe: Probe | None = None, steerin
 
     upstream = httpx.AsyncClient(transport=fake.transport(), base_url="http://upstream")
     app = create_app(ServeSettings.build(served_model_name=MODEL, **settings), "http://upstream", fake.feed,
-                     probe or make_probe(), fake, client=upstream, steering=steering)
+                     probe or make_probe(), fake, client=upstream, steering=steering, gate=gate)
 
     async def main() -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://guard") as client:

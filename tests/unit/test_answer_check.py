@@ -58,7 +58,7 @@ def test_on_policy_gate_is_fitted_and_certified_leave_one_domain_out_and_round_t
     rule.add_answer_rows(tally, loaded.score(a.answer_rows.astype(np.float32)))
     tally.add_logprobs(a.token_logprobs.tolist(), len(a.token_ids))
     mean_row = loaded.score(a.answer_rows.astype(np.float32).mean(0)[None])[0]
-    assert tally.total / tally.rows == pytest.approx(float(mean_row[:, 1].mean() - mean_row[:, 0].mean()), abs=1e-4)
+    assert np.mean(tally.logits) == pytest.approx(float(mean_row[:, 1].mean() - mean_row[:, 0].mean()), abs=1e-4)
     decision = rule.decide(tally)
     assert decision is not None and decision.answer == (decision.p_correct >= combiner.threshold_at())
     assert decision.logprob == pytest.approx(float(a.token_logprobs.mean()), abs=1e-5)
@@ -91,6 +91,9 @@ def test_answer_rule_reads_the_prompt_row_and_the_mean_answer_logit_and_decides_
     assert d.logprob == -30.0  # no token log-probabilities: the floor, as in calibration
     tally.add_logprobs([-0.5, -1.5], 2)
     assert rule.decide(tally).logprob == pytest.approx(-1.0)  # type: ignore[union-attr]
+    assert rule.decide(tally, tokens=3) is None  # 3 tokens generated, 2 log-probabilities came: cannot judge
+    early = rule.decide(tally, tokens=2)  # rows past the answer's fed-back tokens are not read
+    assert early is not None and early.answer_rows == 1 and early.answer_logit == pytest.approx(np.log(9), abs=1e-5)
     tally.add_logprobs(None, 1)  # a token came without one: the check cannot judge
     assert rule.decide(tally) is None
     tally.logprobs_missing = False

@@ -24,14 +24,14 @@ ANSWER = Script([("Paris", GOOD), (" is", GOOD), (" in", GOOD), (" France", GOOD
 SURE, UNSURE = (0.1, 0.9), (0.95, 0.05)
 
 
-def _serve(run: Any, answer_check: bool = True) -> None:
+def _serve(run: Any, answer_check: bool = True, honours_logprobs: bool = True, **settings: Any) -> None:
     feed = ScoreFeed()
     fake = FakeUpstream(feed, {"right": ANSWER, "wrong": ANSWER}, gate={"right": SURE, "wrong": SURE},
-                        answer_gate={"right": SURE, "wrong": UNSURE})
+                        answer_gate={"right": SURE, "wrong": UNSURE}, honours_logprobs=honours_logprobs)
     upstream = httpx.AsyncClient(transport=fake.transport(), base_url="http://upstream")
     gate = GateRule(make_gate(answer_check=answer_check), offset=len(LABELS))
-    app = create_app(ServeSettings.build(served_model_name=MODEL), "http://upstream", feed, make_probe(), fake,
-                     client=upstream, gate=gate)
+    app = create_app(ServeSettings.build(served_model_name=MODEL, **settings), "http://upstream", feed, make_probe(),
+                     fake, client=upstream, gate=gate)
 
     async def main() -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://guard") as client:
@@ -61,6 +61,7 @@ def test_abstain_mode_answers_the_certified_answers_whole_and_abstains_on_the_re
         assert wrong["guard"]["decision"] == "abstain" and wrong["guard"]["abstained"]["kind"] == "answer"
         assert wrong["guard"]["answer_check"]["p_correct"] == pytest.approx(0.05, abs=1e-4)
         assert "< certified threshold 0.15" in wrong["guard"]["abstained"]["detail"]
+        assert wrong["guard"]["abstained"]["alpha"] == 0.3 != wrong["guard"]["alpha"]  # the check's alpha, not 0.1
         # streamed: nothing of the answer leaves before it is judged whole
         body = (await client.post("/v1/chat/completions", json=_chat("wrong") | {"stream": True})).text
         chunks = [c for c in _events(body) if c != "[DONE]"]
@@ -112,3 +113,28 @@ def test_asking_for_an_answer_check_the_server_cannot_make_is_a_400_naming_the_f
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "guard.answer_alpha"
 
     _serve(run, answer_check=False)
+
+
+@pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
+def test_an_answer_the_check_cannot_judge_is_a_guard_failure_under_the_servers_policy(policy):
+    async def run(client, fake):
+        for stream in (False, True):
+            reply = await client.post("/v1/chat/completions", json=_chat("wrong") | {"stream": stream})
+            if stream:
+                chunks = [c for c in _events(reply.text) if c != "[DONE]"]
+                text, guard = _streamed_text(chunks), chunks[-1]["choices"][0]["guard"]
+            else:
+                choice = reply.json()["choices"][0]
+                text, guard = choice["message"]["content"], choice["guard"]
+            assert guard["verified"] is False and guard["error"]["kind"] == "answer_check"
+            assert "log-probabilities" in guard["error"]["message"] and "answer_check" not in guard
+            if policy == "fail_closed":
+                assert text == DEFAULT_ABSTAIN_MESSAGE and guard["abstained"]["kind"] == "guard_failure"
+            else:
+                assert text == ANSWER.text and guard["decision"] == "pass"  # unjudged, said so, not withheld
+        metrics = (await client.get("/metrics")).text
+        failures = {(s.labels["kind"], s.labels["policy"]): s.value for f in text_string_to_metric_families(metrics)
+                    if f.name == "guard_guard_failures" for s in f.samples if s.name.endswith("_total")}
+        assert failures[("answer_check", policy)] == 2
+
+    _serve(run, honours_logprobs=False, on_guard_failure=policy)

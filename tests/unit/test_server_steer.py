@@ -175,3 +175,21 @@ def test_a_streamed_steered_answer_reports_the_usage_of_the_whole_answer_in_the_
         assert usage["usage"]["completion_tokens"] == N_KEPT + len(CONTINUATION.tokens) + 1
 
     _serve(run)
+
+
+def test_a_steered_answer_is_not_judged_by_the_answer_check_it_was_not_calibrated_on():
+    from guard.gating import GateRule
+    from tests.unit.fake_upstream import LABELS, make_gate
+
+    async def run(client, fake, app):
+        for stream in (False, True):
+            options = {"mode": "steer", "answer_check": True, "gate": False}
+            reply = await client.post("/v1/chat/completions", json=_chat("mixed", options, stream=stream))
+            guard = (_chunks(reply.text)[-1] if stream else reply.json())["choices"][0]["guard"]
+            assert guard["decision"] == "steer" and "answer_check" not in guard and guard["verified"] is True
+        judged = (await client.post("/v1/chat/completions", json=_chat("clean", options))).json()["choices"][0]
+        assert judged["guard"]["answer_check"]["answer"] is True  # an unsteered answer is judged (and reported)
+
+    fake = FakeUpstream(ScoreFeed(), {"mixed": MIXED, "clean": CLEAN}, steered=CONTINUATION,
+                        gate={"mixed": (0.1, 0.9), "clean": (0.1, 0.9)})
+    run_app(fake, run, steering=STEERING, gate=GateRule(make_gate(answer_check=True), offset=len(LABELS)))

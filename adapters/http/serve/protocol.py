@@ -91,6 +91,8 @@ def _ask_logprobs(body: dict[str, Any], endpoint: Endpoint) -> bool:
         if given is True:
             return False
         body["logprobs"] = True
+        if body.get("top_logprobs") is None:
+            body["top_logprobs"] = 0  # vLLM sends no log-probabilities when top_logprobs is null
         return True
     if isinstance(given, int) and not isinstance(given, bool):
         return False

@@ -18,10 +18,10 @@ import time
 from collections.abc import Sequence
 
 from adapters.http.errors import UpstreamError
-from adapters.http.failure import FailurePolicy, GuardFailure, fail, scores_missing
+from adapters.http.failure import FailurePolicy, GuardFailure, answer_unjudged, fail, scores_missing
 from adapters.http.score_feed import ScoreFeed
 from adapters.http.serve.clock import RequestClock
-from guard.answer_check import AnswerDecision, AnswerTally
+from guard.answer_check import AnswerDecision, AnswerRule, AnswerTally
 from guard.errors import RequestOptionError
 from guard.gating import GateDecision, GateRule
 from guard.metrics import GuardMetrics
@@ -101,7 +101,7 @@ class GuardSession:
         self.feed.close(self.key)
         self.key, self.n_prompt, self._next_score = key, first_position, first_position
         self.n_gen, self._carry, self.scores_complete = 0, "", True
-        self.tally.clear_answer()  # the answer check judges the steered answer
+        self.answers = None  # the check was calibrated on unsteered answers: a steered one is not judged
         self._text_time.clear()
         self._merge(self.guard.resume())
 
@@ -129,7 +129,7 @@ class GuardSession:
                     segments = self.feed.take_segments(self.key, row)
         with self.clock.timed():
             if not segments or segments[0].start != row:
-                self.gate = self.answers = None
+                self.gate = None  # and the answer check cannot judge (finish says so)
                 return
             if self.answers is not None:
                 self.answers.add_prompt_row(self.tally, segments[0].scores[0])
@@ -208,10 +208,18 @@ class GuardSession:
                 self.failure = scores_missing(self._next_score - self.n_prompt, n_gen - 1, self.score_timeout)
                 self._merge(fail(self.guard, self.failure, self.on_failure))
             elif self.answers is not None and not self.stopped:
-                self.answer_decision = d = self.answers.decide(self.tally, self.options.answer_alpha)
-                if d is not None:
-                    self._merge(self.guard.judge_answer(d.answer, d.reason()))
+                self._check_answer(self.answers, n_gen)
             self._merge(self.guard.finish())
+
+    def _check_answer(self, answers: AnswerRule, n_gen: int) -> None:
+        """The answer check on the complete answer; in mode abstain, one it cannot judge is a guard failure."""
+        self.answer_decision = d = answers.decide(self.tally, self.options.answer_alpha, tokens=n_gen)
+        if d is not None:
+            self._merge(self.guard.judge_answer(d.answer, d.reason(), d.alpha))
+        elif self.options.mode == "abstain":  # the check decides there: the failure policy says what goes out
+            self.failure = answer_unjudged("the prompt's last score row did not arrive" if self.tally.gate_logit is None
+                                           else "the upstream sent no log-probabilities for some generated tokens")
+            self._merge(fail(self.guard, self.failure, self.on_failure))
 
     def close(self) -> None:
         """Forget the request's scores (and drop any that still arrive)."""
