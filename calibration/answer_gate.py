@@ -95,21 +95,25 @@ def cross_fitted_answer_check(prompt: np.ndarray, mean: np.ndarray, logprob: np.
     """
     correct = np.asarray(correct, bool)
     groups = np.random.default_rng(seed).permutation(len(correct)) % folds if groups is None else np.asarray(groups)
+    return _cross_fit(np.asarray(prompt), np.asarray(mean), logprob, correct, groups, l2)[0]
+
+
+def _cross_fit(prompt: np.ndarray, mean: np.ndarray, logprob: np.ndarray, correct: np.ndarray, groups: np.ndarray,
+               l2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`cross_fitted_answer_check`'s confidences, and the out-of-group ``(gate, answer)`` logits it scores."""
     if len(set(groups.tolist())) < 3:
         raise ConfigError(f"cross-fitting the answer check needs at least 3 groups (the combiner is fitted on "
                           f"out-of-group signals of the other groups); got {len(set(groups.tolist()))}: "
                           f"{sorted(set(groups.tolist()))[:5]}")
     lp = np.array([mean_logprob(float(v), 1) for v in logprob])
+    outer = np.stack([*joint_lodo_logits(prompt, mean, correct, groups, l2), lp], axis=1)  # each group's signals
     out = np.zeros(len(correct))
     for group in sorted(set(groups.tolist())):
         held, rest = groups == group, groups != group
         gate, answer = joint_lodo_logits(prompt[rest], mean[rest], correct[rest], groups[rest], l2)
         w, b, mu, sc = fit_logistic(np.stack([gate, answer, lp[rest]], axis=1), correct[rest], l2=COMBINER_L2)
-        train = np.concatenate([prompt[rest], mean[rest]])
-        g, m = _per_layer_logits(train, np.concatenate([correct[rest], correct[rest]]), [prompt[held], mean[held]],
-                                 l2)
-        out[held] = sigmoid(((np.stack([g, m, lp[held]], axis=1) - mu) / sc) @ w + b)
-    return out
+        out[held] = sigmoid(((outer[held] - mu) / sc) @ w + b)
+    return out, outer[:, 0], outer[:, 1]
 
 
 def _quality(signal: np.ndarray, correct: np.ndarray, domains: np.ndarray) -> dict[str, float]:
@@ -146,10 +150,9 @@ def fit_answer_gate(answers: Sequence[OnPolicyAnswer], layer_index: Sequence[int
                           f"relations; got {sorted(set(domains.tolist()))}")
     prompt = reading_features(answers, "prompt")[0][:, list(layer_index)]
     mean = reading_features(answers, "mean")[0][:, list(layer_index)]
-    gate, answer = joint_lodo_logits(prompt, mean, correct, domains, l2)
     mean_lp = np.array([mean_logprob(float(a.token_logprobs.sum()), a.token_logprobs.size) for a in answers])
+    combined, gate, answer = _cross_fit(prompt, mean, mean_lp, correct, domains, l2)
     signals = np.stack([gate, answer, mean_lp], axis=1)
-    combined = cross_fitted_answer_check(prompt, mean, mean_lp, correct, groups=domains, l2=l2)
     logprob = np.exp(mean_lp)
 
     w, b, means, scales = fit_logistic(signals, correct, l2=COMBINER_L2)

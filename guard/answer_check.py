@@ -86,11 +86,6 @@ class AnswerTally:
         self.logprob_total += float(sum(values))
         self.logprob_count += len(values)
 
-    def clear_answer(self) -> None:
-        """Forget the answer (a new generation of the same question starts)."""
-        self.logits.clear()
-        self.logprob_total, self.logprob_count, self.logprobs_missing = 0.0, 0, False
-
 
 class AnswerRule:
     """Reads the on-policy gate's columns from fused score rows and decides on complete answers.

@@ -51,7 +51,8 @@ ABSTAIN_REASONS = ("gate", "sentence", "answer", "guard_failure")
 UPSTREAM_ERRORS = ("timeout", "connection", "http_status", "protocol", "scores_missing", "reader", "answer_check",
                    "other")
 #: why the guard could not judge an answer the upstream did produce: its scores did not arrive in
-#: time (``scores_missing``), or guard proxy's reader failed (``reader``)
+#: time (``scores_missing``), guard proxy's reader failed (``reader``), or the answer check's inputs did not all
+#: come (``answer_check``)
 GUARD_FAILURES = ("scores_missing", "reader", "answer_check")
 #: whose hidden states went non-finite: a request that ``steered`` (refused, its own doing) or one that did not
 #: (``unsteered``: the engine is broken and the server reports itself unhealthy)

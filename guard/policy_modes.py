@@ -102,10 +102,14 @@ class Abstain(Mode):
         """Emit the sentence, or abstain."""
         policy.record(verdict)
         if verdict.verdict != "flagged":
-            policy.emit(sentence.text)
+            self.verified(policy, sentence.text)
             return
         policy.abstain(AbstainReason(kind="sentence", alpha=policy.alpha, sentence=sentence.index,
                                      p_true=verdict.p_true))
+
+    def verified(self, policy: SentencePolicy, text: str) -> None:
+        """A verified sentence's text: sent."""
+        policy.emit(text)
 
 
 class AbstainWhole(Abstain):
@@ -114,22 +118,15 @@ class AbstainWhole(Abstain):
     whole, or the abstain message alone."""
 
     def __init__(self) -> None:
-        self.pending: list[str] = []
+        self.pending: list[str] = []  # sent at finish only if nothing abstained
 
-    def decided(self, policy: SentencePolicy, sentence: Sentence, verdict: SentenceVerdict, cut: int) -> None:
-        """Hold the sentence, or abstain."""
-        policy.record(verdict)
-        if verdict.verdict != "flagged":
-            self.pending.append(sentence.text)
-            return
-        self.pending.clear()
-        policy.abstain(AbstainReason(kind="sentence", alpha=policy.alpha, sentence=sentence.index,
-                                     p_true=verdict.p_true))
+    def verified(self, policy: SentencePolicy, text: str) -> None:
+        """A verified sentence's text: held until the whole answer is judged."""
+        self.pending.append(text)
 
     def answer(self, policy: SentencePolicy, answer: bool, reason: str, alpha: float) -> None:
         """The answer check's decision on the complete answer (``alpha``: the check's)."""
         if not answer:
-            self.pending.clear()
             policy.abstain(AbstainReason(kind="answer", alpha=alpha, detail=reason))
 
     def finish(self, policy: SentencePolicy) -> None:
@@ -138,5 +135,4 @@ class AbstainWhole(Abstain):
         if not policy.stopped:
             for text in self.pending:
                 policy.emit(text)
-            self.pending.clear()
             policy.release_scores()

@@ -156,28 +156,34 @@ def steered_request(point: SteerPoint, completion: GuardedCompletion, max_tokens
     return prompt, len(prompt) - 1, max(1, max_tokens - len(kept))
 
 
+def _prompt_row(completion: GuardedCompletion) -> int | None:
+    """Index of the prompt's last token among the completion's scored rows (``None``: no scores, or no row for it,
+    e.g. with prefix caching)."""
+    if completion.gate_scores is None or completion.scores is None:
+        return None
+    where = np.flatnonzero(completion.scores.positions == len(completion.prompt_token_ids) - 1)
+    return int(where[0]) if len(where) else None
+
+
 def _answer_rule(llm: GuardedLLM, options: GuardOptions) -> AnswerRule | None:
     if not options.answer_check or options.mode == "pass":
         return None
-    rule = GateRule(llm.gate, offset=0).answers if llm.gate is not None else None
-    if rule is None:
+    if llm.gate is None or llm.gate.manifest.answer_combiner is None:
         raise ConfigError("options.answer_check needs an engine started with an on-policy gate that carries an answer "
                           "combiner (GuardConfig(gate=PATH), PATH made by `guard calibrate-answers --ship PATH`); "
                           "or set GuardOptions(answer_check=False)")
-    return rule
+    return AnswerRule(llm.gate, offset=0)
 
 
 def _check_answer(rule: AnswerRule | None, options: GuardOptions,
                   completion: GuardedCompletion) -> AnswerDecision | None:
     """The answer check's decision from the completion's gate columns (``None``: no check, or no prompt row)."""
-    if rule is None or completion.gate_scores is None or completion.scores is None:
+    row = _prompt_row(completion)
+    if rule is None or row is None or completion.gate_scores is None or completion.scores is None:
         return None
     n = len(completion.prompt_token_ids)
     positions, tally = completion.scores.positions, AnswerTally()
-    where = np.flatnonzero(positions == n - 1)
-    if not len(where):
-        return None
-    rule.add_prompt_row(tally, completion.gate_scores[where[0]])
+    rule.add_prompt_row(tally, completion.gate_scores[row])
     tokens = len(completion.token_ids)
     rule.add_answer_rows(tally, completion.gate_scores[(positions >= n) & (positions < n + tokens - 1)])
     tally.add_logprobs(completion.token_logprobs, tokens)
@@ -185,14 +191,10 @@ def _check_answer(rule: AnswerRule | None, options: GuardOptions,
 
 
 def _gate(llm: GuardedLLM, options: GuardOptions, completion: GuardedCompletion) -> GateDecision | None:
-    if (llm.gate is None or not options.gate or options.mode == "pass" or completion.gate_scores is None
-            or completion.scores is None):
-        return None
-    last = len(completion.prompt_token_ids) - 1
-    where = np.flatnonzero(completion.scores.positions == last)
-    if not len(where):
-        return None  # no row for the prompt's last token (prefix caching): the gate stays undecided
-    return GateRule(llm.gate, offset=0).decide(completion.gate_scores[where[0]], options.gate_alpha)
+    row = _prompt_row(completion)
+    if llm.gate is None or not options.gate or options.mode == "pass" or row is None or completion.gate_scores is None:
+        return None  # without the prompt's last row (prefix caching) the gate stays undecided
+    return GateRule(llm.gate, offset=0).decide(completion.gate_scores[row], options.gate_alpha)
 
 
 class _Choice:
