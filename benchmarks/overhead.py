@@ -2,7 +2,8 @@
 
 Two engines live in this one process: plain vLLM (no guard) and the guarded engine (the shipped
 probe's hooks, plus a steering vector at ``--steer-layers``). Four arms run in rotating order every
-round at each concurrency, so drift on a noisy machine hits all of them: ``plain``; ``guarded``
+round at each concurrency (each right after one untimed short batch on its engine, so no arm is timed on a
+cold engine), so drift on a noisy machine hits all of them: ``plain``; ``guarded``
 (every request captured and scored, steering hooks present but idle); ``steered`` (the same, and
 every request steers with ``alpha``); ``opted_out`` (guarded engine, no request opts in).
 
@@ -68,6 +69,19 @@ def _measure(llm: Any, arm: str, concurrency: int, new_tokens: int, alpha: float
             "itl_s": (wall - ttft) / max(new_tokens - 1, 1)}
 
 
+def _warm(llm: Any, arm: str, concurrency: int, alpha: float) -> None:
+    """One untimed short batch on the arm's engine right before it is timed.
+
+    Three arms share the guarded engine, so without this the plain engine would nearly always be timed cold
+    (its memory and caches last touched one or more arms earlier) and the guarded arms warm: a bias that showed
+    as guarded TTFT 0.7x plain, and inflated inter-token latency, derived from it, the other way.
+    """
+    from vllm import SamplingParams
+
+    _time_batch(llm, arm, [f"{PROMPT} (warm-up {i})" for i in range(concurrency)],
+                SamplingParams(max_tokens=2, temperature=0.0), alpha)
+
+
 def _spread(values: list[float]) -> dict[str, Any]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
             "median_ci95": list(median_ci(values)) if len(values) > 1 else [values[0], values[0]]}
@@ -127,6 +141,7 @@ def run(plain: Any, guarded: Any, *, levels: Sequence[int] = (1, 8, 32), rounds:
             order = ARMS[r % len(ARMS):] + ARMS[: r % len(ARMS)]
             row: dict[str, Any] = {"order": list(order)}
             for arm in order:
+                _warm(engines[arm], arm, c, alpha)
                 row[arm] = _measure(engines[arm], arm, c, new_tokens, alpha)
                 bar.update()
             raw[str(c)].append(row)

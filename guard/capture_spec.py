@@ -28,7 +28,7 @@ from guard.errors import ConfigError
 __all__ = ["HOOKS_VERSION", "ADDITIONAL_CONFIG_KEY", "CaptureSpec", "check_endpoint"]
 
 #: Bump whenever the hook body or where it is installed changes (invalidates compiled graphs).
-HOOKS_VERSION = 2  # 2: steering hooks (guard::steer_layer) before the capture hooks
+HOOKS_VERSION = 3  # 3: graph-native hooks (tensor ops on persistent buffers); 2: steering before capture
 ADDITIONAL_CONFIG_KEY = "guard"
 
 
@@ -45,6 +45,8 @@ class CaptureSpec(BaseModel):
             decoder layers, independent of ``layers``. At a layer in both, the steering addition
             happens first and the capture reads the steered residual stream.
         hooks_version: part of the compile-cache key; see :data:`HOOKS_VERSION`.
+        hooks_source: digest of the adapter's hook code (set by the engine adapter): any edit to the code
+            that is traced into the compiled graph changes the compile-cache key too, bumped or not.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -56,6 +58,7 @@ class CaptureSpec(BaseModel):
     steering: str | None = None
     steering_layers: tuple[int, ...] = ()
     hooks_version: int = HOOKS_VERSION
+    hooks_source: str = ""
 
     @field_validator("layers")
     @classmethod

@@ -1,12 +1,13 @@
-"""Tier markers by folder (tests/unit -> unit, tests/engine -> engine, tests/e2e -> e2e), and the run order:
-unit, then engine, then e2e — fast feedback first, and the pure tests run before anything that starts an
-engine (torch's compiler changes process-wide state such as the recursion limit when it first runs)."""
+"""Tier markers by folder (tests/unit -> unit, tests/engine -> engine, tests/e2e -> e2e, tests/gpu -> gpu), and
+the run order: unit, then engine, then e2e, then gpu (skipped without a CUDA GPU) — fast feedback first, and the
+pure tests run before anything that starts an engine (torch's compiler changes process-wide state such as the
+recursion limit when it first runs)."""
 
 from __future__ import annotations
 
 import pytest
 
-TIERS = ("unit", "engine", "e2e")
+TIERS = ("unit", "engine", "e2e", "gpu")
 
 
 def _tier(item: pytest.Item) -> int:

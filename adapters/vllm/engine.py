@@ -19,7 +19,7 @@ import numpy as np
 from adapters.model_store import resolve_model
 from adapters.score_channel import ScoreCollector, new_ipc_endpoint
 from adapters.vllm import internals
-from adapters.vllm.plugin import register
+from adapters.vllm.plugin import hooks_digest, register
 from adapters.vllm.worker_extension import WORKER_EXTENSION
 from guard.capture_spec import CaptureSpec, check_endpoint
 from guard.config import GuardConfig
@@ -57,7 +57,7 @@ def engine_arguments(config: GuardConfig, endpoint: str) -> tuple[dict[str, Any]
         raise ConfigError("a pre-generation gate needs the answer probe it was calibrated with; set probe as well")
     steering_layers = SteeringVector.load(config.steering).layers if config.steering else ()
     spec = CaptureSpec(layers=layers, probe=config.probe, gate=config.gate, hidden=config.capture_hidden,
-                       steering=config.steering, steering_layers=steering_layers)
+                       steering=config.steering, steering_layers=steering_layers, hooks_source=hooks_digest())
     kwargs = {
         "model": model,
         "dtype": "float32",

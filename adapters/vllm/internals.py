@@ -35,6 +35,7 @@ __all__ = [
     "max_num_tokens",
     "runner_device",
     "compilation_mode",
+    "cudagraph_mode",
     "runner_of_worker",
     "shutdown_llm",
 ]
@@ -226,6 +227,12 @@ def compilation_mode(runner: Any) -> str:
     """The engine's compilation mode name (``NONE`` means eager)."""
     mode = runner.vllm_config.compilation_config.mode
     return getattr(mode, "name", str(mode))
+
+
+def cudagraph_mode(runner: Any) -> str:
+    """The engine's CUDA-graph mode name (``NONE`` on CPU and in eager engines)."""
+    mode = getattr(runner.vllm_config.compilation_config, "cudagraph_mode", None)
+    return "NONE" if mode is None else getattr(mode, "name", str(mode))
 
 
 def runner_of_worker(worker: Any) -> Any:

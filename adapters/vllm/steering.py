@@ -1,19 +1,22 @@
 """In-worker steering: add ``alpha * v`` to the residual stream of the rows of requests that steer.
 
+Graph-native: everything inside the forward is plain tensor ops on buffers allocated once at
+start-up, so torch.compile traces it, inductor fuses it and a CUDA-graph replay reads fresh values.
+
 Per engine step, the capture's ``before`` hands :meth:`SteerState.plan` the batch rows to steer
-(each steering request's rows at positions ``>= steer_from``) and their ``alpha``; they go to the
-device as one index tensor and one ``alpha`` tensor. During the forward, each steered decoder layer
-calls the opaque custom op ``guard::steer_layer``, declared as mutating ``residual``: vLLM's Llama
-layers return ``(hidden, residual)`` whose sum is the residual stream the next layer's fused norm
-reads, so adding ``alpha[:, None] * v[slot]`` to ``residual[rows]`` steers exactly those rows.
-Every other row is untouched, bit for bit. No host syncs, no per-token Python.
+(each steering request's rows at positions ``>= steer_from``) and their ``alpha``; they are written
+*in place* into the persistent per-row strength buffer ``alpha`` (``max_num_batched_tokens`` rows,
+zero for every row that does not steer). During the forward, each steered decoder layer's hook
+returns ``(hidden, residual')`` with ``residual' = where(steers, residual + alpha * v[slot], residual)``:
+vLLM's Llama-style layers return ``(hidden, residual)`` whose sum is the residual stream the next
+layer's fused norm reads, so this steers exactly the planned rows, and every other row (strength 0)
+is the very same value, bit for bit.
 
 No non-finite value enters the residual stream through steering: a steered row whose sum is not
-finite keeps its unsteered values (decided on the device, ``torch.where``) and is counted in
-``refused_rows`` (a device counter read with the step's scores). The KV cache is written from the
-residual stream, and vLLM reuses freed cache blocks for later requests, whose attention reads the
-stale slots of a block under a zero weight: ``0 * inf`` is NaN, so one request's overflow would
-otherwise reach every request after it. Strengths beyond the vector's
+finite keeps its unsteered values and is counted in ``refused_rows`` (a device counter). The KV cache
+is written from the residual stream, and vLLM reuses freed cache blocks for later requests, whose
+attention reads the stale slots of a block under a zero weight: ``0 * inf`` is NaN, so one request's
+overflow would otherwise reach every request after it. Strengths beyond the vector's
 :attr:`~guard.steering.SteeringVector.max_alpha` never reach a plan (the capture drops them and
 counts a bad option).
 
@@ -36,100 +39,103 @@ from guard.steering import SteeringVector
 __all__ = ["SteerState", "install_steering"]
 
 
-@torch.library.custom_op("guard::steer_layer", mutates_args=("residual",))
-def _steer_layer(residual: torch.Tensor, slot: int) -> None:
-    """Opaque to torch.compile: adds this step's steering to one layer's residual buffer in place."""
-    state = _STATE
-    if state is not None:
-        state.on_layer(residual, slot)
-
-
-@_steer_layer.register_fake
-def _steer_layer_fake(residual: torch.Tensor, slot: int) -> None:
-    return None
-
-
-torch.fx.node.has_side_effect(torch.ops.guard.steer_layer.default)
-
-_STATE: SteerState | None = None
-
-
 class SteerState:
-    """Worker-resident steering: the device copy of the vectors and the current step's rows.
+    """Worker-resident steering: the device copy of the vectors and the persistent per-row strengths.
 
     Args:
         vectors: the artefact's ``(L, H)`` directions.
         device: where the model runs.
+        max_rows: most token rows one forward holds (``max_num_batched_tokens``).
+        max_alpha: the artefact's largest allowed strength.
     """
 
-    def __init__(self, vectors: np.ndarray, device: Any, max_alpha: float = float("inf")) -> None:
+    def __init__(self, vectors: np.ndarray, device: Any, max_rows: int, max_alpha: float = float("inf")) -> None:
         self.vectors = torch.from_numpy(vectors).to(device)  # (L, H) float32
         self.device = device
         self.max_alpha = max_alpha
-        self.refused = torch.zeros((), dtype=torch.int64, device=device)  # steered rows kept unsteered: not finite
-        self.fired = [0] * vectors.shape[0]
+        self.max_rows = max_rows
+        #: per-row strength of the current step (0: the row does not steer); fixed address for CUDA graphs
+        self.alpha = torch.zeros(max_rows, dtype=torch.float32, device=device)
+        self._alpha_host = torch.zeros(max_rows, dtype=torch.float32,
+                                       pin_memory=torch.device(device).type == "cuda")
+        self._written = 0  # rows [0, _written) of ``alpha`` may be non-zero
+        self.refused = torch.zeros((), dtype=torch.int64, device=device)  # steered rows kept unsteered
+        self.calls = torch.zeros(vectors.shape[0], dtype=torch.int64, device=device)  # forwards per layer
         self.steps_steered = 0
-        self.rows: torch.Tensor | None = None  # (n,) batch rows to steer
-        self.alpha: torch.Tensor | None = None  # (n,) float32
 
     # --- step boundary (host) -------------------------------------------------------------
     def plan(self, spans: Sequence[tuple[int, int, float]]) -> None:
-        """Steer batch rows ``start .. start + count - 1`` by ``alpha`` for each ``(start, count, alpha)``."""
-        if not spans:
-            self.rows = self.alpha = None
-            return
-        rows = np.concatenate([np.arange(s, s + c, dtype=np.int64) for s, c, _ in spans])
-        alpha = np.concatenate([np.full(c, a, dtype=np.float32) for _, c, a in spans])
-        self.rows = torch.from_numpy(rows).to(self.device, non_blocking=True)
-        self.alpha = torch.from_numpy(alpha).to(self.device, non_blocking=True)
-        self.steps_steered += 1
+        """Steer batch rows ``start .. start + count - 1`` by ``alpha`` for each ``(start, count, alpha)``.
 
-    def clear(self) -> None:
-        """Forget the step's rows (after the forward)."""
-        self.rows = self.alpha = None
+        Written in place into :attr:`alpha` (one host-to-device copy, only when something changes).
 
-    # --- inside the forward (device work only) -------------------------------------------
-    def on_layer(self, residual: torch.Tensor, slot: int) -> None:
-        """Add ``alpha * v[slot]`` to the planned rows of ``residual`` in place."""
-        self.fired[slot] += 1
-        rows, alpha = self.rows, self.alpha
-        if rows is None or alpha is None:
+        Raises:
+            AdapterError: a span reaches past the buffer (a batch larger than ``max_num_batched_tokens``).
+        """
+        end = max((s + c for s, c, _ in spans), default=0)
+        if end > self.max_rows:
+            raise AdapterError(f"a steering span ends at batch row {end}, past the {self.max_rows} rows the "
+                               "steering buffers hold (max_num_batched_tokens); raise it or send smaller batches")
+        if not spans and self._written == 0:
             return
-        current = residual.index_select(0, rows)  # (n, H)
-        steered = current + (alpha[:, None] * self.vectors[slot]).to(residual.dtype)  # (n, H)
-        finite = torch.isfinite(steered).all(dim=1, keepdim=True)  # (n, 1)
-        residual.index_copy_(0, rows, torch.where(finite, steered, current))
-        self.refused += rows.numel() - finite.sum()
+        host = self._alpha_host.numpy()
+        upto = max(end, self._written)
+        host[:upto] = 0.0
+        for start, count, alpha in spans:
+            host[start : start + count] = alpha
+        self.alpha[:upto].copy_(self._alpha_host[:upto], non_blocking=True)
+        self._written = end
+        if spans:
+            self.steps_steered += 1
+
+    # --- inside the forward (device ops only; traced, compiled and graph-captured) -------------
+    def steered(self, residual: torch.Tensor, slot: int) -> torch.Tensor:
+        """``residual`` with this step's steering at layer ``slot`` added to its steering rows."""
+        alpha = self.alpha[: residual.shape[0], None]  # (n, 1)
+        steers = alpha != 0
+        moved = residual + (alpha * self.vectors[slot]).to(residual.dtype)  # (n, H)
+        ok = torch.isfinite(moved).all(dim=1, keepdim=True)  # (n, 1)
+        self.refused.add_((steers & ~ok).sum())
+        self.calls[slot] += 1
+        return torch.where(steers & ok, moved, residual)
+
+    @property
+    def fired(self) -> list[int]:
+        """Forwards each steered layer ran so far (a host sync)."""
+        return [int(c) for c in self.calls.tolist()]
 
     @property
     def refused_rows(self) -> int:
         """Steered rows that kept their unsteered values because the sum was not finite (a host sync)."""
         return int(self.refused.item())
 
+    def buffer_addresses(self) -> dict[str, int]:
+        """Device addresses of the persistent buffers (constant for the engine's life)."""
+        return {"steer_alpha": self.alpha.data_ptr(), "steer_refused": self.refused.data_ptr(),
+                "steer_calls": self.calls.data_ptr(), "steer_vectors": self.vectors.data_ptr()}
+
 
 def install_steering(path: str, layers: Sequence[int], decoder_layers: Sequence[Any], model_spec: ModelSpec,
-                     model_id: str, device: Any) -> SteerState:
+                     model_id: str, device: Any, max_rows: int) -> SteerState:
     """Load the artefact, check it, and hook its layers (call before installing the capture hooks).
 
     Raises:
         ArtifactError: the artefact is missing, corrupt or for another model.
         AdapterError: its layers differ from the capture spec's ``steering_layers``.
     """
-    global _STATE
     vector = SteeringVector.load(path)
     vector.check_model(model_spec, model_id)
     if tuple(vector.layers) != tuple(layers):
         raise AdapterError(f"steering layers {list(layers)} in the capture spec differ from the artefact's "
                            f"{list(vector.layers)} ({path!r} changed after the engine arguments were built); restart")
-    state = SteerState(vector.vectors, device, vector.max_alpha)
+    state = SteerState(vector.vectors, device, max_rows, vector.max_alpha)
     for slot, index in enumerate(vector.layers):
-        decoder_layers[index].register_forward_hook(_make_hook(slot))
-    _STATE = state
+        decoder_layers[index].register_forward_hook(_make_hook(state, slot))
     return state
 
 
-def _make_hook(slot: int) -> Any:
-    def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-        torch.ops.guard.steer_layer(output[1], slot)
+def _make_hook(state: SteerState, slot: int) -> Any:
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        return (output[0], state.steered(output[1], slot), *output[2:])
 
     return hook

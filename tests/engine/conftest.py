@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from adapters.defaults import build_stand_in_probe
@@ -12,6 +13,13 @@ from adapters.model_store import resolve_model
 LAYERS = (3, 14)
 #: Small token budget per step so long prompts are prefilled in chunks.
 CHUNK_TOKENS = 128
+
+#: one steered layer the capture also reads (scores after the addition) and one it does not
+STEER_LAYERS = (6, 14)
+_TRUE = ["Paris is the capital of France.", "Water boils at 100 degrees Celsius at sea level.",
+         "The Earth orbits the Sun.", "A week has seven days.", "Tokyo is in Japan.", "Two plus two is four."]
+_FALSE = ["Paris is the capital of Italy.", "Water boils at 10 degrees Celsius at sea level.",
+          "The Sun orbits the Earth.", "A week has nine days.", "Tokyo is in Brazil.", "Two plus two is five."]
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +47,32 @@ def eager_engine(probe_path: str) -> Iterator:
     from guard.config import GuardConfig
 
     cfg = GuardConfig.build(probe=probe_path, capture_hidden=True, enforce_eager=True, max_model_len=1024)
+    llm = GuardedLLM(cfg, max_num_batched_tokens=CHUNK_TOKENS)
+    yield llm
+    llm.close()
+
+
+@pytest.fixture(scope="session")
+def steering_path(model_path: str, hf, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A mean-difference truthful direction at STEER_LAYERS, from HF activations of a few statements."""
+    from calibration.steering import build_steering_vector
+    from guard.model_spec import ModelSpec
+
+    texts = _TRUE + _FALSE
+    rows = hf.hidden_states_batch([hf.tokenizer(t)["input_ids"] for t in texts], STEER_LAYERS)
+    features = np.stack([r[-1] for r in rows])  # (n, L, H): each statement's last token
+    labels = [0] * len(_TRUE) + [1] * len(_FALSE)
+    out = tmp_path_factory.mktemp("steering") / "truth"
+    return str(build_steering_vector(features, labels, STEER_LAYERS, ModelSpec.from_folder(model_path), out))
+
+
+@pytest.fixture(scope="session")
+def compiled_engine(probe_path: str, steering_path: str) -> Iterator:
+    """The engine's default (compiled) mode, with the probe, hidden capture and steering; chunked prefill."""
+    from adapters.vllm.engine import GuardedLLM
+    from guard.config import GuardConfig
+
+    cfg = GuardConfig.build(probe=probe_path, steering=steering_path, capture_hidden=True, max_model_len=1024)
     llm = GuardedLLM(cfg, max_num_batched_tokens=CHUNK_TOKENS)
     yield llm
     llm.close()

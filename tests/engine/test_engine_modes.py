@@ -18,20 +18,6 @@ def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
     return float((np.linalg.norm(got - ref, axis=-1) / np.linalg.norm(ref, axis=-1)).max())
 
 
-def test_capture_works_in_the_engines_default_compiled_mode(probe_path, hf):
-    from adapters.vllm.engine import GuardedLLM
-    from guard.config import GuardConfig
-
-    with GuardedLLM(GuardConfig.build(probe=probe_path, capture_hidden=True, max_model_len=1024)) as llm:
-        status = llm.worker_status()[0]
-        assert status["compilation_mode"] != "NONE"
-        results = llm.generate(prompts_of_different_lengths(6), _params(), hidden=True)
-    for res in results:
-        fed = res.sequence[:-1]
-        assert res.scores.positions.tolist() == list(range(len(fed)))
-        assert _rel_err(res.scores.hidden, hf.hidden_states(fed, LAYERS)) < 1e-4
-
-
 def test_prefix_caching_on_scores_only_recomputed_tokens_and_says_which_are_missing(probe_path, hf):
     from adapters.vllm.engine import GuardedLLM
     from guard.config import GuardConfig
@@ -77,7 +63,7 @@ def test_selftest_fails_loudly_when_the_plugin_did_not_install_hooks(probe_path,
         GuardedLLM(GuardConfig.build(probe=probe_path, enforce_eager=True, max_model_len=512))
 
 
-def test_guard_settings_change_vllms_compile_cache_key(model_path):
+def test_guard_settings_and_hook_code_change_vllms_compile_cache_key(model_path):
     from vllm.engine.arg_utils import EngineArgs
 
     from guard.capture_spec import CaptureSpec
@@ -89,7 +75,8 @@ def test_guard_settings_change_vllms_compile_cache_key(model_path):
     plain = key({})
     a = key(CaptureSpec(layers=(3,)).to_additional_config())
     b = key(CaptureSpec(layers=(4,)).to_additional_config())
-    assert len({plain, a, b}) == 3
+    edited = key(CaptureSpec(layers=(3,), hooks_source="another hook body").to_additional_config())
+    assert len({plain, a, b, edited}) == 4
 
 
 def test_vllm_runner_internals_guard_reads_still_exist():

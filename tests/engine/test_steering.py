@@ -7,35 +7,15 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from tests.engine.conftest import CHUNK_TOKENS, LAYERS, prompts_of_different_lengths
+from tests.engine.conftest import CHUNK_TOKENS, LAYERS, STEER_LAYERS, prompts_of_different_lengths
 
-#: one steered layer the capture also reads (scores after the addition) and one it does not
-STEER_LAYERS = (6, 14)
 ALPHA = 0.5
-_TRUE = ["Paris is the capital of France.", "Water boils at 100 degrees Celsius at sea level.",
-         "The Earth orbits the Sun.", "A week has seven days.", "Tokyo is in Japan.", "Two plus two is four."]
-_FALSE = ["Paris is the capital of Italy.", "Water boils at 10 degrees Celsius at sea level.",
-          "The Sun orbits the Earth.", "A week has nine days.", "Tokyo is in Brazil.", "Two plus two is five."]
 
 
 def _params(max_tokens: int = 8, logprobs: int | None = None):
     from vllm import SamplingParams
 
     return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True, logprobs=logprobs)
-
-
-@pytest.fixture(scope="module")
-def steering_path(model_path: str, hf, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A mean-difference truthful direction at STEER_LAYERS, from HF activations of a few statements."""
-    from calibration.steering import build_steering_vector
-    from guard.model_spec import ModelSpec
-
-    texts = _TRUE + _FALSE
-    rows = hf.hidden_states_batch([hf.tokenizer(t)["input_ids"] for t in texts], STEER_LAYERS)
-    features = np.stack([r[-1] for r in rows])  # (n, L, H): each statement's last token
-    labels = [0] * len(_TRUE) + [1] * len(_FALSE)
-    out = tmp_path_factory.mktemp("steering") / "truth"
-    return str(build_steering_vector(features, labels, STEER_LAYERS, ModelSpec.from_folder(model_path), out))
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +113,7 @@ def test_steering_hooks_fire_and_count_steered_steps(steer_engine):
     assert after["bad_options"] == before["bad_options"]
 
 
-def test_steer_op_matches_numpy_reference_and_leaves_other_rows_untouched_eager_and_compiled():
+def test_steering_matches_numpy_reference_and_leaves_other_rows_untouched_eager_and_inductor_compiled():
     import torch
 
     from adapters.vllm import steering as steer_mod
@@ -143,40 +123,32 @@ def test_steer_op_matches_numpy_reference_and_leaves_other_rows_untouched_eager_
     rng = np.random.default_rng(5)
     spec = ModelSpec(model_type="llama", hidden_size=16, num_layers=4, fingerprint="f")
     vector = SteeringVector.from_vectors(rng.standard_normal((2, 16)).astype(np.float32), (1, 2), spec, kind="t")
-    state = steer_mod.SteerState(vector.vectors, torch.device("cpu"))
+    state = steer_mod.SteerState(vector.vectors, torch.device("cpu"), max_rows=16)
     residual = rng.standard_normal((10, 16)).astype(np.float32)  # (tokens, hidden)
     state.plan([(2, 3, 0.5), (7, 1, -2.0)])
 
     def layer(r: torch.Tensor) -> torch.Tensor:
-        torch.ops.guard.steer_layer(r, 1)
-        return r * 1.0
+        return state.steered(r * 1.0, 1)
 
-    previous, steer_mod._STATE = steer_mod._STATE, state
-    try:
-        eager = layer(torch.from_numpy(residual.copy())).numpy()
-        compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)(torch.from_numpy(residual.copy())).numpy()
-    finally:
-        steer_mod._STATE = previous
+    eager = layer(torch.from_numpy(residual.copy())).numpy()
+    compiled = torch.compile(layer, backend="inductor", fullgraph=True)(torch.from_numpy(residual.copy())).numpy()
     expected = residual.copy()
     expected[2:5] = vector.apply(residual[2:5, None].repeat(2, 1), 0.5)[:, 1]
     expected[7] = vector.apply(residual[7:8, None].repeat(2, 1), -2.0)[0, 1]
     np.testing.assert_allclose(eager, expected, rtol=1e-6)
-    np.testing.assert_array_equal(compiled, eager)
+    np.testing.assert_allclose(compiled, expected, rtol=1e-6)  # inductor may fuse the multiply-add
     untouched = [0, 1, 5, 6, 8, 9]
     assert np.array_equal(eager[untouched], residual[untouched])
+    assert np.array_equal(compiled[untouched], residual[untouched])
 
 
-def test_steering_works_in_the_engines_default_compiled_mode(probe_path, steering_path, hf):
-    from adapters.vllm.engine import GuardedLLM
-    from guard.config import GuardConfig
-
-    cfg = GuardConfig.build(probe=probe_path, steering=steering_path, capture_hidden=True, max_model_len=1024)
-    with GuardedLLM(cfg) as llm:
-        assert llm.worker_status()[0]["compilation_mode"] != "NONE"
-        _assert_steering_matches_hf(llm, hf, None)
-        prompts, alphas = prompts_of_different_lengths(4), [None, ALPHA, None, 0.0]
-        plain = llm.generate(prompts, _params(), hidden=True)
-        mixed = llm.generate(prompts, _params(), hidden=True, steer=alphas)
+def test_steering_works_in_the_engines_default_compiled_mode(compiled_engine, hf):
+    llm = compiled_engine
+    assert llm.worker_status()[0]["compilation_mode"] != "NONE"
+    _assert_steering_matches_hf(llm, hf, None)
+    prompts, alphas = prompts_of_different_lengths(4), [None, ALPHA, None, 0.0]
+    plain = llm.generate(prompts, _params(), hidden=True)
+    mixed = llm.generate(prompts, _params(), hidden=True, steer=alphas)
     unmoved = [i for i, alpha in enumerate(alphas) if alpha != ALPHA]  # no steering, or strength 0
     (steered,) = [i for i, alpha in enumerate(alphas) if alpha == ALPHA]
     for i in unmoved:
