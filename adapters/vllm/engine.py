@@ -225,6 +225,8 @@ class GuardedLLM:
 
         ids = self.tokenizer(_SELFTEST_TEXT)["input_ids"]
         prompts = [ids, ids[: len(ids) // 2]]
+        # start-up profiling and warm-up forwards run the hooks too: only calls during the self-test count
+        before = [s for s in self.worker_status() if s.get("publishes", True)]
         results = self.generate(prompts, SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True),
                                 hidden=self.spec.hidden, timeout=30.0)
         status = [s for s in self.worker_status() if s.get("publishes", True)]
@@ -233,10 +235,12 @@ class GuardedLLM:
                 "guard's capture is not installed in the vLLM worker: the plugin did not run. Install guard into "
                 "the engine's environment (pip install -e .) and make sure VLLM_PLUGINS, if set, includes 'guard'"
             )
-        if not all(all(f > 0 for f in s["fired"] + s["steer_fired"]) for s in status):
+        moved = [[a - b for a, b in zip(s["fired"] + s["steer_fired"], p["fired"] + p["steer_fired"])]
+                 for s, p in zip(status, before)]
+        if not all(all(m > 0 for m in calls) for calls in moved):
             raise SelfTestError(
-                f"guard's layer hooks never fired (calls per layer: {status[0]['fired']}, steering layers: "
-                f"{status[0]['steer_fired']}, compilation mode "
+                f"guard's layer hooks did not run during the self-test (calls per hooked and steered layer: "
+                f"{moved[0]}, compilation mode "
                 f"{status[0]['compilation_mode']}); a stale compiled graph without hooks may have been loaded: "
                 "clear ~/.cache/vllm/torch_compile_cache or run with enforce_eager"
             )

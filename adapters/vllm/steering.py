@@ -56,18 +56,21 @@ class SteerState:
         self.max_rows = max_rows
         #: per-row strength of the current step (0: the row does not steer); fixed address for CUDA graphs
         self.alpha = torch.zeros(max_rows, dtype=torch.float32, device=device)
-        self._alpha_host = torch.zeros(max_rows, dtype=torch.float32,
-                                       pin_memory=torch.device(device).type == "cuda")
+        self._pinned = torch.device(device).type == "cuda"
         self._written = 0  # rows [0, _written) of ``alpha`` may be non-zero
         self.refused = torch.zeros((), dtype=torch.int64, device=device)  # steered rows kept unsteered
         self.calls = torch.zeros(vectors.shape[0], dtype=torch.int64, device=device)  # forwards per layer
+        # calls[slot] += 1 as a whole-tensor add: an indexed write on a graph input compiles to a scatter
+        self._unit = torch.eye(vectors.shape[0], dtype=torch.int64, device=device)
         self.steps_steered = 0
 
     # --- step boundary (host) -------------------------------------------------------------
     def plan(self, spans: Sequence[tuple[int, int, float]]) -> None:
         """Steer batch rows ``start .. start + count - 1`` by ``alpha`` for each ``(start, count, alpha)``.
 
-        Written in place into :attr:`alpha` (one host-to-device copy, only when something changes).
+        Written in place into :attr:`alpha`: one host-to-device copy on a step that steers or follows one that
+        did, none otherwise. The host side is a fresh (pinned, on CUDA) tensor each time, so a copy still in
+        flight never sees its source rewritten (the caching host allocator reuses it only after the copy).
 
         Raises:
             AdapterError: a span reaches past the buffer (a batch larger than ``max_num_batched_tokens``).
@@ -78,12 +81,12 @@ class SteerState:
                                "steering buffers hold (max_num_batched_tokens); raise it or send smaller batches")
         if not spans and self._written == 0:
             return
-        host = self._alpha_host.numpy()
         upto = max(end, self._written)
-        host[:upto] = 0.0
+        staged = torch.zeros(upto, dtype=torch.float32, pin_memory=self._pinned)
+        host = staged.numpy()
         for start, count, alpha in spans:
             host[start : start + count] = alpha
-        self.alpha[:upto].copy_(self._alpha_host[:upto], non_blocking=True)
+        self.alpha[:upto].copy_(staged, non_blocking=True)
         self._written = end
         if spans:
             self.steps_steered += 1
@@ -96,7 +99,7 @@ class SteerState:
         moved = residual + (alpha * self.vectors[slot]).to(residual.dtype)  # (n, H)
         ok = torch.isfinite(moved).all(dim=1, keepdim=True)  # (n, 1)
         self.refused.add_((steers & ~ok).sum())
-        self.calls[slot] += 1
+        self.calls.add_(self._unit[slot])
         return torch.where(steers & ok, moved, residual)
 
     @property

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from torch._inductor.utils import run_and_get_code
 
 from adapters.vllm import capture, internals
 from guard.capture_spec import CaptureSpec
@@ -93,14 +94,19 @@ def test_compiled_hooks_score_each_steps_guarded_rows_of_mixed_and_reordered_bat
         (["c", "b", "a"], [1, 1, 1], [6, 4, 6]),
     ]
     addresses = state.buffer_addresses()
-    for order, lengths, computed in steps:
+    code = ""
+    for i, (order, lengths, computed) in enumerate(steps):
         step = _runner(order, lengths, computed, {r: o.to_extra_args() for r, o in opts.items()})
         runner.__dict__.update(step.__dict__)
         x = torch.randn(sum(lengths), H)
         sink.segments.clear()
         state.before_forward()
         with torch.no_grad():
-            compiled(x)
+            if i == 0:  # compiled once, as vLLM does; later steps must not recompile (vLLM drops the guards)
+                code = "\n".join(run_and_get_code(compiled, x)[1])
+            else:
+                with torch.compiler.set_stance("fail_on_recompile"):
+                    compiled(x)
         state.after_forward()
         # the reference: the layers' residual streams, recomputed in eager torch
         rows, h = [], x
@@ -123,6 +129,8 @@ def test_compiled_hooks_score_each_steps_guarded_rows_of_mixed_and_reordered_bat
             else:
                 assert seg.hidden is None
     assert state.fired == [3, 3] and state.steps_guarded == 3
+    # rows reach the buffers through the in-place op, not as a scatter over the whole buffer plus a copy back
+    assert "guard.store_rows" in code and "scatter" not in code
     assert state.buffer_addresses() == addresses
 
 
@@ -144,9 +152,11 @@ def test_compiled_steering_reads_each_steps_plan_not_the_one_it_was_traced_with(
 
     compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
     residual = torch.arange(32, dtype=torch.float32).reshape(8, 4) / 9
-    for spans in ([(2, 3, 0.5)], [(7, 1, -2.0)], []):
+    for i, spans in enumerate(([(2, 3, 0.5)], [(7, 1, -2.0)], [])):
         state.plan(spans)
-        np.testing.assert_array_equal(compiled(residual).numpy(), layer(residual).numpy())
+        with torch.compiler.set_stance("fail_on_recompile" if i else "default"):  # compiled once, as in vLLM
+            got = compiled(residual).numpy()
+        np.testing.assert_array_equal(got, layer(residual).numpy())
     assert state.fired == [6]
 
 

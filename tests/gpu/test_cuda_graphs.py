@@ -33,6 +33,7 @@ def cuda_engine(probe_path: str, steering_path: str) -> Iterator:
 
 def test_cuda_graph_engine_runs_the_hooks_and_passes_its_selftest(cuda_engine):
     status = check_hooks_run_in_the_graph(cuda_engine)
+    print(f"CUDA-graph mode covered: {status['cudagraph_mode']}")  # PIECEWISE, FULL or FULL_AND_PIECEWISE
     assert status["cudagraph_mode"] != "NONE"
 
 

@@ -16,9 +16,11 @@ def test_digest_covers_every_traced_module_and_changes_with_their_code(monkeypat
     for name in plugin._TRACED:
         (tmp_path / name).write_text("def hook(): ...\n")
     monkeypatch.setattr(plugin, "__file__", str(tmp_path / "plugin.py"))
-    first = plugin.hooks_digest()
-    (tmp_path / plugin._TRACED[-1]).write_text("def hook(): return 1\n")
-    assert plugin.hooks_digest() != first
+    seen = {plugin.hooks_digest()}
+    for name in plugin._TRACED:
+        (tmp_path / name).write_text(f"def hook(): return {name!r}\n")
+        seen.add(plugin.hooks_digest())
+    assert len(seen) == len(plugin._TRACED) + 1  # every traced file's edit changes the digest
 
 
 def test_worker_refuses_engine_arguments_built_for_other_hook_code():
