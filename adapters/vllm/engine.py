@@ -72,6 +72,13 @@ def engine_arguments(config: GuardConfig, endpoint: str) -> tuple[dict[str, Any]
     return kwargs, spec, model
 
 
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
 @dataclass(frozen=True)
 class GuardedCompletion:
     """One finished request: tokens, text, and the per-token scores received for it."""
@@ -116,6 +123,7 @@ class GuardedLLM:
 
         self.config = config
         endpoint = config.score_endpoint or new_ipc_endpoint()
+        previous_endpoint = os.environ.get("GUARD_SCORE_ENDPOINT")
         kwargs, self.spec, self.model_path = engine_arguments(config, endpoint)
         self.engine_kwargs = {**kwargs, **engine_overrides}
         self.probe = Probe.load(config.probe) if config.probe else None
@@ -132,6 +140,10 @@ class GuardedLLM:
         except Exception:
             self.collector.close()
             raise
+        finally:
+            # The engine's processes have read GUARD_SCORE_ENDPOINT by now; put back what the caller had, so a
+            # second engine built in this process picks a fresh endpoint instead of this one's (still bound).
+            _restore_env("GUARD_SCORE_ENDPOINT", previous_endpoint)
         self.tokenizer = self._engine().get_tokenizer()
         if config.selftest:
             self.selftest()

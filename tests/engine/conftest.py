@@ -66,9 +66,10 @@ def steering_path(model_path: str, hf, tmp_path_factory: pytest.TempPathFactory)
     return str(build_steering_vector(features, labels, STEER_LAYERS, ModelSpec.from_folder(model_path), out))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def compiled_engine(probe_path: str, steering_path: str) -> Iterator:
-    """The engine's default (compiled) mode, with the probe, hidden capture and steering; chunked prefill."""
+    """The engine's default (compiled) mode, with the probe, hidden capture and steering; chunked prefill (one per
+    module, closed with it, so no more than one compiled engine is alive beside the session's eager engine)."""
     from adapters.vllm.engine import GuardedLLM
     from guard.config import GuardConfig
 

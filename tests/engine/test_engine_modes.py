@@ -108,3 +108,19 @@ def test_a_runner_without_v1_fields_is_refused_and_names_them():
 
     with pytest.raises(AdapterError, match=r"input_batch.*VLLM_USE_V2_MODEL_RUNNER=0"):
         internals.check_runner(RunnerV2())
+
+
+def test_a_second_engine_in_one_process_gets_its_own_score_endpoint(probe_path, monkeypatch):
+    import os
+
+    from adapters.vllm.engine import GuardedLLM
+    from guard.config import GuardConfig
+
+    monkeypatch.delenv("GUARD_SCORE_ENDPOINT", raising=False)
+    cfg = dict(probe=probe_path, enforce_eager=True, max_model_len=256, selftest=False)
+    with GuardedLLM(GuardConfig.build(**cfg)) as first:
+        # the engine's processes have read it; left set, the next engine would bind this one's live endpoint
+        assert "GUARD_SCORE_ENDPOINT" not in os.environ
+        assert GuardConfig.build(**cfg).score_endpoint is None  # so the next engine picks a fresh one
+        (res,) = first.generate(["Hello"])
+        assert res.scores is not None  # scores still reach this engine's collector
