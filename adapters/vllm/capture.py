@@ -76,7 +76,7 @@ torch.library.register_fake("guard::store_rows", _store_rows_fake, lib=_LIBRARY)
 class _Plan:
     n_rows: int
     rows: torch.Tensor | None  # batch rows of guarded tokens, in segment order; None = rows 0 .. n_rows - 1
-    hidden_rows: torch.Tensor | None  # batch rows whose hidden rows are delivered; None = the same as ``rows``
+    hidden_rows: torch.Tensor | None  # batch rows whose hidden rows are delivered; None = rows 0 .. n_hidden - 1
     n_hidden: int
     segments: tuple[tuple[str, int, int, int, int], ...]  # key, position, row, count, hidden row (-1: none)
 
@@ -193,7 +193,7 @@ class CaptureState:
             return
         contiguous = len(spans) == len(req_ids) and spans[0][0] == 0
         rows = None if contiguous else self._index(spans)
-        hidden_rows = None if hrow in (0, row) else self._index(hidden_spans)
+        hidden_rows = rows if hrow == row else self._index(hidden_spans) if hrow else None
         self.plan = _Plan(row, rows, hidden_rows, hrow, tuple(segments))
         self.steps_guarded += 1
 
@@ -230,8 +230,7 @@ class CaptureState:
         scores = self._rows(self.scores, plan.rows, plan.n_rows)  # (n, L, k)
         hidden = None
         if plan.n_hidden and self.hidden is not None:
-            hidden = self._rows(self.hidden, plan.hidden_rows if plan.n_hidden < plan.n_rows else plan.rows,
-                                plan.n_hidden)  # (nh, L, H)
+            hidden = self._rows(self.hidden, plan.hidden_rows, plan.n_hidden)  # (nh, L, H)
         out = [
             ScoreSegment(key, pos, scores[row : row + count],
                          None if hrow < 0 or hidden is None else hidden[hrow : hrow + count])
