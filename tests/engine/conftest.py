@@ -84,3 +84,8 @@ def prompts_of_different_lengths(n: int) -> list[str]:
     subjects = ["Paris", "the Moon", "water", "Mount Everest", "the Pacific Ocean", "gold", "Tokyo", "a violin"]
     return [f"Question {i}: tell me one fact about {subjects[i % len(subjects)]}." + " Please be brief." * (i % 4)
             for i in range(n)]
+
+
+def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    """Largest per-token relative error over all layers: ||got - ref|| / ||ref||."""
+    return float((np.linalg.norm(got - ref, axis=-1) / np.linalg.norm(ref, axis=-1)).max())

@@ -10,7 +10,7 @@ import pytest
 from guard.mlp_head import mlp_hidden
 from guard.model_spec import ModelSpec
 from guard.probe import Probe, ProbeManifest
-from tests.engine.conftest import CHUNK_TOKENS, LAYERS, prompts_of_different_lengths
+from tests.engine.conftest import CHUNK_TOKENS, LAYERS, prompts_of_different_lengths, rel_err
 
 MAX_REL_ERR = 1e-4
 
@@ -21,16 +21,12 @@ def _params(max_tokens: int = 8):
     return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
 
 
-def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
-    """Largest per-token relative error over all layers: ||got - ref|| / ||ref||."""
-    return float((np.linalg.norm(got - ref, axis=-1) / np.linalg.norm(ref, axis=-1)).max())
-
 
 def _assert_matches_hf(result, hf) -> None:
     fed = result.sequence[:-1]  # the last sampled token is never fed back to the model
     assert result.scores.positions.tolist() == list(range(len(fed)))
     ref = hf.hidden_states(fed, LAYERS)
-    err = _rel_err(result.scores.hidden, ref)
+    err = rel_err(result.scores.hidden, ref)
     assert err < MAX_REL_ERR, f"relative error {err:.2e} at positions of a {len(fed)}-token sequence"
 
 

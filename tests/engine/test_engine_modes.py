@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from tests.engine.conftest import LAYERS, prompts_of_different_lengths
+from tests.engine.conftest import LAYERS, prompts_of_different_lengths, rel_err
 
 
 def _params(max_tokens: int = 6):
@@ -13,9 +12,6 @@ def _params(max_tokens: int = 6):
 
     return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
 
-
-def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
-    return float((np.linalg.norm(got - ref, axis=-1) / np.linalg.norm(ref, axis=-1)).max())
 
 
 def test_prefix_caching_on_scores_only_recomputed_tokens_and_says_which_are_missing(probe_path, hf):
@@ -34,7 +30,7 @@ def test_prefix_caching_on_scores_only_recomputed_tokens_and_says_which_are_miss
     assert 0 < len(missing) < n_prompt and missing == list(range(len(missing)))  # a cached prefix
     assert n_prompt - 1 in second.scores.positions.tolist()  # the last prompt token is always computed
     ref = hf.hidden_states(second.sequence[:-1], LAYERS)[second.scores.positions]
-    assert _rel_err(second.scores.hidden, ref) < 1e-4
+    assert rel_err(second.scores.hidden, ref) < 1e-4
 
 
 def test_engine_in_this_process_delivers_scores_through_the_inproc_channel(probe_path, hf, monkeypatch):
@@ -49,7 +45,7 @@ def test_engine_in_this_process_delivers_scores_through_the_inproc_channel(probe
     for res in results:
         fed = res.sequence[:-1]
         assert res.scores.positions.tolist() == list(range(len(fed)))
-        assert _rel_err(res.scores.hidden, hf.hidden_states(fed, LAYERS)) < 1e-4
+        assert rel_err(res.scores.hidden, hf.hidden_states(fed, LAYERS)) < 1e-4
 
 
 def test_selftest_fails_loudly_when_the_plugin_did_not_install_hooks(probe_path, monkeypatch):

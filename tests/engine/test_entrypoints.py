@@ -9,9 +9,8 @@ import subprocess
 import time
 
 import httpx
-import numpy as np
 
-from tests.engine.conftest import LAYERS
+from tests.engine.conftest import LAYERS, rel_err
 
 
 def _free_port() -> int:
@@ -19,9 +18,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
-    return float((np.linalg.norm(got - ref, axis=-1) / np.linalg.norm(ref, axis=-1)).max())
 
 
 def test_async_llm_delivers_exact_hidden_rows_per_guard_key_in_capture_only_mode(hf):
@@ -65,7 +61,7 @@ def test_async_llm_delivers_exact_hidden_rows_per_guard_key_in_capture_only_mode
             assert collector.malformed_batches == 0, collector.last_error
             assert got.positions.tolist() == list(range(len(sequence) - 1))
             assert got.scores.shape == (len(sequence) - 1, len(LAYERS), 0)  # no probe, no scores
-            assert _rel_err(got.hidden, hf.hidden_states(sequence[:-1], LAYERS)) < 1e-4
+            assert rel_err(got.hidden, hf.hidden_states(sequence[:-1], LAYERS)) < 1e-4
     finally:
         collector.close()
 
@@ -103,7 +99,7 @@ def test_vllm_openai_server_delivers_scores_over_tcp_keyed_by_vllm_xargs(probe_p
         sequence = list(choice["prompt_token_ids"]) + list(choice["token_ids"])
         got = collector.store.wait("http-1", len(sequence) - 1, timeout=30)
         assert got.positions.tolist() == list(range(len(sequence) - 1))
-        assert _rel_err(got.hidden, hf.hidden_states(sequence[:-1], LAYERS)) < 1e-4
+        assert rel_err(got.hidden, hf.hidden_states(sequence[:-1], LAYERS)) < 1e-4
     finally:
         server.terminate()
         try:

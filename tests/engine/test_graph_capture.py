@@ -19,7 +19,7 @@ from guard.errors import AdapterError
 from guard.model_spec import ModelSpec
 from guard.probe import Probe
 from guard.request_options import RequestOptions
-from tests.engine.conftest import CHUNK_TOKENS, LAYERS, prompts_of_different_lengths
+from tests.engine.conftest import CHUNK_TOKENS, LAYERS, prompts_of_different_lengths, rel_err
 
 H, MAX_ROWS, TOY_LAYERS = 16, 32, (0, 1)
 
@@ -169,9 +169,6 @@ def _params(max_tokens: int = 6):
     return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
 
 
-def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
-    return float((np.linalg.norm(got - ref, axis=-1) / np.linalg.norm(ref, axis=-1)).max())
-
 
 def check_hooks_run_in_the_graph(engine) -> dict:
     """The self-test passes and the device call counters moved; returns the worker status."""
@@ -200,7 +197,7 @@ def check_capture_matches_hf_in_mixed_batches(engine, hf) -> None:
         fed = res.sequence[:-1]
         assert res.scores.positions.tolist() == list(range(len(fed)))
         ref = hf.hidden_states(fed, LAYERS)
-        assert _rel_err(res.scores.hidden, ref) < 1e-4
+        assert rel_err(res.scores.hidden, ref) < 1e-4
         expected = engine.probe.score(ref)
         np.testing.assert_allclose(res.scores.scores, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
