@@ -1,8 +1,8 @@
 """The artefacts a model gets when none is given: its shipped probe, gate and steering vector.
 
 A model without a shipped probe gets a random *stand-in* probe (said loudly on stderr): it exercises
-the whole scoring path, and its scores say nothing about truth. Every command that starts an
-engine resolves its artefacts here, so they agree.
+the whole scoring path, its scores say nothing about truth, and its verdicts are always ``uncertain``.
+Every command that starts an engine resolves its artefacts here, so they agree.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ def default_probe(model: str) -> str:
     found = shipped_probe(_fingerprint(model))
     if found is not None:
         return str(found)
-    print(f"guard: no calibrated probe ships for model {model!r}; using a RANDOM stand-in probe. "
-          f"Run `guard calibrate --model {model} --out DIR` and pass --probe DIR/probe.safetensors", file=sys.stderr)
+    print(f"guard: no calibrated probe ships for model {model!r}; using a RANDOM stand-in probe (every verdict "
+          f"'uncertain'). Run `guard calibrate --model {model} --out DIR` and pass --probe DIR/probe.safetensors",
+          file=sys.stderr)
     return stand_in_probe(model)
 
 
@@ -45,19 +46,29 @@ def default_gate(model: str, probe: str) -> str | None:
     return str(gate) if gate is not None else None
 
 
-def stand_in_probe(model: str, layers: tuple[int, ...] = (14,)) -> str:
-    """A random stand-in probe for ``model`` at ``layers``, written once under the guard cache."""
-    path = Path(env.cache_home()) / "probes" / f"stand-in-layer{'-'.join(map(str, layers))}"
+def stand_in_probe(model: str, layers: tuple[int, ...] | None = None) -> str:
+    """A random stand-in probe for ``model`` (default: its layer 14, or its middle layer when it has fewer),
+    written once per model under the guard cache."""
+    folder = resolve_model(model)
+    spec = ModelSpec.from_folder(folder)
+    layers = layers or ((14,) if spec.num_layers > 14 else (spec.num_layers // 2,))
+    name = f"stand-in-{spec.fingerprint[:12]}-layer{'-'.join(map(str, layers))}"
+    path = Path(env.cache_home()) / "probes" / name
     if not path.with_suffix(".json").exists():
-        build_stand_in_probe(resolve_model(model), path, layers)
+        build_stand_in_probe(folder, path, layers)
     return str(path.with_suffix(".safetensors"))
 
 
 def build_stand_in_probe(model_path: str, out: str | Path, layers: tuple[int, ...] = (14,), seed: int = 0) -> Path:
     """Write a stand-in probe (random unit directions, labelled NOT calibrated) for the model folder
-    ``model_path`` at ``layers``; returns its ``.safetensors`` path."""
+    ``model_path`` at ``layers``; returns its ``.safetensors`` path.
+
+    Its labels are ``true`` / ``false`` and its conformal sets always hold both, so ``guard serve`` runs with it
+    and every verdict is ``uncertain``; ``/healthz`` and each response's guard summary say ``calibrated: false``.
+    """
     spec = ModelSpec.from_folder(model_path)
-    probe = Probe.random(spec, layers=layers, labels=("stand_in",), seed=seed, model_id=str(model_path))
+    probe = Probe.random(spec, layers=layers, labels=("true", "false"), seed=seed, model_id=str(model_path),
+                         undecided=True)
     return probe.save(out)
 
 

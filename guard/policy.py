@@ -253,7 +253,7 @@ class StreamGuard:
         """The response-level verdict so far (final after :meth:`finish` or an abstention)."""
         policy = self._policy
         return GuardSummary.of(policy.verdicts, self.options.mode, self.alpha, policy.tokens, policy.tokens_scored,
-                               policy.abstained, policy.steered)
+                               policy.abstained, policy.steered, self.rule.calibrated)
 
 
 _UNSTEERED: dict[str, type[Mode]] = {"pass": Pass, "flag": Flag, "abstain": Abstain}

@@ -28,7 +28,10 @@ from guard.probabilities import class_probabilities
 from guard.probe_manifest import PROBE_SCHEMA_VERSION, ConformalCalibration, ProbeManifest
 from guard.tensorfile import load_tensors, save_tensors
 
-__all__ = ["PROBE_SCHEMA_VERSION", "ConformalCalibration", "ProbeManifest", "Probe"]
+__all__ = ["PROBE_SCHEMA_VERSION", "STAND_IN", "ConformalCalibration", "ProbeManifest", "Probe"]
+
+#: the kind of a random stand-in probe (no calibration: its scores say nothing about truth)
+STAND_IN = "stand-in"
 
 
 class Probe:
@@ -101,6 +104,11 @@ class Probe:
     def layers(self) -> tuple[int, ...]:
         """Decoder layer indices the probe reads."""
         return self.manifest.layers
+
+    @property
+    def is_stand_in(self) -> bool:
+        """Whether this is a random stand-in (``Probe.random``): its verdicts say nothing about truth."""
+        return self.manifest.kind == STAND_IN
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -295,8 +303,12 @@ class Probe:
 
     @classmethod
     def random(cls, spec: ModelSpec, layers: tuple[int, ...], labels: tuple[str, ...] = ("score",),
-               seed: int = 0, model_id: str = "", kind: str = "stand-in") -> Probe:
-        """A probe with random unit directions: a clearly labelled stand-in, not a calibrated probe."""
+               seed: int = 0, model_id: str = "", kind: str = STAND_IN, undecided: bool = False) -> Probe:
+        """A probe with random unit directions: a clearly labelled stand-in, not a calibrated probe.
+
+        With ``undecided`` its conformal calibration puts every label in every prediction set, so a server can
+        run with it and every verdict is ``uncertain`` (it never certifies nor flags anything).
+        """
         rng = np.random.default_rng(seed)
         w = rng.standard_normal((len(layers), len(labels), spec.hidden_size)).astype(np.float32)
         w /= np.linalg.norm(w, axis=-1, keepdims=True)
@@ -304,6 +316,8 @@ class Probe:
             kind=kind, labels=labels, layers=layers, hidden_size=spec.hidden_size, num_layers=spec.num_layers,
             model_fingerprint=spec.fingerprint, model_id=model_id,
             description="random unit directions; NOT calibrated: scores carry no meaning about truth",
+            conformal=ConformalCalibration(alpha=0.1, thresholds={label: 1.0 for label in labels},
+                                           n_cal={label: 0 for label in labels}) if undecided else None,
         )
         zeros = np.zeros((len(layers), spec.hidden_size), np.float32)
         return cls(manifest, w, np.zeros((len(layers), len(labels)), np.float32), zeros, zeros + 1)

@@ -13,7 +13,7 @@ from guard.errors import ConfigError
 from guard.selective import SelectiveCalibration
 from guard.shift import ShiftCalibration
 
-__all__ = ["PROBE_SCHEMA_VERSION", "ConformalCalibration", "ProbeManifest"]
+__all__ = ["PROBE_SCHEMA_VERSION", "ConformalCalibration", "ProbeManifest", "dtype_warning"]
 
 PROBE_SCHEMA_VERSION = 1
 
@@ -86,3 +86,13 @@ class ProbeManifest(BaseModel):
     shift: ShiftCalibration | None = None
     #: an on-policy gate's answer combiner (:mod:`guard.answer_check`): selective answering on whole answers
     answer_combiner: Combiner | None = None
+    #: the engine dtype the features were captured in (probes made before this field: all float32). An engine
+    #: running another dtype shifts the scores the conformal sets were fitted on: it warns at install
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+def dtype_warning(path: str | None, calibrated: str, running: str) -> str:
+    """What to say when an engine runs another dtype than the one a probe was calibrated in."""
+    return (f"guard: WARNING probe {path!r} was calibrated with the engine in {calibrated}, this engine runs "
+            f"{running}: its scores shift and its conformal sets are not certified for that. Serve with --dtype "
+            f"{calibrated} (after --), or re-run `guard calibrate` in {running}")

@@ -121,6 +121,8 @@ class GuardSummary(BaseModel):
         abstained: why it abstained, if it did.
         sentences: verdicts of the decided sentences of the text the client got, in order.
         steered: where and how it was steered, if it was.
+        calibrated: ``False`` when the probe is a random stand-in (no probe ships for the model): every verdict
+            is then ``uncertain`` and says nothing about truth.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -133,10 +135,12 @@ class GuardSummary(BaseModel):
     sentences: tuple[SentenceVerdict, ...]
     counts: VerdictCounts
     steered: SteerPoint | None = None
+    calibrated: bool = True
 
     @classmethod
     def of(cls, verdicts: list[SentenceVerdict], mode: Mode, alpha: float, tokens: int, tokens_scored: int,
-           abstained: AbstainReason | None = None, steered: SteerPoint | None = None) -> GuardSummary:
+           abstained: AbstainReason | None = None, steered: SteerPoint | None = None,
+           calibrated: bool = True) -> GuardSummary:
         """The summary of a choice's decided sentences (see :mod:`guard.policy` for the decision)."""
         named = [v.verdict for v in verdicts]
         flagged = named.count("flagged")
@@ -145,7 +149,7 @@ class GuardSummary(BaseModel):
         return cls.model_construct(
             decision=response_decision(mode, flagged, abstained is not None, steered is not None),
             mode=mode, alpha=alpha, score=min(p_true) if p_true else None, abstained=abstained,
-            sentences=tuple(verdicts), steered=steered,
+            sentences=tuple(verdicts), steered=steered, calibrated=calibrated,
             counts=VerdictCounts.model_construct(sentences=len(verdicts), tokens=tokens, tokens_scored=tokens_scored,
                                                  supported=named.count("supported"),
                                                  uncertain=named.count("uncertain"), flagged=flagged,

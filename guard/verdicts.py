@@ -30,7 +30,7 @@ import numpy as np
 from guard.conformal import MondrianConformal
 from guard.errors import AdapterError, ArtifactError, NonFiniteScores
 from guard.probabilities import class_probabilities, row_probabilities
-from guard.probe import Probe
+from guard.probe import STAND_IN, Probe
 from guard.sentences import Sentence
 from guard.shift import ShiftCalibration, shift_of_rows
 from guard.verdict_records import (
@@ -81,6 +81,8 @@ class VerdictRule:
             raise ArtifactError(f"probe {name!r}'s conformal calibration does not cover its {len(labels)} labels; "
                                 "re-run `guard calibrate`")
         self.labels, self.pooling, self.layers, self.name = labels, pooling, layers, name
+        #: False for a random stand-in probe: its verdicts say nothing about truth
+        self.calibrated = name != STAND_IN
         self.conformal = conformal
         self.shift = shift
         #: columns of a score row this rule reads: the labels', then the shift head's

@@ -27,6 +27,7 @@ def register(sub: Any) -> None:
                        "vector's)")
     serve.add_argument("--eager", action="store_true", help="run the engine without torch.compile")
     _hardening_flags(serve)
+    _vllm_args(serve)
     serve.set_defaults(handler=_serve)
 
     proxy = sub.add_parser("proxy", help="guard fields in front of any OpenAI-compatible API, read by a local model")
@@ -39,6 +40,7 @@ def register(sub: Any) -> None:
     proxy.add_argument("--upstream-guarded", action="store_true", default=None,
                        help="the upstream is guard serve: pass the guard object on (mode 'steer' then works)")
     _hardening_flags(proxy)
+    _vllm_args(proxy)
     proxy.set_defaults(handler=_proxy)
 
 
@@ -47,6 +49,13 @@ def _listen_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=None, help="listen port (default 8000)")
     parser.add_argument("--config", default=None, help="YAML settings file (see adapters/http/settings.py)")
     parser.add_argument("--mode", default=None, help="default guard mode: flag (default), abstain or pass")
+
+
+def _vllm_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("vllm_args", nargs="*", metavar="-- VLLM_ARGS",
+                        help="after a lone --: any `vllm serve` arguments for the engine, e.g. -- --max-num-seqs 4 "
+                             "--dtype bfloat16 --tensor-parallel-size 2 (after the config file's vllm_args; they win "
+                             "over guard's engine defaults)")
 
 
 def _hardening_flags(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
                                    use_gate=False if args.no_gate else None, on_guard_failure=args.on_guard_failure,
                                    log_content=args.log_content, steering=args.steering, steer_alpha=args.steer_alpha,
                                    shutdown_timeout=args.shutdown_timeout)
+    settings = _with_vllm_args(ServeSettings, settings, args)
     probe = settings.probe
     if probe is None:
         probe = default_probe(settings.model)
@@ -92,9 +102,19 @@ def _proxy(args: argparse.Namespace) -> int:
                                    upstream_timeout=args.upstream_timeout, on_guard_failure=args.on_guard_failure,
                                    log_content=args.log_content, upstream_guarded=args.upstream_guarded,
                                    shutdown_timeout=args.shutdown_timeout)
+    settings = _with_vllm_args(ProxySettings, settings, args)
     if settings.probe is None:
         settings = settings.model_copy(update={"probe": default_probe(settings.model)})
     return _until_interrupted(lambda: run_proxy(settings))
+
+
+def _with_vllm_args(cls: Any, settings: Any, args: argparse.Namespace) -> Any:
+    """The settings with the arguments after ``--`` appended to the config's ``vllm_args`` (validated again, so
+    mirrored flags such as --max-model-len update their settings)."""
+    if not args.vllm_args:
+        return settings
+    values = {name: getattr(settings, name) for name in settings.model_fields_set}
+    return cls.build(**{**values, "vllm_args": (*settings.vllm_args, *args.vllm_args)})
 
 
 def _until_interrupted(serve: Callable[[], None]) -> int:

@@ -144,6 +144,9 @@ def _calibrated_probe(path: str | None, missing: str) -> tuple[str, Probe]:
         raise ConfigError(missing)
     probe = Probe.load(path)
     VerdictRule.from_probe(probe)
+    if probe.is_stand_in:
+        print(f"guard: WARNING probe {path!r} is a random stand-in, NOT calibrated: every verdict will be "
+              "'uncertain' (nothing certified, nothing flagged) and /healthz says calibrated: false", file=sys.stderr)
     return path, probe
 
 

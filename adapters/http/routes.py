@@ -226,9 +226,11 @@ def scores_health(collector: Any, feed: ScoreFeed) -> dict[str, Any]:
 
 
 def probe_health(probe: Probe) -> dict[str, Any]:
-    """``/healthz``'s ``probe``: its kind, labels and calibration."""
+    """``/healthz``'s ``probe``: its kind, labels and calibration (``calibrated: false`` for a random stand-in,
+    whose verdicts are all ``uncertain``)."""
     conformal = probe.manifest.conformal
-    return {"kind": probe.manifest.kind, "labels": list(probe.labels), "alpha": conformal.alpha if conformal else None,
+    return {"kind": probe.manifest.kind, "calibrated": not probe.is_stand_in, "labels": list(probe.labels),
+            "alpha": conformal.alpha if conformal else None,
             "any_alpha": bool(conformal and conformal.scores is not None)}
 
 

@@ -10,12 +10,13 @@ what was expected and how to fix it. :class:`ProxySettings` (``guard proxy``) ad
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     from typing import Self  # Python 3.11+: named in annotations only, never imported at run time
 
 __all__ = ["ServeSettings", "ProxySettings"]
+
+
+#: ``vllm serve`` flags that mirror a guard setting (see ``ServeSettings._mirror_vllm_args``)
+_MIRRORED = {"--max-model-len": "max_model_len", "--max-num-seqs": "max_num_seqs"}
 
 
 class ServeSettings(BaseSettings):
@@ -54,6 +59,10 @@ class ServeSettings(BaseSettings):
         score_timeout: seconds to wait, once a response has ended, for its last token scores.
         startup_timeout: seconds to wait for the upstream vLLM server to become healthy.
         enforce_eager / max_model_len / max_num_seqs: engine settings.
+        vllm_args: any further ``vllm serve`` arguments for the engine (YAML list, or ``GUARD_VLLM_ARGS`` as one
+            shell-quoted string); those after ``--`` on the command line follow them. They come after guard's
+            own engine flags, so they win (e.g. ``--dtype bfloat16``); flags the guard must own are refused
+            (:mod:`adapters.vllm.server_args`).
         on_guard_failure: when the guard cannot judge an answer the upstream produced (scores missing,
             reader failed): ``fail_open`` passes it marked ``verified: false``, ``fail_closed`` abstains
             (see :mod:`adapters.http.failure`).
@@ -91,6 +100,30 @@ class ServeSettings(BaseSettings):
     on_guard_failure: Literal["fail_open", "fail_closed"] = "fail_open"
     log_content: bool = False
     shutdown_timeout: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    vllm_args: tuple[str, ...] = ()
+
+    @field_validator("vllm_args", mode="before")
+    @classmethod
+    def _split_vllm_args(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mirror_vllm_args(cls, data: Any) -> Any:
+        """A passed-through vLLM flag that mirrors a guard setting is what the engine runs with: it becomes the
+        setting (the proxy's reader checks prompt lengths against ``max_model_len``)."""
+        if not isinstance(data, dict) or not data.get("vllm_args"):
+            return data
+        raw = data["vllm_args"]
+        args = shlex.split(raw) if isinstance(raw, str) else [str(a) for a in raw]
+        data = dict(data)
+        for i, token in enumerate(args):
+            flag, eq, value = token.partition("=")
+            if flag == "--enforce-eager":
+                data["enforce_eager"] = True
+            elif flag in _MIRRORED and (eq or i + 1 < len(args)):
+                data[_MIRRORED[flag]] = value if eq else args[i + 1]
+        return data
 
     @property
     def served_name(self) -> str:

@@ -27,6 +27,7 @@ start-up self-test prove the hooks ran in the engine's real mode.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from guard.errors import AdapterError, ConfigError
 from guard.heads import check_gate, fused_head
 from guard.model_spec import ModelSpec
 from guard.probe import Probe
+from guard.probe_manifest import dtype_warning
 from guard.request_options import RequestOptions, parse_request_options
 from guard.scores import ScoreSegment, ScoreSink
 from guard.steering import within_bound
@@ -274,6 +276,9 @@ def install(runner: Any, spec: CaptureSpec) -> CaptureState:
         probe.check_model(model_spec, model_id)
         if probe.layers != spec.layers:
             raise AdapterError(f"capture layers {list(spec.layers)} differ from the probe's {list(probe.layers)}")
+        if probe.manifest.dtype != internals.engine_dtype(runner):
+            logging.getLogger("guard").warning(dtype_warning(spec.probe, probe.manifest.dtype,
+                                                             internals.engine_dtype(runner)))
     layers = internals.decoder_layers(runner.model)
     bad = [i for i in spec.layers if i >= len(layers)]
     if bad:
@@ -320,6 +325,7 @@ def worker_status(worker: Any) -> dict[str, Any]:
         "bad_options": state.bad_options,
         "dropped_batches": getattr(state.sink, "dropped_batches", 0),
         "compilation_mode": internals.compilation_mode(runner),
+        "dtype": internals.engine_dtype(runner),
         "cudagraph_mode": internals.cudagraph_mode(runner),
         "publishes": state.publish,
         "buffers": state.buffer_addresses(),

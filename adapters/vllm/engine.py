@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ from adapters.model_store import resolve_model
 from adapters.score_channel import ScoreCollector, new_ipc_endpoint
 from adapters.vllm import internals
 from adapters.vllm.plugin import hooks_digest, register
+from adapters.vllm.server_args import check_engine_overrides
 from adapters.vllm.worker_extension import WORKER_EXTENSION
 from guard.capture_spec import CaptureSpec, check_endpoint
 from guard.config import GuardConfig
 from guard.errors import AdapterError, ConfigError, SelfTestError
 from guard.heads import check_gate, split_columns
 from guard.probe import Probe
+from guard.probe_manifest import dtype_warning
 from guard.request_options import RequestOptions
 from guard.scores import TokenScores
 from guard.steering import SteeringVector
@@ -52,7 +55,8 @@ def engine_arguments(config: GuardConfig, endpoint: str) -> tuple[dict[str, Any]
     os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
     os.environ["GUARD_SCORE_ENDPOINT"] = check_endpoint(endpoint)
     model = resolve_model(config.model)
-    layers = Probe.load(config.probe).layers if config.probe else config.layers
+    probe = Probe.load(config.probe) if config.probe else None
+    layers = probe.layers if probe is not None else config.layers
     if config.gate and not config.probe:
         raise ConfigError("a pre-generation gate needs the answer probe it was calibrated with; set probe as well")
     steering_layers = SteeringVector.load(config.steering).layers if config.steering else ()
@@ -60,7 +64,7 @@ def engine_arguments(config: GuardConfig, endpoint: str) -> tuple[dict[str, Any]
                        steering=config.steering, steering_layers=steering_layers, hooks_source=hooks_digest())
     kwargs = {
         "model": model,
-        "dtype": "float32",
+        "dtype": config.dtype or (probe.manifest.dtype if probe is not None else internals.default_dtype()),
         "max_model_len": config.max_model_len,
         "max_num_seqs": config.max_num_seqs,
         "enforce_eager": config.enforce_eager,
@@ -105,7 +109,10 @@ class GuardedLLM:
 
     Args:
         config: engine settings; ``GuardConfig.build()`` reads ``GUARD_*`` variables.
-        **engine_overrides: extra ``vllm.LLM`` arguments (override the guard's choices).
+        **engine_overrides: any further ``vllm.LLM`` engine arguments (``tensor_parallel_size``, ``dtype``,
+            ``quantization``, ``gpu_memory_utilization``, ...); they override the guard's defaults. The few the
+            guard owns (``model``, ``additional_config``, ``worker_extension_cls``, ``speculative_config``,
+            parallel sizes other than tensor) are refused.
 
     Raises:
         SelfTestError: the capture did not fire or mapped rows wrongly (with ``config.selftest``).
@@ -124,6 +131,7 @@ class GuardedLLM:
         self.config = config
         endpoint = config.score_endpoint or new_ipc_endpoint()
         previous_endpoint = os.environ.get("GUARD_SCORE_ENDPOINT")
+        check_engine_overrides(engine_overrides)
         kwargs, self.spec, self.model_path = engine_arguments(config, endpoint)
         self.engine_kwargs = {**kwargs, **engine_overrides}
         self.probe = Probe.load(config.probe) if config.probe else None
@@ -145,6 +153,10 @@ class GuardedLLM:
             # second engine built in this process picks a fresh endpoint instead of this one's (still bound).
             _restore_env("GUARD_SCORE_ENDPOINT", previous_endpoint)
         self.tokenizer = self._engine().get_tokenizer()
+        #: the dtype the engine's model runs in (``auto`` resolved); a probe calibrated in another one warns
+        self.dtype = next((s["dtype"] for s in self.worker_status() if "dtype" in s), None)
+        if self.probe is not None and self.dtype is not None and self.dtype != self.probe.manifest.dtype:
+            print(dtype_warning(config.probe, self.probe.manifest.dtype, self.dtype), file=sys.stderr)
         if config.selftest:
             self.selftest()
 

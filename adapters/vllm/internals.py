@@ -24,6 +24,7 @@ __all__ = [
     "check_version",
     "patch_runner_load_model",
     "check_runner",
+    "TESTED_LAYERS",
     "decoder_layers",
     "step_layout",
     "request_extra_args",
@@ -33,6 +34,8 @@ __all__ = [
     "additional_config",
     "publishes_scores",
     "max_num_tokens",
+    "default_dtype",
+    "engine_dtype",
     "runner_device",
     "compilation_mode",
     "cudagraph_mode",
@@ -138,19 +141,58 @@ def check_runner(runner: Any) -> None:
         raise AdapterError("speculative decoding is not supported by guard's capture; remove speculative_config")
 
 
+#: decoder-layer classes whose ``(hidden, residual)`` contract guard's capture and steering are tested on
+#: (tests/engine/test_architectures.py builds a tiny random checkpoint of each and checks vLLM against HF)
+TESTED_LAYERS = {
+    "LlamaDecoderLayer": "Llama, Phi-3 (LlamaForCausalLM, Phi3ForCausalLM)",
+    "MistralDecoderLayer": "Mistral (MistralForCausalLM)",
+    "Qwen2DecoderLayer": "Qwen2 (Qwen2ForCausalLM)",
+    "Qwen3DecoderLayer": "Qwen3 (Qwen3ForCausalLM)",
+    "Gemma2DecoderLayer": "Gemma 2 (Gemma2ForCausalLM)",
+    "Gemma3DecoderLayer": "Gemma 3 text (Gemma3ForCausalLM)",
+}
+
+
+def _supported() -> str:
+    return "; ".join(TESTED_LAYERS.values())
+
+
 def decoder_layers(model: Any) -> list[Any]:
-    """The model's decoder layers, in order.
+    """The model's decoder layers, in order, after checking the layer contract guard's hooks rely on.
+
+    The contract: the layers sit at ``model.model.layers`` and each is called as
+    ``layer(positions, hidden_states, residual)`` and returns ``(hidden, residual)`` whose sum is the
+    residual stream (vLLM's fused add-norm layout). Layer classes outside :data:`TESTED_LAYERS` that
+    keep this signature are accepted with a warning.
 
     Raises:
-        AdapterError: the model does not expose ``model.layers`` (not a supported decoder).
+        AdapterError: no layer container, or layers with another call signature (names the architecture
+            and what is supported).
     """
+    import inspect
+    import logging
+
+    arch = type(model).__name__
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
-    if layers is None:
+    if layers is None or len(layers) == 0:
         raise AdapterError(
-            f"{type(model).__name__} exposes no `.model.layers`; guard supports decoder-only models "
-            "laid out like Llama (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, ...)"
+            f"{arch} exposes no decoder layers at `.model.layers`, so guard cannot hook it. Supported decoder "
+            f"architectures: {_supported()}"
         )
+    first = type(layers[0])
+    params = list(inspect.signature(first.forward).parameters)
+    if "hidden_states" not in params or "residual" not in params:
+        raise AdapterError(
+            f"{arch}: its decoder layer {first.__name__} is called as forward({', '.join(params[1:])}) and returns "
+            "one tensor; guard reads layers that take and return (hidden_states, residual) as Llama-style vLLM "
+            f"layers do. Supported decoder architectures: {_supported()}"
+        )
+    if first.__name__ not in TESTED_LAYERS:
+        logging.getLogger("guard").warning(
+            "%s: decoder layer %s keeps the (hidden_states, residual) contract but is untested with guard; run "
+            "the self-test and compare against HF (tests/engine/test_architectures.py) before trusting it",
+            arch, first.__name__)
     return list(layers)
 
 
@@ -216,6 +258,19 @@ def publishes_scores() -> bool:
 def max_num_tokens(runner: Any) -> int:
     """Most token rows one forward can hold."""
     return int(runner.max_num_tokens)
+
+
+def default_dtype() -> str:
+    """The engine dtype without a probe to follow: vLLM's ``auto`` on GPUs; ``float32`` on CPUs, where ``auto``
+    picks bfloat16 (slow or missing on CPUs without AVX-512 BF16)."""
+    from vllm.platforms import current_platform
+
+    return "float32" if current_platform.is_cpu() else "auto"
+
+
+def engine_dtype(runner: Any) -> str:
+    """The dtype the loaded model runs in (``auto`` resolved), e.g. ``"float32"``."""
+    return str(runner.model_config.dtype).removeprefix("torch.")
 
 
 def runner_device(runner: Any) -> Any:

@@ -88,11 +88,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     tmp = tmp_path_factory.mktemp("serve")
     probe = _synthetic_probe(tmp)
     config = tmp / "serve.yaml"
-    config.write_text(f"served_model_name: {MODEL}\nmax_model_len: 512\nmax_num_seqs: 8\nmax_request_bytes: 65536\n"
-                      "score_timeout: 10\n")
+    # engine settings as vLLM flags: the config file's vllm_args, then those after `--` (they pass straight through)
+    config.write_text(f"served_model_name: {MODEL}\nmax_request_bytes: 65536\nscore_timeout: 10\n"
+                      "vllm_args: ['--max-model-len', '512']\n")
     port = free_port()
     args = ["serve", "--eager", "--port", str(port), "--probe", str(probe), "--config", str(config),
-            "--gate", str(_shipped_gate()), "--steering", str(_steering_vector(tmp)), "--steer-alpha", str(STRENGTH)]
+            "--gate", str(_shipped_gate()), "--steering", str(_steering_vector(tmp)), "--steer-alpha", str(STRENGTH),
+            "--", "--max-num-seqs", "8", "--dtype", "float32"]
     with running_guard(args, tmp / "serve.log", "serving"):
         base = f"http://127.0.0.1:{port}"
         health = httpx.get(f"{base}/healthz", timeout=10).json()
@@ -254,6 +256,16 @@ def test_healthz_names_the_upstream_and_the_score_channel(served):
     assert body["scores"]["channel"] == "ipc" and "/" not in json.dumps(body["scores"])
     assert body["scores"]["malformed_batches"] == 0
     assert httpx.get(f"{served['upstream']}/health", timeout=10).status_code == 200
+
+
+def test_vllm_flags_after_the_double_dash_and_in_the_config_reach_the_engine(served):
+    # read back from the child: its models endpoint and the arguments it logged as differing from vLLM's defaults
+    (model,) = httpx.get(f"{served['upstream']}/v1/models", timeout=10).json()["data"]
+    assert model["max_model_len"] == 512
+    logged = [x for x in served["log"].read_text().splitlines() if "non-default args:" in x]
+    assert logged, "the vLLM child logged no 'non-default args' line"
+    line = logged[0]
+    assert "'max_num_seqs': 8" in line and "'dtype': 'float32'" in line and "'max_model_len': 512" in line
 
 
 def test_the_shipped_gate_decides_on_the_question_alone_and_abstains_exactly_below_its_threshold(served):

@@ -349,3 +349,32 @@ def test_the_gate_abstains_before_any_text_when_the_question_is_below_its_certif
         assert strict["choices"][0]["message"]["content"] == SCRIPTS["clean"].text
 
     _serve_gated(run)
+
+
+def test_a_stand_in_probe_serves_every_sentence_as_uncertain_and_says_it_is_uncalibrated():
+    from guard.model_spec import ModelSpec
+    from guard.probe import Probe
+
+    stand_in = Probe.random(ModelSpec(model_type="llama", hidden_size=4, num_layers=2, fingerprint="test"), (0,),
+                            labels=LABELS, undecided=True)
+
+    async def run(client, fake, app):
+        probe = (await client.get("/healthz")).json()["probe"]
+        assert (probe["kind"], probe["calibrated"]) == ("stand-in", False)
+        body = _chat("mixed", guard={"mode": "abstain"})
+        choice = (await client.post("/v1/chat/completions", json=body)).json()["choices"][0]
+        guard = choice["guard"]
+        assert choice["message"]["content"] == SCRIPTS["mixed"].text  # nothing flagged, nothing withheld
+        assert [s["verdict"] for s in guard["sentences"]] == ["uncertain"] * 4
+        assert (guard["decision"], guard["calibrated"], guard["counts"]["uncertain"]) == ("pass", False, 4)
+
+    _serve(run, probe=stand_in)
+
+
+def test_a_calibrated_probe_reports_itself_calibrated():
+    async def run(client, fake, app):
+        assert (await client.get("/healthz")).json()["probe"]["calibrated"] is True
+        guard = (await client.post("/v1/chat/completions", json=_chat("clean"))).json()["choices"][0]["guard"]
+        assert guard["calibrated"] is True
+
+    _serve(run)
