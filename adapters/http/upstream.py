@@ -32,6 +32,7 @@ from adapters.http.score_feed import ScoreFeed
 from adapters.http.settings import ServeSettings
 from adapters.score_channel import ScoreCollector, new_ipc_endpoint
 from adapters.vllm.engine import engine_arguments
+from adapters.vllm.internals import cpu_thread_binding
 from adapters.vllm.server_args import api_server_argv, parse_vllm_args
 from guard.config import GuardConfig
 from guard.errors import AdapterError
@@ -96,7 +97,9 @@ class UpstreamServer:
                                    max_model_len=s.max_model_len, max_num_seqs=s.max_num_seqs, score_endpoint=endpoint,
                                    prefix_caching=self.prefix_caching)
         kwargs, _, self.model_path = engine_arguments(config, endpoint)  # also exports GUARD_SCORE_ENDPOINT
-        parse_vllm_args(s.vllm_args, self.model_path)  # refuses bad or guard-owned flags before the slow start
+        given = parse_vllm_args(s.vllm_args, self.model_path)  # bad or guard-owned flags: refused before the start
+        if (binding := cpu_thread_binding(given.tensor_parallel_size)) is not None:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binding  # this process runs one engine: the child inherits it
         port = _free_port()
         # no per-request access log upstream: guard serve logs nothing per request
         argv = api_server_argv(kwargs, port=port) + ["--served-model-name", s.served_name,

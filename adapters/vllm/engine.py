@@ -134,6 +134,7 @@ class GuardedLLM:
         check_engine_overrides(engine_overrides)
         kwargs, self.spec, self.model_path = engine_arguments(config, endpoint)
         self.engine_kwargs = {**kwargs, **engine_overrides}
+        binding = internals.cpu_thread_binding(int(self.engine_kwargs.get("tensor_parallel_size") or 1))
         self.probe = Probe.load(config.probe) if config.probe else None
         self.gate = Probe.load(config.gate) if config.gate else None
         if self.gate is not None:
@@ -142,6 +143,9 @@ class GuardedLLM:
         #: the steering vector requests steer along (its manifest holds the default strength)
         self.steering = SteeringVector.load(config.steering) if config.steering else None
         self.collector = ScoreCollector(endpoint)
+        previous_binding = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+        if binding is not None:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binding
         try:
             #: the wrapped engine; ``None`` once closed
             self.llm: LLM | None = LLM(**self.engine_kwargs)
@@ -152,6 +156,7 @@ class GuardedLLM:
             # The engine's processes have read GUARD_SCORE_ENDPOINT by now; put back what the caller had, so a
             # second engine built in this process picks a fresh endpoint instead of this one's (still bound).
             _restore_env("GUARD_SCORE_ENDPOINT", previous_endpoint)
+            _restore_env("VLLM_CPU_OMP_THREADS_BIND", previous_binding)
         self.tokenizer = self._engine().get_tokenizer()
         #: the dtype the engine's model runs in (``auto`` resolved); a probe calibrated in another one warns
         self.dtype = next((s["dtype"] for s in self.worker_status() if "dtype" in s), None)

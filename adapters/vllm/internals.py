@@ -36,6 +36,7 @@ __all__ = [
     "max_num_tokens",
     "default_dtype",
     "engine_dtype",
+    "cpu_thread_binding",
     "runner_device",
     "compilation_mode",
     "cudagraph_mode",
@@ -266,6 +267,23 @@ def default_dtype() -> str:
     from vllm.platforms import current_platform
 
     return "float32" if current_platform.is_cpu() else "auto"
+
+
+def cpu_thread_binding(world_size: int) -> str | None:
+    """For a CPU engine with several ranks, a ``VLLM_CPU_OMP_THREADS_BIND`` value giving each rank its own share
+    of this process's CPUs (``None`` when not needed or already set): vLLM's automatic binding wants one NUMA
+    node per rank and refuses single-node machines."""
+    import os
+
+    from vllm.platforms import current_platform
+
+    if world_size < 2 or not current_platform.is_cpu() or os.environ.get("VLLM_CPU_OMP_THREADS_BIND"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < world_size:
+        raise AdapterError(f"{world_size} CPU ranks need at least {world_size} CPUs; this process may use {len(cpus)}")
+    share = len(cpus) // world_size
+    return "|".join(",".join(map(str, cpus[i * share:(i + 1) * share])) for i in range(world_size))
 
 
 def engine_dtype(runner: Any) -> str:
