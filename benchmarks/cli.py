@@ -1,8 +1,8 @@
-"""``guard bench latency|quality|selective``: the benchmark suite behind one command each.
+"""``guard bench latency|quality|selective|calibrate``: the benchmark suite behind one command each.
 
-Each command starts the engine(s) it needs, prints a table, and writes a JSON record plus a PNG
-beside it (default ``benchmarks/results/bench-NAME-DEVICE.{json,png}``, relative to the working
-directory). The ``guard`` command registers it (:func:`register`); the benchmarks are imported only when
+Each command starts the engine(s) it needs (``calibrate`` needs none), prints a table, and writes a JSON record
+(and, but for ``calibrate``, a PNG beside it; default ``benchmarks/results/bench-NAME-DEVICE.{json,png}``, relative
+to the working directory). The ``guard`` command registers it (:func:`register`); the benchmarks are imported only when
 a bench runs. They run from a checkout: the wheel does not install this package.
 """
 
@@ -22,6 +22,8 @@ BENCHES = {
     "quality": ("benchmarks.quality", "probe quality per layer, shipped probe, cross-domain matrix, logprob baselines"),
     "selective": ("benchmarks.selective_qa",
                   "selective QA: risk-coverage and realised risk of the certified threshold"),
+    "calibrate": ("benchmarks.probe_fit", "probe fitting at a large model's width: the old Newton solver vs L-BFGS, "
+                  "wall time and peak memory (no engine)"),
 }
 
 

@@ -37,6 +37,7 @@ from guard.combiner import Combiner
 from guard.errors import ConfigError
 from guard.model_spec import ModelSpec
 from guard.probe import Probe, ProbeManifest
+from guard.probe_manifest import Dtype
 from guard.selective import SelectiveCalibration
 from guard.shipped import GATE_KIND
 
@@ -124,7 +125,7 @@ def _quality(signal: np.ndarray, correct: np.ndarray, domains: np.ndarray) -> di
 
 def fit_answer_gate(answers: Sequence[OnPolicyAnswer], layer_index: Sequence[int], layers: tuple[int, ...],
                     spec: ModelSpec, model_id: str, alpha: float = 0.2, gate_alpha: float = 0.3, delta: float = 0.1,
-                    l2: float = GATE_L2) -> tuple[Probe, dict[str, Any]]:
+                    l2: float = GATE_L2, dtype: Dtype = "float32") -> tuple[Probe, dict[str, Any]]:
     """Fit, measure and certify the on-policy gate with its answer combiner (see the module).
 
     Args:
@@ -175,5 +176,5 @@ def fit_answer_gate(answers: Sequence[OnPolicyAnswer], layer_index: Sequence[int
         metrics={"n_train": float(len(answers)), "accuracy_of_answers": float(correct.mean()),
                  **{f"{name}_{k}": v for name, s in quality.items() for k, v in s.items()}},
         selective=SelectiveCalibration.fit(sigmoid(gate), correct, gate_alpha, delta, label="correct"),
-        answer_combiner=combiner)
+        answer_combiner=combiner, dtype=dtype)
     return Probe(manifest, *tensors), report

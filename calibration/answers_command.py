@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from calibration.progress import add_quiet_option
+
 __all__ = ["add_answers_parser", "run_answers", "format_study", "STUDY_LAYERS"]
 
 #: layers the answers' rows are kept at (the study's probes read the statement probe's 12 and 14)
@@ -38,6 +40,7 @@ def add_answers_parser(sub: Any) -> None:
     p.add_argument("--probe", default=None, metavar="PATH",
                    help="the probe the shipped gate rides along with (its layers; default: the model's shipped probe)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_quiet_option(p)
     p.set_defaults(handler=_cli)
 
 
@@ -92,13 +95,14 @@ def _ship(answers: Any, stored: tuple[int, ...], model: str, probe: str | Path |
     if probe_path is None:
         raise ConfigError(f"--ship needs the probe the gate rides along with: no probe ships for model {model!r}; "
                           "pass --probe PATH")
-    layers = Probe.load(probe_path).layers
+    ridden = Probe.load(probe_path)
+    layers = ridden.layers
     missing = [layer for layer in layers if layer not in stored]
     if missing:
         raise ConfigError(f"the probe reads layers {list(layers)} but the answers keep layers {list(stored)} only "
                           f"({missing} missing); collect them again with those layers")
     gate, report = fit_answer_gate(answers, [stored.index(layer) for layer in layers], tuple(layers), spec, model,
-                                   alpha=alpha)
+                                   alpha=alpha, dtype=ridden.manifest.dtype)
     report["path"] = str(gate.save(ship))
     return report
 
@@ -122,12 +126,14 @@ def format_study(study: dict[str, Any]) -> str:
 
 def _cli(args: argparse.Namespace) -> int:
     from calibration.commands import dumps
+    from calibration.progress import quiet
     from guard.errors import GuardError
 
     if args.samples < 1 or (args.limit is not None and args.limit < 20):
         raise GuardError(f"--samples={args.samples} / --limit={args.limit}: expected at least 1 sample and, when "
                          "given, at least 20 questions")
-    study = run_answers(args.out, args.model, args.samples, args.temperature, args.limit, args.alpha, args.reuse,
-                        args.ship, args.probe)
+    with quiet(args.quiet):
+        study = run_answers(args.out, args.model, args.samples, args.temperature, args.limit, args.alpha, args.reuse,
+                            args.ship, args.probe)
     print(dumps(study) if args.json else format_study(study))
     return 0

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from calibration.families import DEFAULT_L2, fitter
+from calibration.progress import Progress
 from calibration.selection import Candidate, FoldScores, fold_scores, grouped_folds, leave_one_out, rank_candidates
 
 __all__ = ["Selection", "select_probe", "TOP_LAYERS", "MAX_WIDTH"]
@@ -70,7 +71,7 @@ def select_probe(x: np.ndarray, labels: np.ndarray, domains: np.ndarray, templat
         families: the families to compare (e.g. ``("logistic", "mlp")``).
         width: a fixed window width (``None``: every width up to :data:`MAX_WIDTH`).
     """
-    x = np.asarray(x, np.float64)
+    x = np.asarray(x)  # as collected (float32, maybe memory-mapped): each fit converts its own layer's rows
     facts = np.arange(len(labels)).astype(str) if facts is None else facts
     lodo = leave_one_out(domains, train, labels=labels)
     loto = leave_one_out(template_index, train, labels=labels, facts=facts)
@@ -78,18 +79,22 @@ def select_probe(x: np.ndarray, labels: np.ndarray, domains: np.ndarray, templat
         lodo = grouped_folds(facts, train, 5, seed, labels)
     if len(loto) < 2:  # a single wording
         loto = lodo
-    stage1 = fold_scores(fitter("logistic", DEFAULT_L2["logistic"][0], seed), x, labels, lodo, range(x.shape[1]))
+    with Progress(len(lodo) * x.shape[1], "choosing layers (left-out domains)", unit="fits") as bar:
+        stage1 = fold_scores(fitter("logistic", DEFAULT_L2["logistic"][0], seed), x, labels, lodo, range(x.shape[1]),
+                             bar.update)
     layer_auroc = {li: float(np.median(list(stage1.window_auroc((li,), labels).values()) or [0.5]))
                    for li in range(x.shape[1])}
     top = sorted(sorted(layer_auroc, key=lambda li: -layer_auroc[li])[:TOP_LAYERS])
     top = sorted(set(range(min(top), max(top) + 1)) if max(top) - min(top) < MAX_WIDTH else top)
     results: dict[Candidate, tuple[dict[str, float], dict[str, float]]] = {}
     scores: dict[Candidate, tuple[FoldScores, FoldScores]] = {}
-    for family in families:
-        for l2 in DEFAULT_L2[family]:
+    settings = [(family, l2) for family in families for l2 in DEFAULT_L2[family]]
+    with Progress(len(settings) * (len(lodo) + len(loto)) * len(top), "comparing families (left-out domains and "
+                  "templates)", unit="fits") as bar:
+        for family, l2 in settings:
             fit = fitter(family, l2, seed)
-            by_domain = fold_scores(fit, x, labels, lodo, top)
-            by_template = fold_scores(fit, x, labels, loto, top)
+            by_domain = fold_scores(fit, x, labels, lodo, top, bar.update)
+            by_template = fold_scores(fit, x, labels, loto, top, bar.update)
             for window in _windows(top, width):
                 cand = Candidate(family, l2, window)
                 results[cand] = (by_domain.window_auroc(window, labels), by_template.window_auroc(window, labels))

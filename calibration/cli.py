@@ -19,6 +19,7 @@ __all__ = ["register"]
 def register(sub: Any) -> None:
     """Add this layer's subcommands to the ``guard`` command's subparsers."""
     from calibration.answers_command import add_answers_parser
+    from calibration.progress import add_quiet_option
     from calibration.steer_command import add_steer_parser, run_steer_cli
 
     cal = sub.add_parser("calibrate", help="train and calibrate a true/false/neither probe for a model")
@@ -37,7 +38,14 @@ def register(sub: Any) -> None:
                      help="tolerated error rate among answered questions for the pre-generation gate (default 0.3)")
     cal.add_argument("--delta", type=float, default=0.1, help="failure probability of the selective guarantee "
                      "(default 0.1)")
+    cal.add_argument("--features-dir", default=None, metavar="DIR",
+                     help="stream activations to float32 .npy files in DIR instead of memory (sets larger than RAM); "
+                          "a complete collection of the same statements there is reused")
+    cal.add_argument("--dtype", default=None, choices=("auto", "float32", "bfloat16", "float16"),
+                     help="engine dtype to calibrate in, recorded in the probe (default: float32 on CPUs, vLLM's auto "
+                          "on GPUs); guard serve then runs that dtype")
     cal.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_quiet_option(cal)
     cal.set_defaults(handler=_calibrate)
 
     ev = sub.add_parser("evaluate", help="evaluate a probe on labelled statements files (scored in the engine): "
@@ -47,6 +55,7 @@ def register(sub: Any) -> None:
                     help="one or more statement,label CSV or JSONL files")
     ev.add_argument("--model", default="default")
     ev.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_quiet_option(ev)
     ev.set_defaults(handler=_evaluate)
 
     qa = sub.add_parser("evaluate-qa",
@@ -62,6 +71,7 @@ def register(sub: Any) -> None:
     qa.add_argument("--splits", type=int, default=200, help="random calibration/test halvings (default 200)")
     qa.add_argument("--model", default="default")
     qa.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_quiet_option(qa)
     qa.set_defaults(handler=_evaluate_qa)
 
     add_answers_parser(sub)
@@ -70,19 +80,24 @@ def register(sub: Any) -> None:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from calibration import commands
+    from calibration.progress import quiet
 
-    summary = commands.run_calibrate(args.model, args.out, parse_layers(args.layers) if args.layers else None,
-                                     args.family, args.alpha, args.seed, args.statements,
-                                     known_only=not args.all_facts, negations=not args.no_negations,
-                                     gate_alpha=args.gate_alpha, delta=args.delta)
+    with quiet(args.quiet):
+        summary = commands.run_calibrate(args.model, args.out, parse_layers(args.layers) if args.layers else None,
+                                         args.family, args.alpha, args.seed, args.statements,
+                                         known_only=not args.all_facts, negations=not args.no_negations,
+                                         gate_alpha=args.gate_alpha, delta=args.delta, features_dir=args.features_dir,
+                                         dtype=args.dtype)
     print(commands.dumps(summary) if args.json else commands.format_table(summary))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from calibration import commands
+    from calibration.progress import quiet
 
-    summary = commands.run_evaluate(args.probe, args.statements, args.model)
+    with quiet(args.quiet):
+        summary = commands.run_evaluate(args.probe, args.statements, args.model)
     print(commands.dumps(summary) if args.json else commands.format_evaluation(summary))
     return 0
 
@@ -90,11 +105,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _evaluate_qa(args: argparse.Namespace) -> int:
     from adapters.defaults import default_gate, default_probe
     from calibration import commands
+    from calibration.progress import quiet
 
     if args.splits < 1:
         raise GuardError(f"--splits={args.splits} is invalid: expected a positive integer")
     probe = args.probe or default_probe(args.model)
     gate = None if args.no_gate else args.gate or default_gate(args.model, probe)
-    summary = commands.run_evaluate_qa(probe, args.qa, args.alpha, args.delta, args.model, gate, args.splits)
+    with quiet(args.quiet):
+        summary = commands.run_evaluate_qa(probe, args.qa, args.alpha, args.delta, args.model, gate, args.splits)
     print(commands.dumps(summary) if args.json else commands.format_qa_table(summary))
     return 0

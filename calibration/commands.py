@@ -16,6 +16,7 @@ import numpy as np
 from calibration.engine_port import GuardEngine
 from calibration.gate import cross_fitted_confidence, fit_gate
 from calibration.pipeline import split_indices
+from calibration.progress import Progress
 from calibration.qa import AnsweredItem, answer_confidence, answer_questions
 from calibration.selective import selective_report
 from calibration.shift_fit import verdict_table
@@ -34,10 +35,12 @@ __all__ = ["run_calibrate", "run_evaluate", "run_evaluate_qa", "selective_method
 def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = None, family: str = "auto",
                   alpha: float = 0.1, seed: int = 0, statements_file: str | None = None, eager: bool = True,
                   known_only: bool = True, negations: bool = True, gate_alpha: float = 0.3,
-                  delta: float = 0.1) -> dict[str, Any]:
+                  delta: float = 0.1, features_dir: str | Path | None = None,
+                  dtype: str | None = None) -> dict[str, Any]:
     """Calibrate a probe for ``model`` and write ``OUT/probe.{safetensors,json}``, the pre-generation gate
     ``OUT/gate.{safetensors,json}`` (trained on the model's graded answers to guard's QA items) and
     ``OUT/report.md`` with plots (layer sweep, reliability, risk-coverage against the log-probability baseline).
+    With ``features_dir`` the activations stream to ``.npy`` files there (sets larger than RAM).
 
     Returns:
         A summary: chosen layer, metrics, and where the artefacts went.
@@ -55,10 +58,10 @@ def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = No
     statements = load_statements(statements_file) if statements_file else None
     out = Path(out)
     config = GuardConfig.build(model=model, probe=None, layers=sweep, capture_hidden=True, enforce_eager=eager,
-                               max_model_len=512)
+                               max_model_len=512, dtype=dtype)
     with GuardedLLM(config) as llm:
         result = calibrate(llm, out / "probe", statements=statements, alpha=alpha, seed=seed, family=family,
-                           model_id=model, known_only=known_only, negations=negations)
+                           model_id=model, known_only=known_only, negations=negations, features_dir=features_dir)
         layer_index = [sweep.index(layer) for layer in result.probe.layers]
         answered = answer_questions(llm, generate_qa(seed), prompt_rows=True, probe=result.probe,
                                     layer_index=layer_index)
@@ -67,7 +70,8 @@ def run_calibrate(model: str, out: str | Path, layers: Sequence[int] | None = No
     cross_fitted = cross_fitted_confidence(rows, correct, seed=seed)  # every item scored by a gate that never saw it
     train, cal, _ = split_indices(correct.astype(int), seed, fractions=(0.5, 0.5))
     gate = fit_gate(rows, correct, train, cal, result.probe.layers, spec, model, alpha=gate_alpha, delta=delta,
-                    metrics={"auroc_correct_cross_fitted": auroc(cross_fitted, correct)})
+                    metrics={"auroc_correct_cross_fitted": auroc(cross_fitted, correct)},
+                    dtype=result.probe.manifest.dtype)
     gate_path = gate.save(out / "gate")
     qa = selective_methods(answered, result.probe, None, alpha=gate_alpha, delta=delta, seed=seed,
                            gate_confidence=cross_fitted)
@@ -101,27 +105,31 @@ def score_statements(llm: GuardEngine, texts: Sequence[str]) -> np.ndarray:
     return judge_statements(llm, texts)[0]
 
 
-def judge_statements(llm: GuardEngine, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+def judge_statements(llm: GuardEngine, texts: Sequence[str], batch: int = 128) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`score_statements`, and each text's shift (``None`` for a probe without a shift head): its last token's,
-    as the verdicts take it."""
+    as the verdicts take it. ``batch`` texts go to the engine at a time (each a step of the progress bar)."""
     from vllm import SamplingParams
 
     probe = _engine_probe(llm, "scoring statements")
     pooling = probe.manifest.pooling
     out, shifts = [], []
-    for res in llm.generate(list(texts), SamplingParams(max_tokens=1, temperature=0.0)):
-        n = len(res.prompt_token_ids)
-        if res.scores is None:
-            raise ArtifactError(f"engine delivered no scores for a guarded prompt of {n} tokens; "
-                                "is the capture installed?")
-        keep = res.scores.positions < n
-        scores = res.scores.scores[keep].mean(axis=1)  # (prompt tokens, k)
-        if len(scores) != n:
-            raise ArtifactError(f"engine delivered scores for {len(scores)} of {n} prompt tokens; "
-                                "is prefix caching on?")
-        out.append(scores[-1] if pooling == "last" else scores.max(axis=0))
-        if res.shift_scores is not None:
-            shifts.append(shift_of_columns(res.shift_scores[keep][-1:])[0])  # the last token's, whatever the pooling
+    with Progress(len(texts), "scoring statements in the engine", unit="statements") as bar:
+        for i in range(0, len(texts), batch):
+            chunk = list(texts[i : i + batch])
+            for res in llm.generate(chunk, SamplingParams(max_tokens=1, temperature=0.0)):
+                n = len(res.prompt_token_ids)
+                if res.scores is None:
+                    raise ArtifactError(f"engine delivered no scores for a guarded prompt of {n} tokens; "
+                                        "is the capture installed?")
+                keep = res.scores.positions < n
+                scores = res.scores.scores[keep].mean(axis=1)  # (prompt tokens, k)
+                if len(scores) != n:
+                    raise ArtifactError(f"engine delivered scores for {len(scores)} of {n} prompt tokens; "
+                                        "is prefix caching on?")
+                out.append(scores[-1] if pooling == "last" else scores.max(axis=0))
+                if res.shift_scores is not None:  # the last token's shift, whatever the pooling
+                    shifts.append(shift_of_columns(res.shift_scores[keep][-1:])[0])
+            bar.update(len(chunk))
     probs = probe.probabilities(np.stack(out)[:, None, :])  # layers already averaged
     return probs, (np.array(shifts) if shifts else None)
 

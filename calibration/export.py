@@ -14,6 +14,7 @@ from calibration.shift_fit import DomainHead
 from calibration.statements import LABELS
 from guard.model_spec import ModelSpec
 from guard.probe import ConformalCalibration, Probe, ProbeManifest
+from guard.probe_manifest import Dtype
 from guard.shift import ShiftCalibration
 
 __all__ = ["KINDS", "fit_probe_layer", "item_scores", "probe_from", "bags"]
@@ -50,7 +51,8 @@ def item_scores(family: str, feats: dict[str, np.ndarray], li: int, idx: np.ndar
 
 def probe_from(fits: list[Fit], layers: tuple[int, ...], family: str, spec: ModelSpec, model_id: str,
                metrics: dict[str, float], conformal: ConformalCalibration, seed: int,
-               shift: tuple[DomainHead, ShiftCalibration] | None = None, description: str = "") -> Probe:
+               shift: tuple[DomainHead, ShiftCalibration] | None = None, description: str = "",
+               dtype: Dtype = "float32") -> Probe:
     """The probe artefact of per-layer fits (and the shift head, the same read-out at every layer)."""
     pooling = "the maximum over a span's tokens" if family == "mil" else "the last token"
     manifest = ProbeManifest(
@@ -60,7 +62,7 @@ def probe_from(fits: list[Fit], layers: tuple[int, ...], family: str, spec: Mode
                                     f"(averaged; {pooling}), trained on guard's own statements of facts the model "
                                     f"knows (split seed {seed})"),
         metrics=metrics, conformal=conformal, pooling="max" if family == "mil" else "last",
-        head="mlp" if family == "mlp" else "linear", shift=None if shift is None else shift[1],
+        head="mlp" if family == "mlp" else "linear", shift=None if shift is None else shift[1], dtype=dtype,
     )
     stacked = [np.stack([f[i] for f in fits]).astype(np.float32) for i in range(len(fits[0]))]
     extra: dict[str, np.ndarray] = {}

@@ -38,8 +38,7 @@ def fit_layer(family: str, x: np.ndarray, labels: np.ndarray, n_classes: int, l2
     Raises:
         ConfigError: an unknown family, or a class without examples.
     """
-    x = np.asarray(x, np.float64)
-    if family == "mlp":
+    if family == "mlp":  # each family converts to float64 itself: one copy of a large layer, not two
         return fit_mlp(x, labels, n_classes, hidden=MLP_HIDDEN, l2=l2, iters=MLP_ITERS, seed=seed)
     if family in ("logistic", "mass-mean"):
         return fit_one_vs_rest(x, labels, n_classes, l2=l2, family=family)

@@ -19,6 +19,7 @@ from calibration.fit import fit_logistic
 from guard.errors import ConfigError
 from guard.model_spec import ModelSpec
 from guard.probe import Probe, ProbeManifest
+from guard.probe_manifest import Dtype
 from guard.selective import SelectiveCalibration
 from guard.shipped import GATE_KIND
 
@@ -84,13 +85,14 @@ def cross_fitted_confidence(prompt_rows: np.ndarray, correct: np.ndarray, folds:
 
 def fit_gate(prompt_rows: np.ndarray, correct: np.ndarray, train: np.ndarray, cal: np.ndarray,
              layers: tuple[int, ...], spec: ModelSpec, model_id: str, alpha: float = 0.3, delta: float = 0.1,
-             l2: float = GATE_L2, metrics: dict[str, float] | None = None) -> Probe:
+             l2: float = GATE_L2, metrics: dict[str, float] | None = None, dtype: Dtype = "float32") -> Probe:
     """Fit the gate on ``train`` and certify its selective threshold on the disjoint ``cal`` split.
 
     Args:
         prompt_rows: ``(n, L, H)`` last-prompt-token rows at ``layers``.
         correct: ``(n,)`` graded answers.
         metrics: held-out quality to record in the manifest (e.g. cross-fitted AUROC).
+        dtype: the engine dtype the rows were captured in (its probe's).
 
     Raises:
         ConfigError: shapes disagree, or the training split lacks correct or incorrect answers.
@@ -105,6 +107,6 @@ def fit_gate(prompt_rows: np.ndarray, correct: np.ndarray, train: np.ndarray, ca
                     "model will answer correctly; trained on the model's own graded closed-book answers",
         metrics={"n_train": float(len(train)), "n_cal": float(len(cal)), "accuracy_of_answers": float(correct.mean()),
                  **(metrics or {})},
-        selective=selective,
+        selective=selective, dtype=dtype,
     )
     return Probe(manifest, *tensors)

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from calibration.engine_port import GuardEngine
+from calibration.engine_port import EngineCompletion, GuardEngine
 from calibration.grading import answer_span, grade
+from calibration.progress import Progress
 from calibration.qa import last_prompt_index, qa_prompt
 from calibration.statements import QAItem
 from guard.errors import ConfigError
@@ -62,21 +63,27 @@ def collect_answers(llm: GuardEngine, items: Sequence[QAItem], layer_index: Sequ
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, logprobs=0)
     keep = slice(None) if layer_index is None else list(layer_index)
     out: list[OnPolicyAnswer] = []
-    for start in range(0, len(items), batch):
-        chunk = list(items[start : start + batch])
-        prompts = [qa_prompt(llm.tokenizer, it.question) for it in chunk]
-        for it, done in zip(chunk, llm.generate(prompts, params, hidden=True)):
-            if done.scores is None or done.scores.hidden is None:
-                raise ConfigError("the engine delivered no hidden rows; start it with capture_hidden=True")
-            hidden, last = done.scores.hidden, last_prompt_index(done)
-            generated = np.flatnonzero(done.scores.positions >= len(done.prompt_token_ids))
-            token_ids = list(done.token_ids)
-            span = answer_span(_token_texts(llm.tokenizer, token_ids), (*it.answers, *it.distractors), it.question)
-            out.append(OnPolicyAnswer(
-                it, done.text, tuple(token_ids), grade(done.text, it.answers, it.distractors, it.question),
-                np.asarray(done.token_logprobs or [], np.float32),
-                hidden[last][keep].astype(np.float16), hidden[generated][:, keep].astype(np.float16), span))
+    with Progress(len(items), "answering questions (greedy, with rows)", unit="questions") as bar:
+        for start in range(0, len(items), batch):
+            chunk = list(items[start : start + batch])
+            prompts = [qa_prompt(llm.tokenizer, it.question) for it in chunk]
+            out += [_kept(llm, it, done, keep) for it, done in zip(chunk, llm.generate(prompts, params, hidden=True))]
+            bar.update(len(chunk))
     return out
+
+
+def _kept(llm: GuardEngine, it: QAItem, done: EngineCompletion, keep: slice | list[int]) -> OnPolicyAnswer:
+    """One greedy answer graded, with its rows at the kept layers."""
+    if done.scores is None or done.scores.hidden is None:
+        raise ConfigError("the engine delivered no hidden rows; start it with capture_hidden=True")
+    hidden, last = done.scores.hidden, last_prompt_index(done)
+    generated = np.flatnonzero(done.scores.positions >= len(done.prompt_token_ids))
+    token_ids = list(done.token_ids)
+    span = answer_span(_token_texts(llm.tokenizer, token_ids), (*it.answers, *it.distractors), it.question)
+    return OnPolicyAnswer(
+        it, done.text, tuple(token_ids), grade(done.text, it.answers, it.distractors, it.question),
+        np.asarray(done.token_logprobs or [], np.float32),
+        hidden[last][keep].astype(np.float16), hidden[generated][:, keep].astype(np.float16), span)
 
 
 def sample_answers(llm: GuardEngine, items: Sequence[QAItem], k: int = 5, temperature: float = 1.0,
@@ -90,8 +97,9 @@ def sample_answers(llm: GuardEngine, items: Sequence[QAItem], k: int = 5, temper
 
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, n=k)
     out: list[list[str]] = []
-    for start in range(0, len(items), batch):
-        prompts = [qa_prompt(llm.tokenizer, it.question) for it in items[start : start + batch]]
-        for request in llm.llm.generate(prompts, params, use_tqdm=False):
-            out.append([c.text for c in request.outputs])
+    with Progress(len(items), f"sampling {k} answers per question", unit="questions") as bar:
+        for start in range(0, len(items), batch):
+            prompts = [qa_prompt(llm.tokenizer, it.question) for it in items[start : start + batch]]
+            out += [[c.text for c in request.outputs] for request in llm.llm.generate(prompts, params, use_tqdm=False)]
+            bar.update(len(prompts))
     return out

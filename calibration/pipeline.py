@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from calibration.export import fit_probe_layer, item_scores, probe_from
 from calibration.families import DEFAULT_L2, FAMILIES, fitter
 from calibration.fit import softmax
 from calibration.knowledge import known_facts
+from calibration.progress import Progress, note
 from calibration.selection import transfer_matrix
 from calibration.shift_fit import (
     FoldVerdicts,
@@ -91,13 +91,10 @@ def best_window(layer_auroc: dict[int, float], width: int) -> tuple[int, ...]:
     return tuple(layers[best : best + width])
 
 
-def _say(message: str) -> None:
-    print(f"calibrate: {message}", file=sys.stderr, flush=True)
-
-
 def calibrate(llm: GuardEngine, out: str | Path | None = None, statements: list[Statement] | None = None,
               alpha: float = 0.1, seed: int = 0, model_id: str = "", family: str = "auto", window: int | None = None,
-              known_only: bool = True, negations: bool = True, shift: bool = True) -> CalibrationResult:
+              known_only: bool = True, negations: bool = True, shift: bool = True,
+              features_dir: str | Path | None = None) -> CalibrationResult:
     """Run the whole pipeline on a ``GuardedLLM`` started with ``capture_hidden`` at the sweep layers.
 
     Args:
@@ -106,6 +103,8 @@ def calibrate(llm: GuardEngine, out: str | Path | None = None, statements: list[
         known_only: drop true/false statements of facts the model does not know from the splits.
         negations: train on negated statements too (the default).
         shift: fit the shift head (needs statements of at least three domains).
+        features_dir: stream the activations to ``.npy`` files there instead of memory (sets larger than RAM;
+            see :func:`calibration.activations.collect_vllm`).
 
     Raises:
         ConfigError: an unknown probe family, or too few calibration items for ``alpha``.
@@ -117,22 +116,23 @@ def calibrate(llm: GuardEngine, out: str | Path | None = None, statements: list[
     labels = np.array([LABELS.index(s.label) for s in statements])
     domains = np.array([s.domain or "statements" for s in statements])
     template_index = np.array([int(s.template.rsplit("/", 1)[-1]) if "/" in s.template else 0 for s in statements])
-    feats = collect_vllm(llm, [s.text for s in statements], spec.fingerprint, keep_tokens=family == "mil")
+    feats = collect_vllm(llm, [s.text for s in statements], spec.fingerprint, keep_tokens=family == "mil",
+                         features_dir=features_dir)
     known, unknown = known_facts(llm, statements) if known_only else (set(), set())
     splits = dataset_splits(statements, unknown, seed, negations)
     train, cal, test = splits.train, splits.cal, splits.test
     x = feats["last"]
     sweep = llm.spec.layers
     families = ("logistic", "mlp") if family == "auto" else ("logistic" if family == "mil" else family,)
-    _say(f"{len(statements)} statements, {len(known)} known and {len(unknown)} unknown facts; choosing among "
-         f"{', '.join(families)} by left-out domains and templates")
+    note("calibrate", f"{len(statements)} statements, {len(known)} known and {len(unknown)} unknown facts; choosing "
+         f"among {', '.join(families)} by left-out domains and templates")
     selection = select_probe(x, labels, domains, template_index, splits.negated, train, families, seed, window,
                              splits.facts)
     best = selection.best
     chosen_family = "mil" if family == "mil" else best.family
     l2 = DEFAULT_L2["mil"][0] if family == "mil" else best.l2
     chosen = tuple(sweep[i] for i in best.window)
-    _say(f"chose {best.label(sweep)}")
+    note("calibrate", f"chose {best.label(sweep)}")
     fits = [fit_probe_layer(chosen_family, feats, li, labels, train, l2, seed) for li in best.window]
 
     def probs(idx: np.ndarray) -> np.ndarray:
@@ -148,8 +148,9 @@ def calibrate(llm: GuardEngine, out: str | Path | None = None, statements: list[
     beta_table: dict[float, dict[str, float]] = {}
     if shift and len(set(domains[train].tolist())) >= 3:
         # judged: the left-out domain's training and calibration statements (the test split stays untouched)
-        folds = lodo_verdicts(x, labels, domains, train, cal, np.sort(np.concatenate([train, cal])), best.family,
-                              best.l2, best.window, alpha, seed, progress=lambda d: _say(f"left-out domain {d} judged"))
+        with Progress(len(set(domains[train].tolist())), "shift head (left-out domains)", unit="domains") as bar:
+            folds = lodo_verdicts(x, labels, domains, train, cal, np.sort(np.concatenate([train, cal])), best.family,
+                                  best.l2, best.window, alpha, seed, progress=lambda _: bar.update())
         beta, beta_table = choose_beta(folds, labels, splits.negated)
         lodo = _lodo_rows(folds, beta, labels, splits.negated)
         head = fit_domain_head(zbar(train), domains[train])
@@ -178,7 +179,7 @@ def calibrate(llm: GuardEngine, out: str | Path | None = None, statements: list[
                                      n_cal=dict(zip(LABELS, cp.counts.tolist())),
                                      scores=dict(zip(LABELS, cp.calibration_scores())))
     probe = probe_from(fits, chosen, chosen_family, spec, model_id or str(llm.model_path), metrics, conformal, seed,
-                       shift_part)
+                       shift_part, dtype=getattr(llm, "dtype", None) or "float32")  # the engine's, auto resolved
     path = probe.save(out) if out is not None else None
     return CalibrationResult(probe, path, {sweep[i]: v for i, v in selection.layer_auroc.items()}, metrics, p_test,
                              labels[test], test, selection, lodo, beta_table, unknown_report, transfer)

@@ -21,6 +21,7 @@ import numpy as np
 
 from calibration.engine_port import EngineCompletion, GuardEngine
 from calibration.grading import grade, normalise
+from calibration.progress import Progress
 from calibration.statements import QAItem
 from guard.errors import ConfigError
 from guard.probe import Probe
@@ -98,36 +99,43 @@ def answer_questions(llm: GuardEngine, items: Sequence[QAItem], max_tokens: int 
     need_hidden = prompt_rows or probe is not None
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, logprobs=0)
     out: list[AnsweredItem] = []
-    for i in range(0, len(items), batch):
-        chunk = list(items[i : i + batch])
-        prompts = [qa_prompt(llm.tokenizer, it.question) for it in chunk]
-        for it, completion in zip(chunk, llm.generate(prompts, params, hidden=need_hidden)):
-            n = len(completion.prompt_token_ids)
-            if completion.scores is None:
-                raise ConfigError("the engine delivered no scores for a guarded QA prompt; is the capture installed?")
-            pos = completion.scores.positions
-            answer_part = pos >= n  # generated tokens that were fed back (the last one never is)
-            hidden = completion.scores.hidden
-            if need_hidden and hidden is None:
-                raise ConfigError("the engine delivered no hidden rows; start it with capture_hidden=True")
-            if probe is not None and layer_index is not None and hidden is not None:
-                rows = hidden[answer_part][:, list(layer_index)]
-                scores = probe.score(rows) if len(rows) else np.zeros((0, len(probe.layers), len(probe.labels)))
-            elif llm.probe is not None:
-                scores = completion.scores.scores[answer_part]
-            else:
-                scores = None
-            last_prompt = answer_mean = None
-            if prompt_rows and hidden is not None:
-                keep = list(layer_index) if layer_index is not None else slice(None)
-                last_prompt = hidden[last_prompt_index(completion)][keep].astype(np.float32)
-                fed = hidden[answer_part].astype(np.float32)
-                answer_mean = fed.mean(axis=0)[keep] if len(fed) else last_prompt
-            correct = grade(completion.text, it.answers, it.distractors, it.question)
-            out.append(AnsweredItem(it, completion.text, correct, _mean_logprob(completion),
-                                    None if scores is None else np.asarray(scores, np.float32), last_prompt,
-                                    answer_mean))
+    with Progress(len(items), "answering questions", unit="questions") as bar:
+        for i in range(0, len(items), batch):
+            chunk = list(items[i : i + batch])
+            prompts = [qa_prompt(llm.tokenizer, it.question) for it in chunk]
+            out += [_answered(llm, it, completion, need_hidden, prompt_rows, probe, layer_index)
+                    for it, completion in zip(chunk, llm.generate(prompts, params, hidden=need_hidden))]
+            bar.update(len(chunk))
     return out
+
+
+def _answered(llm: GuardEngine, it: QAItem, completion: EngineCompletion, need_hidden: bool, prompt_rows: bool,
+              probe: Probe | None, layer_index: Sequence[int] | None) -> AnsweredItem:
+    """One completion graded, with the signals :func:`answer_questions` was asked for."""
+    n = len(completion.prompt_token_ids)
+    if completion.scores is None:
+        raise ConfigError("the engine delivered no scores for a guarded QA prompt; is the capture installed?")
+    pos = completion.scores.positions
+    answer_part = pos >= n  # generated tokens that were fed back (the last one never is)
+    hidden = completion.scores.hidden
+    if need_hidden and hidden is None:
+        raise ConfigError("the engine delivered no hidden rows; start it with capture_hidden=True")
+    if probe is not None and layer_index is not None and hidden is not None:
+        rows = hidden[answer_part][:, list(layer_index)]
+        scores = probe.score(rows) if len(rows) else np.zeros((0, len(probe.layers), len(probe.labels)))
+    elif llm.probe is not None:
+        scores = completion.scores.scores[answer_part]
+    else:
+        scores = None
+    last_prompt = answer_mean = None
+    if prompt_rows and hidden is not None:
+        keep = list(layer_index) if layer_index is not None else slice(None)
+        last_prompt = hidden[last_prompt_index(completion)][keep].astype(np.float32)
+        fed = hidden[answer_part].astype(np.float32)
+        answer_mean = fed.mean(axis=0)[keep] if len(fed) else last_prompt
+    correct = grade(completion.text, it.answers, it.distractors, it.question)
+    return AnsweredItem(it, completion.text, correct, _mean_logprob(completion),
+                        None if scores is None else np.asarray(scores, np.float32), last_prompt, answer_mean)
 
 
 def answer_confidence(probe: Probe, answered: Sequence[AnsweredItem], pooling: str = "manifest") -> np.ndarray:

@@ -110,14 +110,19 @@ class FoldScores:
 
 
 def fold_scores(fit: Fitter, features: np.ndarray, labels: np.ndarray, folds: list[Fold],
-                layers: Sequence[int]) -> FoldScores:
-    """Fit ``fit`` once per fold and sweep layer (``features (n, L, H)``); keep the test items' class scores."""
+                layers: Sequence[int], tick: Callable[[], None] | None = None) -> FoldScores:
+    """Fit ``fit`` once per fold and sweep layer (``features (n, L, H)``); keep the test items' class scores.
+
+    ``tick`` is called after each fit (a progress bar's step).
+    """
     scores = []
     for fold in folds:
         per_layer = {}
         for li in layers:
             score = fit(features[fold.train, li], labels[fold.train])
             per_layer[li] = score(features[fold.test, li])
+            if tick is not None:
+                tick()
         scores.append(per_layer)
     return FoldScores(folds, scores)
 

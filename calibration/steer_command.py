@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from calibration.progress import add_quiet_option, quiet
 from calibration.statements import Statement, generate_statements
 from guard.errors import ConfigError, GuardError
 from guard.evaluation import auroc
@@ -138,6 +139,7 @@ def add_steer_parser(sub: Any, handler: Any = None) -> None:
     b.add_argument("--default-alpha", type=float, default=None, help="strength of requests that give none")
     b.add_argument("--all-facts", action="store_true", help="keep facts the model does not know")
     b.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_quiet_option(b)
     b.set_defaults(handler=handler or run_steer_cli)
 
 
@@ -150,8 +152,9 @@ def run_steer_cli(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise GuardError(f"--layers={args.layers!r} is invalid: expected comma-separated integers like 12,14") \
                 from exc
-    summary = run_steer_build(args.out, args.model, layers, args.source, args.probe, args.domain, args.default_alpha,
-                              known_only=not args.all_facts)
+    with quiet(args.quiet):
+        summary = run_steer_build(args.out, args.model, layers, args.source, args.probe, args.domain,
+                                  args.default_alpha, known_only=not args.all_facts)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -13,9 +13,13 @@ from guard.errors import ConfigError
 from guard.selective import SelectiveCalibration
 from guard.shift import ShiftCalibration
 
-__all__ = ["PROBE_SCHEMA_VERSION", "ConformalCalibration", "ProbeManifest", "dtype_warning"]
+__all__ = ["PROBE_SCHEMA_VERSION", "ConformalCalibration", "ProbeManifest", "dtype_warning", "Dtype"]
 
 PROBE_SCHEMA_VERSION = 1
+
+
+#: an engine dtype a probe can be calibrated in
+Dtype = Literal["float32", "bfloat16", "float16"]
 
 
 class ConformalCalibration(BaseModel):
@@ -88,7 +92,7 @@ class ProbeManifest(BaseModel):
     answer_combiner: Combiner | None = None
     #: the engine dtype the features were captured in (probes made before this field: all float32). An engine
     #: running another dtype shifts the scores the conformal sets were fitted on: it warns at install
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Dtype = "float32"
 
 
 def dtype_warning(path: str | None, calibrated: str, running: str) -> str:

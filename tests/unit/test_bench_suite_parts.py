@@ -1,4 +1,5 @@
-"""The bench suite's pure parts: ratios, metrics, the cross-domain matrix, answer agreement, records, plots, CLI."""
+"""The bench suite's pure parts: ratios, metrics, the cross-domain matrix, answer agreement, records, plots, CLI,
+and the probe-fitting bench (no engine)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,8 @@ def test_guard_bench_subcommands_parse_with_their_own_options():
     assert (sel.samples, sel.alpha, sel.splits) == (0, 0.2, 200)
     qual = parser.parse_args(["bench", "quality", "--statements", "a.csv", "--statements", "b.jsonl"])
     assert qual.statements == ["a.csv", "b.jsonl"]
+    fit = parser.parse_args(["bench", "calibrate", "--hidden", "8192", "--baseline-layers", "1"])
+    assert (fit.hidden, fit.layers, fit.baseline_layers, fit.rows, fit.threads) == (8192, 8, 1, 4000, 1)
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "nonsense"])
 
@@ -123,3 +126,27 @@ def test_latency_and_selective_plots_render_from_records_alone(tmp_path: Path):
     selective = {"alpha": 0.3, "delta": 0.1, "splits": 2, "accuracy": 0.5, "methods": {"logprob": rep, "gate": rep}}
     assert plot_selective(selective, tmp_path / "s.png")
     assert (tmp_path / "l.png").stat().st_size > 1000 and (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_calibrate_bench_records_both_solvers_per_layer_time_memory_and_agreement():
+    from benchmarks.probe_fit import ARMS, run, summary_text
+
+    record = run(rows=240, hidden=48, layers=2, baseline_layers=1, crossover=(24,))
+    assert set(record["arms"]) == set(ARMS) == {"newton", "lbfgs"}
+    new, old = record["arms"]["lbfgs"], record["arms"]["newton"]
+    assert len(new["seconds_per_layer"]) == 2 and len(old["seconds_per_layer"]) == 1  # the baseline: fewer layers
+    assert old["all_layers_s_extrapolated"] >= 0 and new["all_layers_s"] >= 0
+    for arm in (new, old):
+        assert arm["peak_rss_mib"] >= arm["rss_before_fit_mib"] > 0 and arm["fit_extra_rss_mib"] >= 0
+    assert record["max_probability_difference"] < 1e-6  # same objective, same optimum
+    assert [c["hidden"] for c in record["crossover"]] == [24] and record["crossover"][0]["lbfgs_s"] > 0
+    assert "speed-up per layer" in summary_text(record)
+
+
+def test_the_calibrate_bench_baseline_is_the_newton_solver_calibration_still_uses_on_narrow_features():
+    from benchmarks.probe_fit import _newton_one_vs_rest, features
+    from calibration.families import fit_layer
+
+    x, labels = features(300, 40, layer=0)
+    for old, new in zip(_newton_one_vs_rest(x, labels, 3, 30.0), fit_layer("logistic", x, labels, 3, 30.0)):
+        assert np.allclose(old, new, rtol=1e-12, atol=1e-12)
