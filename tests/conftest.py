@@ -5,9 +5,28 @@ recursion limit when it first runs)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 
 TIERS = ("unit", "engine", "e2e", "gpu")
+#: variables guard exports for an engine's processes as it starts one (``engine_arguments``, ``GuardedLLM``)
+_ENGINE_ENV = ("GUARD_SCORE_ENDPOINT", "VLLM_CPU_OMP_THREADS_BIND")
+
+
+@pytest.fixture(autouse=True)
+def _engine_env_restored() -> Iterator[None]:
+    """What a test exported for its engine is gone after it: ``engine_arguments`` sets GUARD_SCORE_ENDPOINT for the
+    engine it precedes, and a later test's ``GuardConfig.build()`` must not pick up that (perhaps still bound)
+    endpoint."""
+    saved = {name: os.environ.get(name) for name in _ENGINE_ENV}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _tier(item: pytest.Item) -> int:

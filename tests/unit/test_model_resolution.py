@@ -72,3 +72,20 @@ def test_a_name_that_is_neither_a_folder_nor_a_hub_id_is_refused_with_the_forms_
 def test_a_local_folder_without_config_json_is_refused(tmp_path):
     with pytest.raises(ModelError, match="has no config.json"):
         resolve_model(str(tmp_path))
+
+
+@pytest.mark.parametrize("command", [
+    ["serve"],
+    ["proxy", "--upstream", "http://127.0.0.1:9/v1"],
+    ["calibrate", "--out", "OUT"],
+    ["steer", "build", "--out", "OUT"],
+    ["evaluate-qa"],
+])
+def test_every_command_taking_a_model_resolves_hub_ids_and_fails_fast_offline_with_the_fix(tmp_path, command):
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in command] + ["--model", "acme/absent-model"]
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "GUARD_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "guard", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr[-2000:]
+    assert "guard: error: hub model 'acme/absent-model' is not in the local Hugging Face cache" in done.stderr
+    assert "Traceback" not in done.stderr
