@@ -1,9 +1,10 @@
 """A ``guard serve`` subprocess for benchmarks: started on a free loopback port, stopped on exit.
 
 It runs exactly as a user starts it (``python -m guard serve``), with the probe and gate shipped for
-the default model, from a YAML settings file written to a temporary folder. Its log (and its vLLM
-child's) goes to a file there, so stdout and stderr stay the benchmark's; a failed start shows the
-log's tail.
+the default model, from a YAML settings file written to a temporary folder. Its log (vLLM's
+included) goes to a file there, so stdout and stderr stay the benchmark's; a failed start shows the
+log's tail. vLLM's own app over the same engine also answers, unguarded, on a loopback port (``--engine-port``):
+``/healthz`` names it as the upstream.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _wait_ready(process: subprocess.Popen[bytes], log: Path, timeout: float) -> 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
-    process.send_signal(signal.SIGTERM)  # guard serve stops its vLLM child on SIGTERM
+    process.send_signal(signal.SIGTERM)  # guard serve stops its engine on SIGTERM
     try:
         process.wait(timeout=_STOP_S)
     except subprocess.TimeoutExpired:
@@ -84,7 +85,9 @@ def guard_serve(*, eager: bool = False, max_num_seqs: int = 8, max_model_len: in
         config.write_text(f"served_model_name: {SERVED_NAME}\nmax_model_len: {max_model_len}\n"
                           f"max_num_seqs: {max_num_seqs}\n")
         port = _free_port()
-        argv = [sys.executable, "-m", "guard", "serve", "--port", str(port), "--config", str(config)]
+        # vLLM's own app over the same engine, unguarded, on loopback: what a benchmark's "direct" path calls
+        argv = [sys.executable, "-m", "guard", "serve", "--port", str(port), "--config", str(config),
+                "--engine-port", str(_free_port())]
         print(f"starting {' '.join(argv[1:])}{' --eager' if eager else ''}", file=sys.stderr, flush=True)
         with open(log_path, "w") as log:
             process = subprocess.Popen(argv + (["--eager"] if eager else []), stdout=log, stderr=subprocess.STDOUT)

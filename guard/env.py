@@ -67,6 +67,8 @@ ENV_VARS: dict[str, str] = {
     "GUARD_LOG_CONTENT": "guard serve/proxy: 1 to log prompts and completions",
     # SIGTERM drains running requests for at most this long, then aborts the rest and stops the engine.
     "GUARD_SHUTDOWN_TIMEOUT": "guard serve/proxy: seconds to drain on SIGTERM before aborting (default 5)",
+    # Also serve vLLM's own app, unguarded, on this loopback port (comparisons and benchmarks; off by default).
+    "GUARD_ENGINE_PORT": "guard serve: loopback port for vLLM's own (unguarded) app, for comparisons",
     # `guard proxy` reads the same settings as `guard serve` (its engine is the local reader), plus:
     # Base URL of the foreign OpenAI-compatible API, as an OpenAI SDK's base_url (http:// or https://).
     "GUARD_UPSTREAM": "guard proxy: base URL of the foreign OpenAI-compatible API",

@@ -26,6 +26,8 @@ def register(sub: Any) -> None:
     serve.add_argument("--steer-alpha", type=float, default=None, help="default steering strength (default: the "
                        "vector's)")
     serve.add_argument("--eager", action="store_true", help="run the engine without torch.compile")
+    serve.add_argument("--engine-port", type=int, default=None, metavar="PORT",
+                       help="also serve vLLM's own app, unguarded, on 127.0.0.1:PORT (comparisons; off by default)")
     _hardening_flags(serve)
     _vllm_args(serve)
     serve.set_defaults(handler=_serve)
@@ -79,7 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
                                    port=args.port, mode=args.mode, enforce_eager=args.eager or None, gate=args.gate,
                                    use_gate=False if args.no_gate else None, on_guard_failure=args.on_guard_failure,
                                    log_content=args.log_content, steering=args.steering, steer_alpha=args.steer_alpha,
-                                   shutdown_timeout=args.shutdown_timeout)
+                                   shutdown_timeout=args.shutdown_timeout, engine_port=args.engine_port)
     settings = _with_vllm_args(ServeSettings, settings, args)
     probe = settings.probe
     if probe is None:

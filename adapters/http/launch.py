@@ -1,30 +1,37 @@
 """``guard serve`` and ``guard proxy``: start the guarded engine, serve the app with uvicorn, stop on exit.
 
-Lifecycle: load and check the probe (before the engine's slow start) -> start vLLM's OpenAI server
-with the capture on and the score collector bound -> load the tokenizer -> serve until SIGINT or
-SIGTERM -> stop the engine (always, also when start-up fails or is interrupted). The URL is
-printed to stderr once the server accepts connections. SIGTERM drains the running requests for at
+``guard serve`` runs vLLM's OpenAI app in its own process (:mod:`adapters.http.in_process`: no second HTTP
+server, measured in ``benchmarks/in_server.py``): load and check the probe (before the engine's slow start) ->
+start vLLM's engine (its engine core in processes of its own, tethered to this one) and build vLLM's app with the
+capture on and the score collector bound -> load the tokenizer -> serve until SIGINT or SIGTERM -> stop the
+engine (always, also when start-up fails or is interrupted). ``guard proxy`` starts the same engine as its
+private reader, as a child vLLM server on a leash (:class:`adapters.http.upstream.UpstreamServer`; loopback
+only, prefix caching off) and serves :mod:`adapters.http.proxy.router`.
+
+The URL is printed to stderr once the server accepts connections. SIGTERM drains the running requests for at
 most ``shutdown_timeout`` seconds, then ends the rest with an error (:mod:`adapters.http.drain`; their
-upstream requests are closed, so vLLM aborts them) and stops the engine (at most
-``ENGINE_GRACE`` more seconds). An engine that dies while serving stops the server, which then
-raises :class:`AdapterError` (exit status 2 from the CLI). ``guard proxy`` starts the same engine
-as its private reader (loopback only, prefix caching off) and serves :mod:`adapters.http.proxy.router`.
+engine requests are closed, so vLLM aborts them) and stops the engine. An engine that dies while serving stops
+the server, which then raises :class:`AdapterError` (exit status 2 from the CLI).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from adapters.http.artefacts import check_fit
 from adapters.http.drain import Drain
+from adapters.http.in_process import EngineRoutes, InProcessEngine, VllmMetrics
 from adapters.http.proxy.protocol import NO_STEERING
 from adapters.http.proxy.reader_prompt import HFReaderPrompts
 from adapters.http.proxy.router import create_proxy_app
@@ -36,6 +43,7 @@ from adapters.http.upstream import UpstreamServer
 from guard.errors import AdapterError, ConfigError
 from guard.gating import GateRule
 from guard.heads import check_gate
+from guard.metrics import GuardMetrics
 from guard.probe import Probe
 from guard.steering import SteeringVector
 from guard.verdicts import VerdictRule
@@ -99,14 +107,17 @@ def run(settings: ServeSettings) -> None:
     if vector is not None and settings.steering is not None:
         steering = Steering.of(vector, settings.steering, settings.steer_alpha)
 
-    def app(upstream: UpstreamServer) -> FastAPI:
-        texts = HFTokenTexts(upstream.model_path)
-        return create_app(settings, upstream.url, upstream.feed, probe, texts, collector=upstream.collector, gate=gate,
-                          steering=steering)
+    def app(engine: InProcessEngine) -> EngineRoutes:
+        metrics = GuardMetrics()
+        metrics.registry.register(VllmMetrics())  # one /metrics page: the guard's and vLLM's
+        guarded = create_app(settings, engine.url, engine.feed, probe, HFTokenTexts(engine.model_path),
+                             metrics=metrics, client=engine.client, collector=engine.collector, gate=gate,
+                             steering=steering)
+        return EngineRoutes(guarded, engine.app, {getattr(route, "path", "") for route in guarded.routes})
 
-    _serve(settings, lambda: UpstreamServer(settings, probe_path), app,
-           lambda url, upstream: f"serving {settings.served_name!r} at {url} (OpenAI API; GET /healthz, /metrics); "
-                                 f"upstream vLLM at {upstream.url}")
+    _serve_in_process(settings, InProcessEngine(settings, probe_path), app,
+                      lambda url: f"serving {settings.served_name!r} at {url} (OpenAI API; GET /healthz, /health, "
+                                  "/metrics); vLLM's engine in this process")
 
 
 def run_proxy(settings: ProxySettings) -> None:
@@ -148,6 +159,57 @@ def _calibrated_probe(path: str | None, missing: str) -> tuple[str, Probe]:
         print(f"guard: WARNING probe {path!r} is a random stand-in, NOT calibrated: every verdict will be "
               "'uncertain' (nothing certified, nothing flagged) and /healthz says calibrated: false", file=sys.stderr)
     return path, probe
+
+
+def _serve_in_process(settings: ServeSettings, engine: InProcessEngine, app: Callable[[InProcessEngine], Any],
+                      announce: Callable[[str], str]) -> None:
+    """Start the engine in this process, serve ``app(engine)`` until SIGINT or SIGTERM, stop the engine on every
+    exit path.
+
+    Raises:
+        AdapterError: the engine did not start, or died while serving (the message says how and what to do).
+    """
+    _check_port(settings.host, settings.port)
+    if settings.engine_port is not None:
+        _check_port("127.0.0.1", settings.engine_port)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM unwinds like Ctrl-C, through the finally below
+    try:
+        asyncio.run(_serving(settings, engine, app, announce))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if engine.death is not None:
+        raise AdapterError(engine.death)
+
+
+async def _serving(settings: ServeSettings, engine: InProcessEngine, app: Callable[[InProcessEngine], Any],
+                   announce: Callable[[str], str]) -> None:
+    async with engine.running():
+        drain = Drain(app(engine))
+        config = uvicorn.Config(drain, host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                                timeout_graceful_shutdown=settings.shutdown_timeout)  # type: ignore[arg-type]
+        server = _Server(config, announce, drain)
+        watcher = asyncio.ensure_future(engine.watch(lambda: setattr(server, "should_exit", True)))
+        unguarded = None
+        if settings.engine_port is not None:  # vLLM's own app on loopback; its lifespan already runs
+            unguarded = _Quiet(uvicorn.Config(engine.app, host="127.0.0.1", port=settings.engine_port,
+                                              log_level="warning", access_log=False, lifespan="off"))
+            unguarded_serving = asyncio.ensure_future(unguarded.serve())
+        gc.freeze()  # what start-up loaded stays: the collector skips it while serving and at exit
+        try:
+            await server.serve()  # re-raises SIGINT/SIGTERM after a graceful stop
+        finally:
+            watcher.cancel()
+            if unguarded is not None:
+                unguarded.should_exit = True
+                await unguarded_serving
+
+
+class _Quiet(uvicorn.Server):
+    """A second uvicorn server in the process: the first one handles the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _serve(settings: ServeSettings, engine: Callable[[], UpstreamServer], app: Callable[[UpstreamServer], FastAPI],

@@ -69,6 +69,8 @@ class ServeSettings(BaseSettings):
         log_content: log prompts and completions (off: never logged; a warning at start-up when on).
         shutdown_timeout: seconds SIGTERM waits for running requests to finish before it aborts the rest
             (the engine is then stopped; keep it under the orchestrator's kill delay, e.g. docker's 10 s).
+        engine_port: guard serve only: also serve vLLM's own app, unguarded, on ``127.0.0.1:engine_port`` (the
+            same engine without the guard: for comparisons and benchmarks; loopback only, off by default).
 
     Example:
         >>> ServeSettings.build(port=9000, mode="abstain").port
@@ -101,6 +103,7 @@ class ServeSettings(BaseSettings):
     log_content: bool = False
     shutdown_timeout: float = Field(default=5.0, ge=0, allow_inf_nan=False)
     vllm_args: tuple[str, ...] = ()
+    engine_port: int | None = Field(default=None, ge=1, le=65535)
 
     @field_validator("vllm_args", mode="before")
     @classmethod
@@ -196,6 +199,14 @@ class ProxySettings(ServeSettings):
         if value:
             raise ValueError("guard proxy has no pre-generation gate (it predicts whether the reader would answer, "
                              "not the upstream); set use_gate to false or leave it out")
+        return value
+
+    @field_validator("engine_port")
+    @classmethod
+    def _no_engine_port(cls, value: int | None) -> int | None:
+        if value is not None:
+            raise ValueError("guard proxy has no unguarded engine port (its reader is private); leave engine_port "
+                             "out (it is a guard serve setting)")
         return value
 
 

@@ -84,7 +84,8 @@ def _shipped_gate() -> Path:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """One `guard serve` for the module; yields its URL, its upstream's URL and its log."""
+    """One `guard serve` for the module; yields its URL, the URL of vLLM's own app over the same engine
+    (``--engine-port``, unguarded) and its log."""
     tmp = tmp_path_factory.mktemp("serve")
     probe = _synthetic_probe(tmp)
     config = tmp / "serve.yaml"
@@ -94,7 +95,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     port = free_port()
     args = ["serve", "--eager", "--port", str(port), "--probe", str(probe), "--config", str(config),
             "--gate", str(_shipped_gate()), "--steering", str(_steering_vector(tmp)), "--steer-alpha", str(STRENGTH),
-            "--", "--max-num-seqs", "8", "--dtype", "float32"]
+            "--engine-port", str(free_port()), "--", "--max-num-seqs", "8", "--dtype", "float32"]
     with running_guard(args, tmp / "serve.log", "serving"):
         base = f"http://127.0.0.1:{port}"
         health = httpx.get(f"{base}/healthz", timeout=10).json()
@@ -258,12 +259,33 @@ def test_healthz_names_the_upstream_and_the_score_channel(served):
     assert httpx.get(f"{served['upstream']}/health", timeout=10).status_code == 200
 
 
+def test_vllm_runs_inside_guard_serve_its_operational_routes_answer_and_its_generation_routes_are_refused(served):
+    url = served["url"]
+    assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+    assert httpx.get(f"{url}/version", timeout=10).json()["version"].startswith("0.32")
+    tokens = httpx.post(f"{url}/tokenize", json={"model": MODEL, "prompt": PROMPT}, timeout=10).json()
+    assert tokens["count"] == len(tokens["tokens"]) > 3
+    for path in ("/v1/responses", "/inference/v1/generate", "/v1/chat/completions/batch"):
+        refused = httpx.post(f"{url}{path}", json={"model": MODEL, "input": "hi"}, timeout=10)
+        assert refused.status_code == 404, (path, refused.text)
+        assert refused.json()["error"]["code"] == "not_found" and "not be guarded" in refused.json()["error"]["message"]
+    # one /metrics page: the guard's and vLLM's own (the engine's counters move with a guarded request)
+    def generated() -> float:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                   if sample.name == "vllm:generation_tokens_total")
+    before = generated()
+    _client(url).completions.create(prompt=PROMPT, **_greedy(max_tokens=5))
+    assert generated() == before + 5
+    assert "guard_requests_total" in httpx.get(f"{url}/metrics", timeout=10).text
+
+
 def test_vllm_flags_after_the_double_dash_and_in_the_config_reach_the_engine(served):
-    # read back from the child: its models endpoint and the arguments it logged as differing from vLLM's defaults
+    # read back from vLLM's own app: its models endpoint and the arguments it logged as differing from its defaults
     (model,) = httpx.get(f"{served['upstream']}/v1/models", timeout=10).json()["data"]
     assert model["max_model_len"] == 512
     logged = [x for x in served["log"].read_text().splitlines() if "non-default args:" in x]
-    assert logged, "the vLLM child logged no 'non-default args' line"
+    assert logged, "vLLM logged no 'non-default args' line"
     line = logged[0]
     assert "'max_num_seqs': 8" in line and "'dtype': 'float32'" in line and "'max_model_len': 512" in line
 
