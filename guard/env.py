@@ -69,9 +69,13 @@ ENV_VARS: dict[str, str] = {
     "GUARD_SHUTDOWN_TIMEOUT": "guard serve/proxy: seconds to drain on SIGTERM before aborting (default 5)",
     # Also serve vLLM's own app, unguarded, on this loopback port (comparisons and benchmarks; off by default).
     "GUARD_ENGINE_PORT": "guard serve: loopback port for vLLM's own (unguarded) app, for comparisons",
+    # Clients must send `Authorization: Bearer <key>` (all routes but health and metrics); never logged.
+    "GUARD_API_KEY": "guard serve/proxy: API key clients must send as a Bearer token",
     # `guard proxy` reads the same settings as `guard serve` (its engine is the local reader), plus:
     # Base URL of the foreign OpenAI-compatible API, as an OpenAI SDK's base_url (http:// or https://).
     "GUARD_UPSTREAM": "guard proxy: base URL of the foreign OpenAI-compatible API",
+    # The key guard proxy sends the foreign API (instead of the client's, when the proxy has its own key).
+    "GUARD_UPSTREAM_API_KEY": "guard proxy: API key sent to the foreign API as a Bearer token",
 }
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -139,11 +139,25 @@ class GuardMetrics:
                                        "decided, scored ones", registry=r)
         self.flag_rate_expected = Gauge("guard_flag_rate_expected", "Mean alpha of the same sentences: the bound "
                                         "on the flag rate among true sentences", registry=r)
+        self.build = Info("guard_build", "What this server runs: guard's version, the served model, the probe "
+                          "artefact's file name and whether it is calibrated", registry=r)
         self._window: deque[tuple[bool, float]] = deque(maxlen=window)
         self._flagged = 0
         self._alpha_sum = 0.0
         self._lock = threading.Lock()
         self._request_counts: dict[tuple[str, str, str], Any] = {}  # labelled children, checked once per label set
+
+    def describe(self, version: str, model: str, probe: str, calibrated: bool) -> None:
+        """Set ``guard_build_info{version, model, probe, calibrated} 1`` (once, at start-up).
+
+        Example:
+            >>> m = GuardMetrics()
+            >>> m.describe("0.1.0", "smollm2", "probe.safetensors", True)
+            >>> m.registry.get_sample_value("guard_build_info", {"version": "0.1.0", "model": "smollm2",
+            ...                             "probe": "probe.safetensors", "calibrated": "true"})
+            1.0
+        """
+        self.build.info({"version": version, "model": model, "probe": probe, "calibrated": str(calibrated).lower()})
 
     def record_request(self, endpoint: str, mode: str, decision: str) -> None:
         """Count one finished request."""

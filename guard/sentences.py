@@ -12,7 +12,11 @@ also vetoes the end when it is a lowercase letter (an ellipsis mid-sentence, "ap
 ``.`` never ends a sentence after a common abbreviation ("e.g.", "i.e.", "Dr.", "Mr."), dotted
 initials ("U.S.", "p.m."), a capital initial ("J. Smith") or a list number that opens the sentence
 ("1. First"); a ``.`` followed by a digit ("3.14") is never followed by whitespace, so never ends one.
-:meth:`SentenceSplitter.finish` closes whatever remains.
+Scripts written without spaces between sentences end them with terminators of their own: after a run of
+:data:`HARD_TERMINATORS` (Chinese and Japanese ``。！？``, the Devanagari danda ``।``, Arabic ``؟``, ``۔``,
+Armenian ``։``, Ethiopic ``።``; optionally followed by closing quotes or brackets such as ``」``) the next
+non-whitespace character starts a new sentence, whitespace or not. :meth:`SentenceSplitter.finish` closes
+whatever remains.
 """
 
 from __future__ import annotations
@@ -22,15 +26,20 @@ from dataclasses import dataclass
 
 from guard.errors import AdapterError
 
-__all__ = ["Sentence", "SentenceSplitter", "ABBREVIATIONS"]
+__all__ = ["Sentence", "SentenceSplitter", "ABBREVIATIONS", "HARD_TERMINATORS"]
 
 #: lowercased words that a single ``.`` follows without ending the sentence
 ABBREVIATIONS = frozenset({"e.g", "i.e", "dr", "mr", "mrs", "ms", "prof", "sr", "jr", "st", "vs", "approx", "cf",
                            "fig", "al", "ca", "resp", "dept", "gen", "col", "lt", "sgt", "rev", "mt"})
 _TERMINATORS = ".!?…"
-_CLOSERS = "\"')]}”’»"
-_OPENERS = "\"'([{“‘«"
-_RUNS = re.compile(r"\s+|\S+")  # runs of whitespace (str.isspace) and of other characters
+#: sentence terminators that end a sentence with or without whitespace after them
+HARD_TERMINATORS = "。！？｡‼⁇⁈⁉।॥؟۔։።፧"
+_CLOSERS = "\"')]}”’»」』）】〕〉》〗〙〛"
+_OPENERS = "\"'([{“‘«「『（【〔〈《"
+_SINGLES = re.escape(HARD_TERMINATORS + _CLOSERS)
+# runs of whitespace (str.isspace), single hard terminators and closers, and runs of other characters
+_RUNS = re.compile(rf"\s+|[{_SINGLES}]|[^\s{_SINGLES}]+")
+_CLOSERS_OR_HARD = frozenset(HARD_TERMINATORS + _CLOSERS)
 _DOTTED = re.compile(r"^(?:[A-Za-z]{1,2}\.)+[A-Za-z]{1,2}$")  # U.S, e.g, a.m, Ph.D
 
 
@@ -82,6 +91,7 @@ class SentenceSplitter:
         self._last_any: int | None = None
         self._newline = False
         self._candidate = False  # the text before the current whitespace ends like a sentence
+        self._hard = False  # the text so far ends with a hard terminator (closers and whitespace may follow)
 
     def feed(self, position: int, text: str) -> list[Sentence]:
         """Add one token; returns the sentences it closed (usually none or one).
@@ -117,13 +127,17 @@ class SentenceSplitter:
             self._in_space = True
             self._newline = self._newline or "\n" in run
         else:
-            if self._in_space and self._words and (self._newline or (self._candidate and not run[0].islower())):
+            if self._hard and run[0] in _CLOSERS_OR_HARD:
+                pass  # a closing quote or another terminator still belongs to the ending sentence
+            elif self._hard or (self._in_space and self._words and
+                                (self._newline or (self._candidate and not run[0].islower()))):
                 closed = self._close()
             if self._in_space or not self._word:
                 self._word, self._words = [], self._words + 1
                 self._newline = self._candidate = False
             self._in_space = False
             self._word.append(run)
+            self._hard = self._hard or run[-1] in HARD_TERMINATORS
             self._first = position if self._first is None else self._first
             self._last = position
         self._chars.append(run)

@@ -67,6 +67,8 @@ def _hardening_flags(parser: argparse.ArgumentParser) -> None:
                              "or abstain (fail_closed)")
     parser.add_argument("--log-content", action="store_true", default=None,
                         help="log prompts and completions (off by default; the log then holds user data)")
+    parser.add_argument("--api-key", default=None, metavar="KEY",
+                        help="clients must send 'Authorization: Bearer KEY' (prefer GUARD_API_KEY: ps shows arguments)")
     parser.add_argument("--shutdown-timeout", type=float, default=None, metavar="SECONDS",
                         help="on SIGTERM, let running requests finish for at most this long, then abort the rest "
                              "(default 5)")
@@ -81,7 +83,8 @@ def _serve(args: argparse.Namespace) -> int:
                                    port=args.port, mode=args.mode, enforce_eager=args.eager or None, gate=args.gate,
                                    use_gate=False if args.no_gate else None, on_guard_failure=args.on_guard_failure,
                                    log_content=args.log_content, steering=args.steering, steer_alpha=args.steer_alpha,
-                                   shutdown_timeout=args.shutdown_timeout, engine_port=args.engine_port)
+                                   shutdown_timeout=args.shutdown_timeout, engine_port=args.engine_port,
+                                   api_key=args.api_key)
     settings = _with_vllm_args(ServeSettings, settings, args)
     probe = settings.probe
     if probe is None:
@@ -103,7 +106,7 @@ def _proxy(args: argparse.Namespace) -> int:
                                    host=args.host, port=args.port, mode=args.mode, enforce_eager=args.eager or None,
                                    upstream_timeout=args.upstream_timeout, on_guard_failure=args.on_guard_failure,
                                    log_content=args.log_content, upstream_guarded=args.upstream_guarded,
-                                   shutdown_timeout=args.shutdown_timeout)
+                                   shutdown_timeout=args.shutdown_timeout, api_key=args.api_key)
     settings = _with_vllm_args(ProxySettings, settings, args)
     if settings.probe is None:
         settings = settings.model_copy(update={"probe": default_probe(settings.model)})

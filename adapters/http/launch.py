@@ -29,6 +29,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from adapters.http.api_key import ApiKey
 from adapters.http.artefacts import check_fit
 from adapters.http.drain import Drain
 from adapters.http.in_process import EngineRoutes, InProcessEngine, VllmMetrics
@@ -107,13 +108,14 @@ def run(settings: ServeSettings) -> None:
     if vector is not None and settings.steering is not None:
         steering = Steering.of(vector, settings.steering, settings.steer_alpha)
 
-    def app(engine: InProcessEngine) -> EngineRoutes:
+    def app(engine: InProcessEngine) -> Any:
         metrics = GuardMetrics()
         metrics.registry.register(VllmMetrics())  # one /metrics page: the guard's and vLLM's
         guarded = create_app(settings, engine.url, engine.feed, probe, HFTokenTexts(engine.model_path),
                              metrics=metrics, client=engine.client, collector=engine.collector, gate=gate,
                              steering=steering)
-        return EngineRoutes(guarded, engine.app, {getattr(route, "path", "") for route in guarded.routes})
+        routes = EngineRoutes(guarded, engine.app, {getattr(route, "path", "") for route in guarded.routes})
+        return _with_key(routes, settings)
 
     _serve_in_process(settings, InProcessEngine(settings, probe_path), app,
                       lambda url: f"serving {settings.served_name!r} at {url} (OpenAI API; GET /healthz, /health, "
@@ -138,14 +140,20 @@ def run_proxy(settings: ProxySettings) -> None:
                                                           "PATH (or GUARD_PROBE), or read with a model that ships one")
     check_fit(settings.model, probe)
 
-    def app(reader: UpstreamServer) -> FastAPI:
+    def app(reader: UpstreamServer) -> Any:
         prompts = HFReaderPrompts(HFTokenTexts(reader.model_path))
-        return create_proxy_app(settings, reader.url, reader.feed, probe, prompts, collector=reader.collector)
+        return _with_key(create_proxy_app(settings, reader.url, reader.feed, probe, prompts,
+                                          collector=reader.collector), settings)
 
     # prefix caching off: every prompt token scored
     _serve(settings, lambda: UpstreamServer(settings, probe_path, prefix_caching=False),
            app, lambda url, reader: f"proxying {settings.upstream} at {url} (OpenAI API; GET /healthz, /metrics); "
                                     f"reader {settings.served_name!r} on vLLM at {reader.url}")
+
+
+def _with_key(app: Any, settings: ServeSettings) -> Any:
+    """``app`` behind the API key, when the settings have one."""
+    return app if settings.api_key is None else ApiKey(app, settings.api_key.get_secret_value())
 
 
 def _calibrated_probe(path: str | None, missing: str) -> tuple[str, Probe]:

@@ -23,6 +23,7 @@ import logging
 import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import PurePath
 from typing import Any, TypeVar
 
 import httpx
@@ -44,6 +45,7 @@ from adapters.http.errors import (
 from adapters.http.forwarding import JSONReply, StreamReply
 from adapters.http.protocol import ENDPOINT_PATHS, Endpoint
 from adapters.http.score_feed import ScoreFeed
+from guard import __version__
 from guard.metrics import GuardMetrics
 from guard.probe import Probe
 
@@ -79,7 +81,8 @@ def build_app(title: str, state: Any, answer: Answer, router: APIRouter, owned: 
 
     Args:
         title: the app's title.
-        state: kept on ``app.state.guard``; has ``settings`` (``max_request_bytes``) and ``metrics``.
+        state: kept on ``app.state.guard``; has ``settings`` (``max_request_bytes``), ``metrics`` and ``probe``
+            (``guard_build_info`` names them).
         answer: ``answer(request, endpoint, read_body)`` replies to a completions POST (the relay's ``handle``).
         router: the app's own routes.
         owned: the clients the app created, closed when it shuts down.
@@ -95,6 +98,9 @@ def build_app(title: str, state: Any, answer: Answer, router: APIRouter, owned: 
 
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.guard = state
+    probe = state.settings.probe
+    state.metrics.describe(__version__, state.settings.served_name, PurePath(probe).name if probe else "none",
+                           not state.probe.is_stand_in)
     content = ContentLog(state.settings.log_content)
     for endpoint, path in ENDPOINT_PATHS.items():
         app.add_api_route(path, _completions_route(endpoint, answer, content), methods=["POST"])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -69,6 +69,8 @@ class ServeSettings(BaseSettings):
         log_content: log prompts and completions (off: never logged; a warning at start-up when on).
         shutdown_timeout: seconds SIGTERM waits for running requests to finish before it aborts the rest
             (the engine is then stopped; keep it under the orchestrator's kill delay, e.g. docker's 10 s).
+        api_key: clients must send ``Authorization: Bearer <api_key>`` on every route but health and metrics
+            (``GUARD_API_KEY``; prefer the variable to ``--api-key``, which ``ps`` shows). Never logged or printed.
         engine_port: guard serve only: also serve vLLM's own app, unguarded, on ``127.0.0.1:engine_port`` (the
             same engine without the guard: for comparisons and benchmarks; loopback only, off by default).
 
@@ -104,6 +106,7 @@ class ServeSettings(BaseSettings):
     shutdown_timeout: float = Field(default=5.0, ge=0, allow_inf_nan=False)
     vllm_args: tuple[str, ...] = ()
     engine_port: int | None = Field(default=None, ge=1, le=65535)
+    api_key: SecretStr | None = Field(default=None, min_length=1)
 
     @field_validator("vllm_args", mode="before")
     @classmethod
@@ -167,6 +170,9 @@ class ProxySettings(ServeSettings):
             correctly, which says nothing about another model's answer.
         upstream_guarded: the upstream is itself ``guard serve``: the client's ``guard`` object is passed
             on (so ``mode: steer`` works through the proxy), and its judged answers pass through unread.
+        upstream_api_key: the key guard proxy sends the foreign API (``GUARD_UPSTREAM_API_KEY``). Without an
+            ``api_key`` of its own the proxy passes the client's ``Authorization`` on instead; with one, the
+            client's key is the guard's and never leaves the proxy.
 
     Example:
         >>> ProxySettings.build(upstream="http://127.0.0.1:9000").upstream
@@ -178,6 +184,7 @@ class ProxySettings(ServeSettings):
     upstream: str = Field(min_length=1)
     use_gate: bool = False
     upstream_guarded: bool = False
+    upstream_api_key: SecretStr | None = Field(default=None, min_length=1)
 
     @field_validator("upstream")
     @classmethod

@@ -276,9 +276,8 @@ def install(runner: Any, spec: CaptureSpec) -> CaptureState:
         probe.check_model(model_spec, model_id)
         if probe.layers != spec.layers:
             raise AdapterError(f"capture layers {list(spec.layers)} differ from the probe's {list(probe.layers)}")
-        if probe.manifest.dtype != internals.engine_dtype(runner):
-            logging.getLogger("guard").warning(dtype_warning(spec.probe, probe.manifest.dtype,
-                                                             internals.engine_dtype(runner)))
+        if probe.manifest.dtype != (dtype := internals.engine_dtype(runner)):
+            logging.getLogger("guard").warning(dtype_warning(spec.probe, probe.manifest.dtype, dtype))
     layers = internals.decoder_layers(runner.model)
     bad = [i for i in spec.layers if i >= len(layers)]
     if bad:

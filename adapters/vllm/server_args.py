@@ -42,7 +42,7 @@ OWNED_FLAGS: dict[str, str] = {
     "served_model_name": "clients use guard's served_model_name; set that instead",
     "additional_config": "it carries guard's capture settings (the probe, layers and steering)",
     "worker_extension_cls": "guard's worker extension answers the capture's status calls",
-    "api_key": "only guard serve talks to its vLLM child, over loopback; put authentication in front of guard serve",
+    "api_key": "the key must cover the guard's routes too; use guard's --api-key (or GUARD_API_KEY)",
     "speculative_config": "speculative decoding runs draft tokens through the model, so captured rows no longer "
                           "map to the request's tokens",
 }

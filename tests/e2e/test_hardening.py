@@ -1,5 +1,6 @@
-"""Hardening end to end: a bad probe stops `guard serve` before the engine starts, and a real server answers
-hostile input with OpenAI-shaped 4xx, notices a client that leaves mid-stream, and keeps serving."""
+"""Hardening end to end: a bad probe stops `guard serve` before the engine starts, and a real server behind an API
+key answers hostile input with OpenAI-shaped 4xx, refuses requests without the key (401, the key never logged),
+notices a client that leaves mid-stream, and keeps serving."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tests.e2e.launch import free_port, running_guard
 
 MODEL = "smollm2"
 SECRET = "quokka-91c2-unique"
+API_KEY = "sk-e2e-wombat-5521"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def _probe_for_another_model(out: Path) -> Path:
@@ -53,7 +56,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("hardening")
     config = tmp / "serve.yaml"
     config.write_text(f"served_model_name: {MODEL}\nmax_model_len: 256\nmax_num_seqs: 4\nmax_request_bytes: 65536\n"
-                      "on_guard_failure: fail_closed\n")
+                      f"on_guard_failure: fail_closed\napi_key: {API_KEY}\n")
     port = free_port()
     with running_guard(["serve", "--eager", "--no-gate", "--port", str(port), "--config", str(config)],
                        tmp / "serve.log", "serving", start_s=600) as process:
@@ -61,6 +64,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log = (tmp / "serve.log").read_text(errors="replace")
     del process
     assert SECRET not in log  # no prompt text reached the log
+    assert API_KEY not in log
 
 
 def _chat(content: str, **extra: Any) -> dict[str, Any]:
@@ -75,19 +79,19 @@ def _chat(content: str, **extra: Any) -> dict[str, Any]:
     (json.dumps(_chat("hi", guard={"mode": "loud"})).encode(), 400, "guard.mode", "guard.mode"),
 ])
 def test_the_real_server_refuses_bad_input_in_openai_shape_and_keeps_serving(served, raw, status, param, words):
-    answer = httpx.post(f"{served}/v1/chat/completions", content=raw, headers={"content-type": "application/json"},
-                        timeout=60)
+    answer = httpx.post(f"{served}/v1/chat/completions", content=raw,
+                        headers={"content-type": "application/json", **AUTH}, timeout=60)
     assert answer.status_code == status, answer.text
     error = answer.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and words in error["message"]
     assert error["param"] == param
-    ok = httpx.post(f"{served}/v1/chat/completions", json=_chat("Hi", max_tokens=4), timeout=120)
+    ok = httpx.post(f"{served}/v1/chat/completions", json=_chat("Hi", max_tokens=4), headers=AUTH, timeout=120)
     assert ok.status_code == 200 and ok.json()["choices"][0]["guard"]["verified"] is True
 
 
 def test_a_client_leaving_a_real_stream_is_counted_and_nothing_it_sent_reaches_metrics(served):
     body = _chat(f"Tell me a long story about {SECRET}.", max_tokens=200, stream=True)
-    with httpx.stream("POST", f"{served}/v1/chat/completions", json=body, timeout=120) as response:
+    with httpx.stream("POST", f"{served}/v1/chat/completions", json=body, headers=AUTH, timeout=120) as response:
         for line in response.iter_lines():
             if line.startswith("data: "):
                 break  # leave after the first event
@@ -100,3 +104,19 @@ def test_a_client_leaving_a_real_stream_is_counted_and_nothing_it_sent_reaches_m
         httpx.get(f"{served}/healthz", timeout=10)  # a round trip: lets the server run its clean-up
     assert 'guard_client_disconnects_total{endpoint="chat_completions"} 1.0' in metrics
     assert "guard_requests_in_flight 0.0" in metrics and SECRET not in metrics
+
+
+def test_the_api_key_is_required_on_model_routes_and_not_on_health_or_metrics(served):
+    openai = pytest.importorskip("openai")
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize"):
+        for headers in ({}, {"Authorization": "Bearer wrong-key"}):
+            refused = httpx.post(f"{served}{path}", json=_chat("Hi", max_tokens=2), headers=headers, timeout=30)
+            assert refused.status_code == 401, (path, refused.text)
+            assert refused.json()["error"]["code"] == "invalid_api_key"
+    for path in ("/healthz", "/health", "/metrics"):
+        assert httpx.get(f"{served}{path}", timeout=30).status_code == 200, path
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{served}/v1", api_key="wrong-key", max_retries=0).models.list()
+    client = openai.OpenAI(base_url=f"{served}/v1", api_key=API_KEY, max_retries=0, timeout=120)
+    answer = client.chat.completions.create(**_chat("Hi", max_tokens=3))
+    assert answer.choices[0].model_extra["guard"]["verified"] is True

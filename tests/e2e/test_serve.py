@@ -277,7 +277,10 @@ def test_vllm_runs_inside_guard_serve_its_operational_routes_answer_and_its_gene
     before = generated()
     _client(url).completions.create(prompt=PROMPT, **_greedy(max_tokens=5))
     assert generated() == before + 5
-    assert "guard_requests_total" in httpx.get(f"{url}/metrics", timeout=10).text
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    assert "guard_requests_total" in metrics
+    (build,) = [line for line in metrics.splitlines() if line.startswith("guard_build_info{")]
+    assert f'model="{MODEL}"' in build and 'probe="probe.safetensors"' in build and 'calibrated="true"' in build
 
 
 def test_vllm_flags_after_the_double_dash_and_in_the_config_reach_the_engine(served):

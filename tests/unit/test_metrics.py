@@ -104,7 +104,7 @@ def test_every_metric_the_dashboard_queries_exists_in_the_registry():
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     referenced = {name for expr in exprs for name in re.findall(r"\bguard_[a-z0-9_]+", expr)}
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",), "info": ("_info",)}
     exposed = {family.name + suffix for family in GuardMetrics().registry.collect()
                for suffix in suffixes[family.type]}
     assert referenced and referenced <= exposed, referenced - exposed

@@ -56,7 +56,7 @@ def test_every_code_the_doc_names_exists_in_the_code():
 def test_the_metrics_table_lists_exactly_the_registered_metrics():
     exposed = set()
     for family in GuardMetrics().registry.collect():
-        exposed.add(f"{family.name}_total" if family.type == "counter" else family.name)
+        exposed.add(family.name + {"counter": "_total", "info": "_info"}.get(family.type, ""))
     assert set(_metric_rows()) == exposed
 
 

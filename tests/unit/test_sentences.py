@@ -92,3 +92,36 @@ def test_out_of_order_positions_and_feeding_after_finish_are_refused():
 def test_empty_text_gives_no_sentence_and_whitespace_only_text_one():
     assert _texts("") == []
     assert _texts(" \n ") == [" \n "]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("北京是中国的首都。上海是最大的城市！你知道吗？", ["北京是中国的首都。", "上海是最大的城市！", "你知道吗？"]),
+    ("東京は日本の首都です。「本当？」と彼は聞いた。", ["東京は日本の首都です。", "「本当？」", "と彼は聞いた。"]),
+    ("他说：“对。”然后走了。", ["他说：“对。”", "然后走了。"]),
+    ("真的吗？！是的。 好", ["真的吗？！", "是的。 ", "好"]),
+    ("दिल्ली भारत की राजधानी है। मुंबई बड़ा शहर है।", ["दिल्ली भारत की राजधानी है। ", "मुंबई बड़ा शहर है।"]),
+    ("The capital is 北京。Paris is in France.", ["The capital is 北京。", "Paris is in France."]),
+])
+def test_scripts_without_spaces_between_sentences_split_at_their_own_terminators(text, expected):
+    assert _texts(text) == expected
+    assert [s.text for s in _split([text])] == expected  # one token or one character per token: the same
+
+
+CJK_ALPHABET = "北京是首都。！？」「“”।؟ ab.\n"
+
+
+@st.composite
+def _tokenised_cjk(draw: st.DrawFn) -> tuple[str, list[str]]:
+    text = draw(st.text(alphabet=CJK_ALPHABET, max_size=60))
+    cuts = sorted(draw(st.sets(st.integers(0, len(text)), max_size=20)))
+    bounds = [0, *cuts, len(text)]
+    return text, [text[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=_tokenised_cjk())
+def test_cjk_sentences_partition_the_text_exactly_for_any_tokenisation(case):
+    text, tokens = case
+    sentences = _split(tokens)
+    assert "".join(s.text for s in sentences) == text
+    assert [s.text for s in sentences] == _texts(text)

@@ -24,7 +24,7 @@ def test_passed_through_flags_parse_as_vllm_reads_them():
 
 @pytest.mark.parametrize(("args", "named"), [
     (["--port", "9"], "--port=9 cannot be passed through guard serve: .*use guard's --port"),
-    (["--api-key", "k"], "--api-key=.*put authentication in front of guard serve"),
+    (["--api-key", "k"], "--api-key=.*use guard's --api-key"),
     (["--model", "other/model"], "--model='other/model' cannot be passed.*guard's --model"),
     (["other/model"], "model \\(positional\\)='other/model'"),
     (["--additional-config", "{}"], "--additional-config=.*carries guard's capture settings"),

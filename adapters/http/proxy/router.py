@@ -8,6 +8,7 @@ answers read by the reader), ``GET /v1/models`` (the foreign API's, with the cli
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from guard.metrics import GuardMetrics
 from guard.probe import Probe
 from guard.verdicts import VerdictRule
 
-__all__ = ["create_proxy_app"]
+__all__ = ["create_proxy_app", "upstream_headers"]
 
 _router = APIRouter()
 
@@ -83,8 +84,20 @@ def create_proxy_app(settings: ProxySettings, reader_url: str, feed: ScoreFeed, 
     relay = ProxyRelay(settings, upstream_client, reader, rule, metrics)
     state = _State(settings, reader_url, relay, reader_client, metrics, probe, feed, collector)
     return build_app("guard proxy", state,
-                     lambda request, endpoint, read_body: relay.handle(endpoint, read_body, request.headers),
+                     lambda request, endpoint, read_body: relay.handle(endpoint, read_body,
+                                                                       upstream_headers(request.headers, settings)),
                      _router, owned)
+
+
+def upstream_headers(headers: Mapping[str, str], settings: ProxySettings) -> dict[str, str]:
+    """The client's headers the foreign API gets (:data:`FORWARDED_HEADERS`), with the credentials swapped when
+    the proxy has an API key of its own (the client's key is then the guard's: it never leaves the proxy)."""
+    forwarded = {k.lower(): v for k, v in headers.items() if k.lower() in FORWARDED_HEADERS}
+    if settings.api_key is not None:
+        forwarded.pop("authorization", None)
+        if settings.upstream_api_key is not None:
+            forwarded["authorization"] = f"Bearer {settings.upstream_api_key.get_secret_value()}"
+    return forwarded
 
 
 def _state(request: Request) -> _State:
@@ -96,7 +109,7 @@ def _state(request: Request) -> _State:
 async def _models(request: Request) -> Response:
     """The foreign API's model list (the client's credentials passed on)."""
     state = _state(request)
-    headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
+    headers = upstream_headers(request.headers, state.settings)
     return await forward_models(state.relay.upstream, "models", state.relay.who, state.metrics, headers)
 
 
