@@ -145,6 +145,7 @@ def test_text_is_identical_to_the_upstream_for_chat_and_completions_streamed_or_
                                                   **_greedy()))
     assert _stream_text(streamed, chat=True) == plain.choices[0].message.content
     assert [c.usage.completion_tokens for c in streamed if not c.choices] == [plain.usage.completion_tokens]
+    assert not streamed[-1].choices and streamed[-2].choices[0].model_extra["guard"]["decision"]  # usage last
     completion = guard.completions.create(prompt=PROMPT, **_greedy())
     plain = direct.completions.create(prompt=PROMPT, **_greedy())
     assert completion.choices[0].text == plain.choices[0].text

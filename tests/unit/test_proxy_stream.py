@@ -32,14 +32,16 @@ async def _upstream_data(proxy: Proxy, body: dict[str, Any], path: str = "/v1/ch
     return _data((await response.aread()).decode())
 
 
-def test_flag_mode_relays_the_upstream_events_byte_for_byte_then_one_summary_chunk():
+def test_flag_mode_relays_the_upstream_events_byte_for_byte_then_one_summary_chunk_then_usage_last():
     async def run(client, proxy):
         body = chat("wrong", stream=True, stream_options={"include_usage": True})
         events = _data((await client.post("/v1/chat/completions", json=body)).text)
         direct = await _upstream_data(proxy, body)
-        assert events[:len(direct) - 1] == direct[:-1]  # every upstream event unchanged, in order
+        assert json.loads(direct[-2])["choices"] == []  # the upstream's usage chunk, before its [DONE]
+        assert events[:len(direct) - 2] == direct[:-2]  # every upstream event unchanged, in order
         assert events[-1] == "[DONE]" and len(events) == len(direct) + 1
-        summary = json.loads(events[-2])
+        assert events[-2] == direct[-2]  # the usage chunk, unchanged, last (as OpenAI sends it)
+        summary = json.loads(events[-3])
         choice = summary["choices"][0]
         assert (choice["index"], choice["delta"], choice["finish_reason"]) == (0, {}, None)
         guard = choice["guard"]
@@ -80,7 +82,7 @@ def test_abstain_mode_sends_each_sentence_once_read_and_the_abstain_message_at_a
         body = chat("wrong", stream=True, stream_options={"include_usage": True}, guard={"mode": "abstain"})
         chunks = _chunks((await client.post("/v1/chat/completions", json=body)).text)
         assert _text(chunks) == "Paris is nice." + DEFAULT_ABSTAIN_MESSAGE  # the first sentence passed its reading
-        message, usage, summary = chunks[-3:]
+        message, summary, usage = chunks[-3:]
         assert message["choices"][0]["finish_reason"] == "stop" and message["id"] == "chatcmpl-s"
         assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 9
         guard = summary["choices"][0]["guard"]

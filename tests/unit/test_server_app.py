@@ -121,6 +121,19 @@ def test_streamed_flag_mode_relays_the_text_unchanged_with_the_same_scores_as_th
     _serve(run)
 
 
+def test_the_usage_chunk_comes_last_after_the_guard_summary_as_openai_sends_it():
+    async def run(client, fake, app):
+        body = _chat("mixed", stream=True, stream_options={"include_usage": True})
+        events = _events((await client.post("/v1/chat/completions", json=body)).text)
+        assert events[-1] == "[DONE]"
+        *_, finish, summary, usage = events[:-1]
+        assert finish["choices"][0]["finish_reason"] == "stop"
+        assert "decision" in summary["choices"][0]["guard"]
+        assert usage["choices"] == [] and usage["usage"]["completion_tokens"] > 0
+
+    _serve(run)
+
+
 def test_streamed_abstain_stops_at_the_flagged_sentence_and_closes_the_upstream_stream():
     async def run(client, fake, app):
         body = {"model": MODEL, "prompt": "mixed", "stream": True, "guard": {"mode": "abstain"}}

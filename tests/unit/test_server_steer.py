@@ -170,6 +170,7 @@ def test_a_streamed_steered_answer_reports_the_usage_of_the_whole_answer_in_the_
         body = {**_chat("mixed", {"mode": "steer"}), "stream": True, "stream_options": {"include_usage": True}}
         chunks = _chunks((await client.post("/v1/chat/completions", json=body)).text)
         [usage] = [c for c in chunks if not c["choices"]]
+        assert chunks[-1] is usage and "decision" in chunks[-2]["choices"][0]["guard"]  # after the summary, last
         assert usage["object"] == "chat.completion.chunk" and usage["id"] == chunks[0]["id"]
         assert usage["usage"]["prompt_tokens"] == MIXED.n_prompt
         assert usage["usage"]["completion_tokens"] == N_KEPT + len(CONTINUATION.tokens) + 1

@@ -1,9 +1,10 @@
 """guard proxy's server-sent events: relay (or hold) the foreign stream, read the answers when it ends.
 
 Modes "flag" and "pass": every upstream event's ``data`` is relayed as it arrives, byte for byte
-(comments and other SSE fields are dropped). When the upstream's stream ends (``[DONE]``), each
-choice's whole answer is read and one extra chunk carries every read choice's full ``guard``
-summary (``delta: {}`` or ``text: ""``, ``finish_reason: null``), then ``data: [DONE]``.
+(comments and other SSE fields are dropped), except chunks without choices (the usage chunk), which
+are held. When the upstream's stream ends (``[DONE]``), each choice's whole answer is read and one
+extra chunk carries every read choice's full ``guard`` summary (``delta: {}`` or ``text: ""``,
+``finish_reason: null``), then the usage chunk (last, as OpenAI sends it), then ``data: [DONE]``.
 
 Mode "abstain" with one choice: sentence by sentence. Events are held; each time the upstream's
 text closes a sentence, the answer so far (up to that sentence's end) is read, and if no sentence
@@ -14,8 +15,8 @@ causal, so a sentence's verdict does not depend on the text after it: reading pr
 verdicts a reading of the whole answer gives. Mode "abstain" with several choices: nothing is sent
 while the upstream streams; when it ends the answers are read, and the held events are sent
 unchanged, except that a choice whose reading abstains loses its events and gets the abstain
-message chunk instead. Either way chunks without choices (the usage chunk) follow, then the
-summary chunk and ``[DONE]``, and a client never sees text the reader has not judged.
+message chunk instead. Either way the summary chunk follows, then chunks without choices (the usage
+chunk) and ``[DONE]``, and a client never sees text the reader has not judged.
 
 Choices that carry ``guard`` themselves (the upstream is a guarded engine) are relayed and not read.
 Failures after the first event are sent as one error event, then ``[DONE]``.
@@ -92,7 +93,10 @@ async def _guarded(stream: _Stream, response: httpx.Response) -> AsyncGenerator[
                 raise PassedOnError(who)
             _track(stream, chunk)
             if not hold:
-                yield encode_data(data)
+                if chunk.get("choices"):
+                    yield encode_data(data)
+                else:  # the usage chunk goes last, after the summary
+                    stream.held.append((data, chunk))
                 continue
             stream.held.append((data, chunk))
             for event in await _verify_sentences(stream, chunk):
@@ -128,8 +132,8 @@ def _stop(stream: _Stream) -> list[bytes]:
     """The events after a sentence flagged mid-stream: the abstain message, the summary (of the text read)."""
     assert stream.stopped is not None
     trailing = [encode_data(data) for data, chunk in stream.held if not chunk.get("choices")]
-    events = [encode(_chunk_with(stream, 0, stream.request.options.message, "stop")), *trailing,
-              encode(_summary_chunk(stream, {0: stream.stopped}))]
+    events = [encode(_chunk_with(stream, 0, stream.request.options.message, "stop")),
+              encode(_summary_chunk(stream, {0: stream.stopped})), *trailing]
     stream.relay.finish_request(stream.request, [stream.stopped], [], stream.busy)
     return events
 
@@ -163,6 +167,7 @@ async def _finish(stream: _Stream) -> list[bytes]:
     events = _release(stream, readings) if stream.request.options.mode == "abstain" else []
     if readings:
         events.append(encode(_summary_chunk(stream, readings)))
+    events += [encode_data(data) for data, chunk in stream.held if not chunk.get("choices")]  # usage: last
     stream.relay.finish_request(stream.request, list(readings.values()), list(stream.guarded.values()),
                                 stream.busy + time.perf_counter() - started)
     return events
@@ -171,18 +176,18 @@ async def _finish(stream: _Stream) -> list[bytes]:
 def _release(stream: _Stream, readings: dict[int, Reading]) -> list[bytes]:
     """Abstain mode: the held events, with abstaining choices' events replaced by the abstain message."""
     withheld = {i for i, r in readings.items() if r.summary.decision == "abstain"}
-    events, trailing = [], []
+    events = []
     for data, chunk in stream.held:
         choices = chunk.get("choices") or []
         if not choices:
-            trailing.append(encode_data(data))
-        elif not withheld:
+            continue  # the usage chunk follows the summary (_finish)
+        if not withheld:
             events.append(encode_data(data))
         elif kept := [c for i, c in enumerate(choices) if choice_index(c, i) not in withheld]:
             events.append(encode({**chunk, "choices": kept}))
     for index in sorted(withheld):
         events.append(encode(_chunk_with(stream, index, stream.request.options.message, "stop")))
-    return events + trailing
+    return events  # the usage chunk follows the summary (_finish)
 
 
 def _chunk_with(stream: _Stream, index: int, text: str, finish_reason: str | None,

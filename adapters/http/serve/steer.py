@@ -165,10 +165,11 @@ async def steer_answer(relay: RelayPort, request: GuardedRequest, session: Guard
 
 async def steered_chunks(relay: RelayPort, request: GuardedRequest, session: GuardSession, ids: dict[str, Any],
                          prompt_ids: list[int], generated: list[int],
-                         guard_chunk: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-                         ) -> AsyncGenerator[bytes, None]:
+                         guard_chunk: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+                         keep_usage: Callable[[dict[str, Any]], None]) -> AsyncGenerator[bytes, None]:
     """Streamed: the steered request's chunks, in the client's endpoint's shape, each through ``guard_chunk``
-    (the stream's own guarding of one chunk); the last one carries ``finish_reason``."""
+    (the stream's own guarding of one chunk); the last one carries ``finish_reason``. The usage chunk (its counts
+    including the kept tokens) goes to ``keep_usage``: the stream sends it last."""
     kept, body = _begin(session, prompt_ids, generated, request)
     if body is None:  # no token budget left: the kept text is the answer
         yield encode(await guard_chunk(_client_chunk({"text": "", "finish_reason": "length"}, ids, request.endpoint)))
@@ -185,7 +186,7 @@ async def steered_chunks(relay: RelayPort, request: GuardedRequest, session: Gua
                     usage = chunk.get("usage")
                     if isinstance(usage, dict):  # the steered request's own counts: add the kept tokens
                         _fix_usage(usage, int(usage.get("completion_tokens") or 0) + len(kept), session.n_prompt_first)
-                    yield encode({**chunk, **_head(ids, request.endpoint)})
+                    keep_usage({**chunk, **_head(ids, request.endpoint)})
                     continue
                 yield encode(await guard_chunk(_client_chunk(chunk["choices"][0], ids, request.endpoint)))
     finally:

@@ -4,7 +4,8 @@ Each outgoing chunk keeps OpenAI's schema. A chunk's choice may carry ``guard``:
 released since the previous chunk (``tokens``), the sentence verdicts decided since then
 (``sentences``) and, on abstention, ``abstained``. The chunk that ends the choice is held until the
 last scores arrived (at most ``score_timeout``). A final chunk before ``data: [DONE]`` carries the
-full summary. Modes "flag" and "pass" relay the text unchanged. Mode "abstain" sends the text the
+full summary, then the usage chunk (when the request asked for it; last, as OpenAI sends it). Modes "flag"
+and "pass" relay the text unchanged. Mode "abstain" sends the text the
 :class:`~guard.policy.StreamGuard` releases (a sentence once it is decided), drops ``logprobs`` and
 ``token_ids`` (they would reveal held text), and at the first flagged sentence sends the abstain
 message with ``finish_reason: "stop"`` and closes the upstream stream, which makes vLLM abort the
@@ -57,6 +58,7 @@ class _Stream:
     finished: bool = False
     prompt_ids: list[int] = field(default_factory=list)  # mode "steer": what a steered request starts from
     generated: list[int] = field(default_factory=list)
+    usage: dict[str, Any] | None = None  #: the usage chunk, sent after the summary
     held: bool = field(init=False)  #: whether the guard holds text until it is decided
 
     def __post_init__(self) -> None:
@@ -83,13 +85,18 @@ async def _guarded(stream: _Stream, response: httpx.Response) -> AsyncGenerator[
             if "error" in chunk:  # the engine failed mid-stream; vLLM's error event, passed on
                 yield encode(chunk)
                 raise PassedOnError(relay.who)
-            yield encode(await _guard_chunk(stream, chunk))
+            shaped = await _guard_chunk(stream, chunk)
+            if shaped.get("choices"):
+                yield encode(shaped)
+            else:  # the usage chunk goes last, after the summary
+                stream.usage = shaped
             if session.stopped:
                 break  # abstained or steering: closing the upstream stream makes vLLM abort the request
     if session.wants_steering:
         await response.aclose()
         async for event in steered_chunks(relay, stream.request, session, stream.ids, stream.prompt_ids,
-                                          stream.generated, lambda c: _guard_chunk(stream, c)):
+                                          stream.generated, lambda c: _guard_chunk(stream, c),
+                                          lambda usage: setattr(stream, "usage", usage)):
             yield event
     if not (stream.finished or session.stopped):
         raise UpstreamError("protocol", "the upstream stream ended before the choice finished")
@@ -98,6 +105,8 @@ async def _guarded(stream: _Stream, response: httpx.Response) -> AsyncGenerator[
         summary = _summary_chunk(stream)
     relay.finish_request(stream.request, session)
     yield encode(summary)
+    if stream.usage is not None:
+        yield encode(stream.usage)
 
 
 async def _guard_chunk(stream: _Stream, chunk: dict[str, Any]) -> dict[str, Any]:
