@@ -154,9 +154,18 @@ def test_text_is_identical_to_the_upstream_for_chat_and_completions_streamed_or_
 
 
 def test_streamed_token_scores_and_verdicts_equal_the_unstreamed_ones_for_the_same_greedy_request(served):
+    from guard.client import fold, verdict
+
     client = _client(served["url"])
-    whole = client.chat.completions.create(messages=CHAT, **_greedy()).choices[0].model_extra["guard"]
-    tokens, summary = _stream_guard(list(client.chat.completions.create(messages=CHAT, stream=True, **_greedy())))
+    answer = client.chat.completions.create(messages=CHAT, **_greedy())
+    whole = answer.choices[0].model_extra["guard"]
+    chunks = list(client.chat.completions.create(messages=CHAT, stream=True, **_greedy()))
+    tokens, summary = _stream_guard(chunks)
+    # guard.client on the openai SDK's own objects: the folded stream is the answer's verdict
+    folded, expected = fold(chunks), verdict(answer)
+    assert expected is not None and folded.decision == expected.decision and folded.counts == expected.counts
+    assert [s.verdict for s in folded.sentences] == [s.verdict for s in expected.sentences]
+    assert [t.position for t in folded.tokens] == [t.position for t in expected.tokens]
     assert [t["position"] for t in tokens] == [t["position"] for t in whole["tokens"]]
     for got, expected in zip(tokens, whole["tokens"]):
         assert got["p"] == pytest.approx(expected["p"], abs=1e-5)
