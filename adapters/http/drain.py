@@ -7,7 +7,8 @@ so that, once :meth:`Drain.stop` was called, a request cancelled that way ends w
 client can act on: 503 ``server_shutting_down`` before its response started, an error event and
 ``data: [DONE]`` in a started stream, the end of the body otherwise. The request's own clean-up
 (its upstream request closed, so vLLM stops generating it) has run by then: the cancellation
-passed through it first.
+passed through it first. From the start of the shutdown ``GET /readyz`` answers 503 (readiness probes and load
+balancers stop sending work), while ``/livez`` keeps answering 200.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class Drain:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self.stopping and scope.get("path") == "/readyz":  # no new work: load balancers take it out
+            await _Sent(send).end()
             return
         sent = _Sent(send)
         try:

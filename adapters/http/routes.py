@@ -245,6 +245,13 @@ def error_response(exc: APIError) -> JSONResponse:
     return JSONResponse(exc.body(), exc.status)
 
 
+@_shared.get("/livez")
+async def _livez() -> JSONResponse:
+    """Liveness (a Kubernetes liveness probe): 200 while the server's event loop answers, whatever the engine's state
+    (an engine that dies stops the server; /readyz says whether to send work)."""
+    return JSONResponse({"status": "alive"})
+
+
 @_shared.get("/metrics")
 async def _metrics(request: Request) -> Response:
     """The guard's metrics in Prometheus text format."""

@@ -66,3 +66,26 @@ def test_a_stream_cut_by_the_deadline_ends_with_an_error_event_and_done():
 def test_a_cancellation_before_the_shutdown_began_is_not_taken_for_the_deadline():
     with pytest.raises(asyncio.CancelledError):
         _cut(_never_answers, stopping=False)
+
+
+def test_readiness_turns_503_once_the_shutdown_began_while_liveness_and_other_routes_still_answer():
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def status(drain: Drain, path: str) -> int:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        asyncio.run(drain({**_SCOPE, "method": "GET", "path": path}, receive, send))
+        return int(sent[0]["status"])
+
+    drain = Drain(ok)
+    assert [status(drain, p) for p in ("/readyz", "/livez", "/healthz")] == [200, 200, 200]
+    drain.stop()
+    assert [status(drain, p) for p in ("/readyz", "/livez", "/healthz")] == [503, 200, 200]

@@ -291,9 +291,13 @@ def test_healthz_reports_the_upstream_and_turns_503_when_it_is_down_and_models_c
                                                                           "detail": "ok"}
         assert health.json()["probe"]["any_alpha"] is True
         assert (await client.get("/v1/models")).json()["data"][0]["id"] == MODEL
+        assert (await client.get("/readyz")).status_code == 200 and (await client.get("/livez")).status_code == 200
         fake.down = True
         down = await client.get("/healthz")
         assert down.status_code == 503 and down.json()["status"] == "unavailable"
+        # readiness follows the engine; liveness only says the server answers
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/livez")).json() == {"status": "alive"}
         missing = await client.get("/v1/nothing")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 

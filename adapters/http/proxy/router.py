@@ -113,9 +113,10 @@ async def _models(request: Request) -> Response:
     return await forward_models(state.relay.upstream, "models", state.relay.who, state.metrics, headers)
 
 
+@_router.get("/readyz")
 @_router.get("/healthz")
 async def _healthz(request: Request) -> JSONResponse:
-    """The foreign API's reachability and the reader's health; 503 while either fails."""
+    """The foreign API's reachability and the reader's health; 503 while either fails. Also ``/readyz``."""
     state = _state(request)
     upstream = await _upstream_health(state.relay.upstream)
     reader_ok, reader_detail = await engine_health(state.reader_client, "reader")

@@ -1,8 +1,9 @@
 """The HTTP application: thin routes over :class:`adapters.http.serve.serving.Relay`, built by a factory.
 
 Routes: ``POST /v1/chat/completions`` and ``POST /v1/completions`` (guarded), ``GET /v1/models``
-(from the upstream), ``GET /healthz`` (upstream and score-channel state; 503 when the upstream is
-down), ``GET /metrics`` (Prometheus text format). Every error answer has OpenAI's shape.
+(from the upstream), ``GET /healthz`` and ``GET /readyz`` (upstream and score-channel state; 503 when the
+upstream is down), ``GET /livez`` (200 while the server answers), ``GET /metrics`` (Prometheus text format).
+Every error answer has OpenAI's shape.
 """
 
 from __future__ import annotations
@@ -116,9 +117,11 @@ async def _models(request: Request) -> Response:
     return await forward_models(state.relay.client, "/v1/models", state.relay.who, state.metrics, public=True)
 
 
+@_router.get("/readyz")
 @_router.get("/healthz")
 async def _healthz(request: Request) -> JSONResponse:
-    """Upstream and score-channel state; 503 while the upstream is not healthy or its outputs are not finite."""
+    """Upstream and score-channel state; 503 while the upstream is not healthy or its outputs are not finite.
+    Also ``/readyz`` (a Kubernetes readiness probe; 503 once a shutdown began, :class:`adapters.http.drain.Drain`)."""
     state = _state(request)
     healthy, detail = await engine_health(state.relay.client, "upstream")
     if state.relay.engine_broken is not None:  # the engine answers, but its hidden states are not finite
