@@ -74,6 +74,8 @@ ENV_VARS: dict[str, str] = {
     # `guard proxy` reads the same settings as `guard serve` (its engine is the local reader), plus:
     # Base URL of the foreign OpenAI-compatible API, as an OpenAI SDK's base_url (http:// or https://).
     "GUARD_UPSTREAM": "guard proxy: base URL of the foreign OpenAI-compatible API",
+    # Seconds of silence after which a held proxy stream (mode abstain) sends an SSE keep-alive comment.
+    "GUARD_SSE_KEEPALIVE": "guard proxy: seconds between SSE keep-alive comments of a held stream (default 15)",
     # The key guard proxy sends the foreign API (instead of the client's, when the proxy has its own key).
     "GUARD_UPSTREAM_API_KEY": "guard proxy: API key sent to the foreign API as a Bearer token",
 }

@@ -170,6 +170,8 @@ class ProxySettings(ServeSettings):
             correctly, which says nothing about another model's answer.
         upstream_guarded: the upstream is itself ``guard serve``: the client's ``guard`` object is passed
             on (so ``mode: steer`` works through the proxy), and its judged answers pass through unread.
+        sse_keepalive: seconds without an event after which a held stream (mode "abstain") sends an SSE comment,
+            so idle timeouts of load balancers do not cut it (``GUARD_SSE_KEEPALIVE``).
         upstream_api_key: the key guard proxy sends the foreign API (``GUARD_UPSTREAM_API_KEY``). Without an
             ``api_key`` of its own the proxy passes the client's ``Authorization`` on instead; with one, the
             client's key is the guard's and never leaves the proxy.
@@ -185,6 +187,7 @@ class ProxySettings(ServeSettings):
     use_gate: bool = False
     upstream_guarded: bool = False
     upstream_api_key: SecretStr | None = Field(default=None, min_length=1)
+    sse_keepalive: float = Field(default=15.0, gt=0, allow_inf_nan=False)
 
     @field_validator("upstream")
     @classmethod

@@ -81,7 +81,7 @@ class ProxyRelay(Forwarder):
             mode = request.options.mode
             busy = time.perf_counter() - started
             if request.stream:
-                events = await open_proxy_stream(self, request, busy)
+                events = await open_proxy_stream(self, request, busy, self.settings.sse_keepalive)
                 streaming = True  # the stream counts the request and the gauge when it ends
                 return StreamReply(events)
             return await self._complete(request, busy)

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from adapters.http.errors import UpstreamError
+from adapters.http.keepalive import with_keepalive
 from adapters.http.protocol import choice_text
 from adapters.http.proxy.ports import ProxyRelayPort
 from adapters.http.proxy.protocol import ProxyRequest, choice_index
@@ -70,15 +71,19 @@ class _Stream:
     stopped: Reading | None = None  # the reading that abstained mid-stream
 
 
-async def open_proxy_stream(relay: ProxyRelayPort, request: ProxyRequest, busy: float) -> AsyncGenerator[bytes, None]:
-    """Open the upstream's stream and return the guarded events.
+async def open_proxy_stream(relay: ProxyRelayPort, request: ProxyRequest, busy: float,
+                            keepalive: float = 15.0) -> AsyncGenerator[bytes, None]:
+    """Open the upstream's stream and return the guarded events (in mode "abstain", which holds them, with an SSE
+    keep-alive comment after every ``keepalive`` seconds without an event: :mod:`adapters.http.keepalive`).
 
     Raises:
         APIError: before any event, when the upstream refuses the request or cannot be reached.
     """
     response = await relay.send(request)
-    return guarded_events(_guarded(_Stream(relay, request, busy), response), response, relay, request.endpoint,
-                          request.options.mode)
+    events = _guarded(_Stream(relay, request, busy), response)
+    if request.options.mode == "abstain":
+        events = with_keepalive(events, keepalive)
+    return guarded_events(events, response, relay, request.endpoint, request.options.mode)
 
 
 async def _guarded(stream: _Stream, response: httpx.Response) -> AsyncGenerator[bytes, None]:
