@@ -71,6 +71,9 @@ ENV_VARS: dict[str, str] = {
     "GUARD_ENGINE_PORT": "guard serve: loopback port for vLLM's own (unguarded) app, for comparisons",
     # Clients must send `Authorization: Bearer <key>` (all routes but health and metrics); never logged.
     "GUARD_API_KEY": "guard serve/proxy: API key clients must send as a Bearer token",
+    "GUARD_LOG_LEVEL": "guard serve/proxy: level of the guard's log (debug, info, warning, error; default info)",
+    "GUARD_LOG_FORMAT": "guard serve/proxy: text (timestamped lines, default) or json (one object per line)",
+    "GUARD_ACCESS_LOG": "guard serve/proxy: 0 to drop the per-request access line (content-free; on by default)",
     # `guard proxy` reads the same settings as `guard serve` (its engine is the local reader), plus:
     # Base URL of the foreign OpenAI-compatible API, as an OpenAI SDK's base_url (http:// or https://).
     "GUARD_UPSTREAM": "guard proxy: base URL of the foreign OpenAI-compatible API",

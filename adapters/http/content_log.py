@@ -35,7 +35,7 @@ class ContentLog:
         self.enabled = enabled
         self.logger = logging.getLogger(LOGGER)
         if enabled:
-            if not self.logger.handlers and not logging.getLogger().handlers:
+            if not (self.logger.handlers or logging.getLogger("guard").handlers or logging.getLogger().handlers):
                 self.logger.addHandler(logging.StreamHandler())  # stderr, like the server's own messages
             if self.logger.level == logging.NOTSET:
                 self.logger.setLevel(logging.INFO)

@@ -33,6 +33,7 @@ from adapters.http.api_key import ApiKey
 from adapters.http.artefacts import check_fit
 from adapters.http.drain import Drain
 from adapters.http.in_process import EngineRoutes, InProcessEngine, VllmMetrics
+from adapters.http.logs import configure_logging
 from adapters.http.proxy.protocol import NO_STEERING
 from adapters.http.proxy.reader_prompt import HFReaderPrompts
 from adapters.http.proxy.router import create_proxy_app
@@ -95,6 +96,7 @@ def run(settings: ServeSettings) -> None:
         ArtifactError: the probe cannot be loaded or has no conformal calibration with a "true" label.
         AdapterError: the upstream did not start.
     """
+    configure_logging(settings.log_level, settings.log_format)
     probe_path, probe = _calibrated_probe(settings.probe, "guard serve needs a probe: pass --probe PATH (or "
                                                           "GUARD_PROBE), or serve a model that ships one")
     gate = None
@@ -133,6 +135,7 @@ def run_proxy(settings: ProxySettings) -> None:
         ArtifactError: the probe cannot be loaded or has no conformal calibration with a "true" label.
         AdapterError: the reader did not start.
     """
+    configure_logging(settings.log_level, settings.log_format)
     if settings.mode == "steer" and not settings.upstream_guarded:
         raise ConfigError(f"mode='steer' is not available in guard proxy: {NO_STEERING}; set mode to flag, abstain "
                           "or pass (guard serve steers its own engine; upstream_guarded passes it on to one)")

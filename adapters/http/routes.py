@@ -44,6 +44,7 @@ from adapters.http.errors import (
 )
 from adapters.http.forwarding import JSONReply, StreamReply
 from adapters.http.protocol import ENDPOINT_PATHS, Endpoint
+from adapters.http.request_log import RequestLog
 from adapters.http.score_feed import ScoreFeed
 from guard import __version__
 from guard.metrics import GuardMetrics
@@ -106,6 +107,7 @@ def build_app(title: str, state: Any, answer: Answer, router: APIRouter, owned: 
         app.add_api_route(path, _completions_route(endpoint, answer, content), methods=["POST"])
     app.include_router(router)
     app.include_router(_shared)
+    app.add_middleware(RequestLog, access_log=state.settings.access_log)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
     return app

@@ -71,6 +71,10 @@ class ServeSettings(BaseSettings):
             (the engine is then stopped; keep it under the orchestrator's kill delay, e.g. docker's 10 s).
         api_key: clients must send ``Authorization: Bearer <api_key>`` on every route but health and metrics
             (``GUARD_API_KEY``; prefer the variable to ``--api-key``, which ``ps`` shows). Never logged or printed.
+        log_level / log_format: the guard's log (``guard.*`` loggers; vLLM keeps its own): level, and ``text``
+            (timestamped lines) or ``json`` (one JSON object per line).
+        access_log: one content-free line per request on ``guard.access`` (method, route, status, latency,
+            request id; :mod:`adapters.http.request_log`).
         engine_port: guard serve only: also serve vLLM's own app, unguarded, on ``127.0.0.1:engine_port`` (the
             same engine without the guard: for comparisons and benchmarks; loopback only, off by default).
 
@@ -106,6 +110,9 @@ class ServeSettings(BaseSettings):
     shutdown_timeout: float = Field(default=5.0, ge=0, allow_inf_nan=False)
     vllm_args: tuple[str, ...] = ()
     engine_port: int | None = Field(default=None, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = True
     api_key: SecretStr | None = Field(default=None, min_length=1)
 
     @field_validator("vllm_args", mode="before")

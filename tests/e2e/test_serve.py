@@ -286,7 +286,13 @@ def test_vllm_runs_inside_guard_serve_its_operational_routes_answer_and_its_gene
                    if sample.name == "vllm:generation_tokens_total")
     before = generated()
     _client(url).completions.create(prompt=PROMPT, **_greedy(max_tokens=5))
-    assert generated() == before + 5
+    # the request id round-trips and names the request in the access line
+    answer = httpx.post(f"{url}/v1/completions", json={"prompt": PROMPT, **_greedy(max_tokens=2)},
+                        headers={"x-request-id": "e2e-request-77"}, timeout=60)
+    assert answer.headers["x-request-id"] == "e2e-request-77"
+    assert "POST /v1/completions 200" in served["log"].read_text() and "request_id=e2e-request-77" in \
+        served["log"].read_text()
+    assert generated() == before + 5 + 2
     metrics = httpx.get(f"{url}/metrics", timeout=10).text
     assert "guard_requests_total" in metrics
     (build,) = [line for line in metrics.splitlines() if line.startswith("guard_build_info{")]

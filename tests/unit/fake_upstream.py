@@ -87,6 +87,7 @@ class FakeUpstream(FakeEngine):
     scripts: dict[str, Script]
     vocab: dict[int, str] = field(default_factory=lambda: {EOS: ""})
     requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  #: each generation request's headers
     chunks_sent: dict[str, int] = field(default_factory=dict)  #: guard key -> chunks produced
     closed_early: set[str] = field(default_factory=set)  #: guard keys whose stream the client closed
     down: bool = False
@@ -118,6 +119,7 @@ class FakeUpstream(FakeEngine):
             return httpx.Response(200, json={"object": "list", "data": [{"id": MODEL, "object": "model"}]})
         body = json.loads(request.content)
         self.requests.append(body)
+        self.headers.append(dict(request.headers))
         chat = request.url.path == "/v1/chat/completions"
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
         if isinstance(prompt, list) and "guard_steer" in body["vllm_xargs"] and self.steered is not None:

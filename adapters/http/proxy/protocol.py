@@ -25,7 +25,8 @@ from guard.verdicts import Mode, VerdictRule
 __all__ = ["FORWARDED_HEADERS", "NO_STEERING", "ProxyRequest", "proxy_request", "choice_index"]
 
 #: client headers passed on to the upstream (lower case): credentials and OpenAI's account scoping
-FORWARDED_HEADERS = ("authorization", "openai-organization", "openai-project")
+FORWARDED_HEADERS = ("authorization", "openai-organization", "openai-project", "x-request-id", "traceparent",
+                     "tracestate")
 
 
 @dataclass(frozen=True)

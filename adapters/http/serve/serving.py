@@ -26,6 +26,7 @@ from adapters.http.protocol import (
     summary_payload,
     token_payload,
 )
+from adapters.http.request_log import trace_headers
 from adapters.http.score_feed import ScoreFeed
 from adapters.http.serve.protocol import (
     GuardedRequest,
@@ -115,7 +116,7 @@ class Relay(Forwarder):
             UpstreamError: unreachable (502), timed out (504) or broke the protocol (502).
             APIError: the upstream's own error answer (its 4xx status, OpenAI's shape).
         """
-        return await self.post(self.client, ENDPOINT_PATHS[request.endpoint], request.body)
+        return await self.post(self.client, ENDPOINT_PATHS[request.endpoint], request.body, trace_headers())
 
     async def _complete(self, request: GuardedRequest, session: GuardSession) -> JSONReply:
         payload = _json_object(await self.read(await self.send(request)))
