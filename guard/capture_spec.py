@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from guard import env
 from guard.errors import ConfigError
 
 __all__ = ["HOOKS_VERSION", "ADDITIONAL_CONFIG_KEY", "CaptureSpec", "check_endpoint"]
@@ -106,15 +107,27 @@ class CaptureSpec(BaseModel):
         return spec
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 def check_endpoint(endpoint: str | None) -> str:
     """Validate a score endpoint (``inproc://NAME``, ``ipc:///path`` or ``tcp://host:port``).
 
+    The channel carries every request's scores without authentication, so a ``tcp://`` endpoint must be on the
+    loopback interface unless ``GUARD_SCORE_REMOTE=1`` says the network is private.
+
     Raises:
-        ConfigError: missing or of an unknown scheme.
+        ConfigError: missing, of an unknown scheme, or a non-loopback ``tcp://`` host without the opt-in.
     """
     if not endpoint or not endpoint.startswith(("inproc://", "ipc://", "tcp://")):
         raise ConfigError(
             f"score endpoint {endpoint!r} is invalid: expected inproc://NAME, ipc:///path.sock or tcp://host:port "
             "(set GUARD_SCORE_ENDPOINT for the engine's processes)"
         )
+    if endpoint.startswith("tcp://"):
+        host = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+        if host not in _LOOPBACK and env.read("GUARD_SCORE_REMOTE") != "1":
+            raise ConfigError(f"score endpoint {endpoint!r} is not on the loopback interface: the score channel is "
+                              "unauthenticated; use ipc:// or tcp://127.0.0.1:PORT, or set GUARD_SCORE_REMOTE=1 if "
+                              "the network between the engine and the server is private")
     return endpoint

@@ -79,6 +79,8 @@ ENV_VARS: dict[str, str] = {
     "GUARD_UPSTREAM": "guard proxy: base URL of the foreign OpenAI-compatible API",
     # Seconds of silence after which a held proxy stream (mode abstain) sends an SSE keep-alive comment.
     "GUARD_SSE_KEEPALIVE": "guard proxy: seconds between SSE keep-alive comments of a held stream (default 15)",
+    # Allow a tcp:// score endpoint off the loopback interface (the channel is unauthenticated).
+    "GUARD_SCORE_REMOTE": "engine: 1 to allow a tcp:// score endpoint that is not on loopback (private networks only)",
     # The key guard proxy sends the foreign API (instead of the client's, when the proxy has its own key).
     "GUARD_UPSTREAM_API_KEY": "guard proxy: API key sent to the foreign API as a Bearer token",
 }

@@ -53,6 +53,22 @@ def test_score_endpoint_of_unknown_scheme_is_refused_with_the_accepted_forms(bad
         check_endpoint(bad)
 
 
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:5555", "tcp://localhost:5555", "tcp://[::1]:5555",
+                                      "ipc:///tmp/x.sock", "inproc://scores"])
+def test_a_loopback_or_local_score_endpoint_is_accepted(endpoint):
+    assert check_endpoint(endpoint) == endpoint
+
+
+def test_a_tcp_score_endpoint_off_loopback_needs_the_explicit_opt_in(monkeypatch):
+    monkeypatch.delenv("GUARD_SCORE_REMOTE", raising=False)
+    with pytest.raises(ConfigError, match="not on the loopback interface.*GUARD_SCORE_REMOTE=1"):
+        check_endpoint("tcp://10.0.0.7:5555")
+    with pytest.raises(ConfigError, match="not on the loopback"):
+        check_endpoint("tcp://0.0.0.0:5555")  # every interface
+    monkeypatch.setenv("GUARD_SCORE_REMOTE", "1")
+    assert check_endpoint("tcp://10.0.0.7:5555") == "tcp://10.0.0.7:5555"
+
+
 def test_score_endpoint_is_not_part_of_the_compile_cache_relevant_spec():
     assert "endpoint" not in CaptureSpec(layers=(1,)).to_additional_config()["guard"]
 
