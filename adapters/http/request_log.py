@@ -26,7 +26,8 @@ _VALID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 _TRACE = (b"traceparent", b"tracestate")
 _QUIET = frozenset({"/health", "/healthz", "/livez", "/readyz", "/ping", "/metrics"})
 #: routes logged by name; any other path is logged as "other" (a path a client made up may hold anything)
-_KNOWN = _QUIET | {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize", "/detokenize", "/version"}
+_KNOWN = _QUIET | {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize", "/detokenize", "/version",
+                   "/v1/guard/check"}
 _current: ContextVar[dict[str, str] | None] = ContextVar("guard_trace", default=None)
 _log = logging.getLogger(ACCESS_LOGGER)
 

@@ -16,6 +16,9 @@ import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from adapters.http.errors import APIError
+from adapters.http.protocol import parse_body
+from adapters.http.proxy.check import CHECK_PATH, check
 from adapters.http.proxy.protocol import FORWARDED_HEADERS
 from adapters.http.proxy.reader import Reader
 from adapters.http.proxy.reader_prompt import ReaderPrompts
@@ -23,9 +26,11 @@ from adapters.http.proxy.serving import ProxyRelay
 from adapters.http.routes import (
     build_app,
     engine_health,
+    error_response,
     forward_models,
     http_client,
     probe_health,
+    read_body,
     scores_health,
 )
 from adapters.http.score_feed import ScoreFeed
@@ -103,6 +108,17 @@ def upstream_headers(headers: Mapping[str, str], settings: ProxySettings) -> dic
 def _state(request: Request) -> _State:
     state: _State = request.app.state.guard
     return state
+
+
+@_router.post(CHECK_PATH)
+async def _check(request: Request) -> JSONResponse:
+    """The judge endpoint (:mod:`adapters.http.proxy.check`): a question and an answer in, the verdicts out."""
+    state = _state(request)
+    try:
+        body = parse_body(await read_body(request, state.settings.max_request_bytes))
+        return JSONResponse(await check(state.relay, body))
+    except APIError as exc:
+        return error_response(exc)
 
 
 @_router.get("/v1/models")

@@ -119,6 +119,16 @@ class ProxyRelay(Forwarder):
         readings = await asyncio.gather(*(self._read(request, i, answers[i]) for i in indices))
         return dict(zip(indices, readings))
 
+    @property
+    def prompts(self) -> Any:
+        """The reader's prompt builder (the judge endpoint builds its questions with it)."""
+        return self.reader.prompts
+
+    async def read_one(self, request: ProxyRequest, answer: str) -> Reading:
+        """Read one answer to the request's first question (the judge endpoint); a reader failure is a guard
+        failure with the policy applied, as for a proxied answer."""
+        return await self._read(request, 0, answer)
+
     async def _read(self, request: ProxyRequest, index: int, answer: str) -> Reading:
         """One choice's reading; a reader failure is a guard failure, not a failed request."""
         try:
