@@ -96,7 +96,7 @@ async def _server_state(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
                 state["in_flight"] = s.value
             elif s.name == "guard_upstream_errors_total":
                 state["upstream_errors"] += s.value
-            elif s.name == "guard_guard_failures_total":
+            elif s.name == "guard_failures_total":
                 state["guard_failures"] += s.value
     scores = (await client.get(f"{url}/healthz")).json()["scores"]
     return {**state, **{k: scores.get(k) for k in ("open_keys", "dropped_keys", "late_segments")}}

@@ -6,8 +6,13 @@ Metrics are observed at the decision point (the server, once per request or sent
 the engine's hooks. Every label takes values from a fixed tuple below — never request ids or
 text — and an unknown value raises :class:`~guard.errors.ConfigError`.
 
-Calibration drift: ``guard_flag_rate_rolling`` is the share of flagged sentences among the last
-``window`` decided, scored sentences; ``guard_flag_rate_expected`` is the mean alpha those
+Names follow Prometheus' conventions (a unit or ``_ratio`` suffix, no repeated prefix). Renamed in 0.1.0, the
+old names are still exported, with the same values, for this release only (marked DEPRECATED in their help):
+``guard_guard_failures_total`` (now ``guard_failures_total``), ``guard_flag_rate_rolling`` and
+``guard_flag_rate_expected`` (now with ``_ratio``).
+
+Calibration drift: ``guard_flag_rate_rolling_ratio`` is the share of flagged sentences among the last
+``window`` decided, scored sentences; ``guard_flag_rate_expected_ratio`` is the mean alpha those
 sentences were judged at. Under exchangeability with the calibration data, the flag rate among
 *true* sentences is at most alpha, so on a stream of mostly correct answers the rolling rate stays
 near or below the expected one. A large, lasting excess means the traffic has shifted away from
@@ -125,8 +130,10 @@ class GuardMetrics:
         r.register(self.probe_latency)
         self.upstream_errors = Counter("guard_upstream_errors", "Upstream (engine) failures by kind", ["kind"],
                                        registry=r)
-        self.guard_failures = Counter("guard_guard_failures", "Answers the guard could not judge, by kind and the "
+        self.guard_failures = Counter("guard_failures", "Answers the guard could not judge, by kind and the "
                                       "on_guard_failure policy applied", ["kind", "policy"], registry=r)
+        self._guard_failures_old = Counter("guard_guard_failures", "DEPRECATED: use guard_failures_total (removed "
+                                           "in the next release)", ["kind", "policy"], registry=r)
         self.client_disconnects = Counter("guard_client_disconnects", "Requests (streamed or not) the client closed "
                                           "before their end "
                                           "(logged as status 499)", ["endpoint"], registry=r)
@@ -135,10 +142,14 @@ class GuardMetrics:
         self.nonfinite = Counter("guard_nonfinite_scores", "Requests whose engine scores held NaN or infinity, by "
                                  "whether the request steered", ["source"], registry=r)
         self.in_flight = Gauge("guard_requests_in_flight", "Guarded requests being served", registry=r)
-        self.flag_rate_rolling = Gauge("guard_flag_rate_rolling", "Share of flagged sentences among the last "
+        self.flag_rate_rolling = Gauge("guard_flag_rate_rolling_ratio", "Share of flagged sentences among the last "
                                        "decided, scored ones", registry=r)
-        self.flag_rate_expected = Gauge("guard_flag_rate_expected", "Mean alpha of the same sentences: the bound "
-                                        "on the flag rate among true sentences", registry=r)
+        self.flag_rate_expected = Gauge("guard_flag_rate_expected_ratio", "Mean alpha of the same sentences: the "
+                                        "bound on the flag rate among true sentences", registry=r)
+        self._flag_rate_old = (Gauge("guard_flag_rate_rolling", "DEPRECATED: use guard_flag_rate_rolling_ratio",
+                                     registry=r),
+                               Gauge("guard_flag_rate_expected", "DEPRECATED: use guard_flag_rate_expected_ratio",
+                                     registry=r))
         self.build = Info("guard_build", "What this server runs: guard's version, the served model, the probe "
                           "artefact's file name and whether it is calibrated", registry=r)
         self._window: deque[tuple[bool, float]] = deque(maxlen=window)
@@ -177,8 +188,9 @@ class GuardMetrics:
 
     def record_guard_failure(self, kind: str, policy: str) -> None:
         """Count one answer the guard could not judge (``kind`` from :data:`GUARD_FAILURES`) and its policy."""
-        self.guard_failures.labels(_check("kind", kind, GUARD_FAILURES),
-                                   _check("policy", policy, FAILURE_POLICIES)).inc()
+        labels = (_check("kind", kind, GUARD_FAILURES), _check("policy", policy, FAILURE_POLICIES))
+        self.guard_failures.labels(*labels).inc()
+        self._guard_failures_old.labels(*labels).inc()
 
     def record_disconnect(self, endpoint: str) -> None:
         """Count one stream the client closed before it ended."""
@@ -210,8 +222,11 @@ class GuardMetrics:
             self._window.append((flagged, alpha))
             self._flagged += flagged
             self._alpha_sum += alpha
-            self.flag_rate_rolling.set(self._flagged / len(self._window))
-            self.flag_rate_expected.set(self._alpha_sum / len(self._window))
+            rolling, expected = self._flagged / len(self._window), self._alpha_sum / len(self._window)
+            self.flag_rate_rolling.set(rolling)
+            self.flag_rate_expected.set(expected)
+            self._flag_rate_old[0].set(rolling)
+            self._flag_rate_old[1].set(expected)
 
     def record_summary(self, endpoint: str, summary: GuardSummary) -> None:
         """Record a finished choice: its request, abstention, sentences and scored tokens."""

@@ -89,7 +89,7 @@ def mark(payload: dict[str, Any], failure: GuardFailure | None) -> dict[str, Any
 
 
 def record(metrics: GuardMetrics, failure: GuardFailure | None, policy: FailurePolicy) -> None:
-    """Count a failure (if any) in ``guard_guard_failures_total`` and ``guard_upstream_errors_total``."""
+    """Count a failure (if any) in ``guard_failures_total`` and ``guard_upstream_errors_total``."""
     if failure is not None:
         metrics.record_guard_failure(failure.kind, policy)
         metrics.record_upstream_error(failure.kind)

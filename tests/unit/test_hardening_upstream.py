@@ -121,7 +121,7 @@ def test_serve_fail_open_passes_an_answer_whose_scores_never_arrive_marked_unver
         assert text == SCRIPTS["mixed"].text  # the flagged middle sentence was never judged: it passes
         assert (guard["decision"], guard["verified"], guard["error"]["kind"]) == ("pass", False, "scores_missing")
         assert "score_timeout" in guard["error"]["message"] and guard["counts"]["tokens_scored"] == 0
-        assert sample(app, "guard_guard_failures_total", kind="scores_missing", policy="fail_open") == 1
+        assert sample(app, "guard_failures_total", kind="scores_missing", policy="fail_open") == 1
         assert sample(app, "guard_upstream_errors_total", kind="scores_missing") == 1
 
     serve(run, silent=True, score_timeout=0.05)
@@ -145,7 +145,7 @@ def test_serve_fail_closed_abstains_when_the_scores_never_arrive(stream, mode):
             DEFAULT_ABSTAIN_MESSAGE
         assert text == expected
         assert (guard["decision"], guard["abstained"]["kind"], guard["verified"]) == ("abstain", "guard_failure", False)
-        assert sample(app, "guard_guard_failures_total", kind="scores_missing", policy="fail_closed") == 1
+        assert sample(app, "guard_failures_total", kind="scores_missing", policy="fail_closed") == 1
         assert sample(app, "guard_abstentions_total", reason="guard_failure") == 1
 
     serve(run, silent=True, score_timeout=0.05, on_guard_failure="fail_closed")
@@ -189,7 +189,7 @@ def test_proxy_fail_open_passes_the_answer_marked_unverified_when_the_reader_fai
         if kind == "reader":  # nothing was judged: the upstream's answer passes
             assert text == ANSWERS["wrong"] and guard["decision"] == "pass"
         assert (guard["verified"], guard["error"]["kind"]) == (False, kind)
-        assert sample(made.app, "guard_guard_failures_total", kind=kind, policy="fail_open") == 1
+        assert sample(made.app, "guard_failures_total", kind=kind, policy="fail_open") == 1
 
     _proxy_with(fault, "fail_open").serve(run)
 
@@ -212,7 +212,7 @@ def test_proxy_fail_closed_abstains_when_the_reader_fails(fault, stream):
         assert text == DEFAULT_ABSTAIN_MESSAGE  # the true answer is withheld too: it was not verified
         assert (guard["decision"], guard["abstained"]["kind"], guard["error"]["kind"]) == ("abstain", "guard_failure",
                                                                                            kind)
-        assert sample(made.app, "guard_guard_failures_total", kind=kind, policy="fail_closed") == 1
+        assert sample(made.app, "guard_failures_total", kind=kind, policy="fail_closed") == 1
         assert sample(made.app, "guard_requests_in_flight") == 0 and made.feed.open_keys == 0
 
     _proxy_with(fault, "fail_closed").serve(run)

@@ -65,19 +65,19 @@ def test_exposition_has_the_exact_counts_after_a_known_sequence_of_events():
     assert s[("guard_probe_latency_seconds_count", ())] == 1
     assert s[("guard_upstream_errors_total", (("kind", "timeout"),))] == 1
     assert s[("guard_requests_in_flight", ())] == 1
-    assert s[("guard_flag_rate_rolling", ())] == pytest.approx(1 / 4)
-    assert s[("guard_flag_rate_expected", ())] == pytest.approx((0.1 * 2 + 0.2 * 2) / 4)
+    assert s[("guard_flag_rate_rolling_ratio", ())] == pytest.approx(1 / 4)
+    assert s[("guard_flag_rate_expected_ratio", ())] == pytest.approx((0.1 * 2 + 0.2 * 2) / 4)
 
 
 def test_the_drift_window_forgets_the_oldest_sentences():
     m = GuardMetrics(window=3)
     for i, verdict in enumerate(["flagged", "flagged", "supported", "supported", "supported"]):
         m.record_sentence(_verdict(i, verdict, 0.5), alpha=0.1 if i < 2 else 0.2)
-    assert m.registry.get_sample_value("guard_flag_rate_rolling") == 0.0
-    assert m.registry.get_sample_value("guard_flag_rate_expected") == pytest.approx(0.2)
+    assert m.registry.get_sample_value("guard_flag_rate_rolling_ratio") == 0.0
+    assert m.registry.get_sample_value("guard_flag_rate_expected_ratio") == pytest.approx(0.2)
     m.record_sentence(_verdict(5, "flagged", 0.01), alpha=0.05)
-    assert m.registry.get_sample_value("guard_flag_rate_rolling") == pytest.approx(1 / 3)
-    assert m.registry.get_sample_value("guard_flag_rate_expected") == pytest.approx(0.15)
+    assert m.registry.get_sample_value("guard_flag_rate_rolling_ratio") == pytest.approx(1 / 3)
+    assert m.registry.get_sample_value("guard_flag_rate_expected_ratio") == pytest.approx(0.15)
 
 
 @pytest.mark.parametrize(("call", "value"), [
@@ -108,7 +108,8 @@ def test_every_metric_the_dashboard_queries_exists_in_the_registry():
     exposed = {family.name + suffix for family in GuardMetrics().registry.collect()
                for suffix in suffixes[family.type]}
     assert referenced and referenced <= exposed, referenced - exposed
-    assert {"guard_flag_rate_rolling", "guard_flag_rate_expected", "guard_latency_seconds_bucket"} <= referenced
+    assert {"guard_flag_rate_rolling_ratio", "guard_flag_rate_expected_ratio",
+            "guard_latency_seconds_bucket"} <= referenced
 
 
 def test_the_per_token_histogram_exposes_exactly_what_prometheus_clients_histogram_does():
@@ -128,3 +129,22 @@ def test_the_per_token_histogram_exposes_exactly_what_prometheus_clients_histogr
         tally.observe(value)
     expected = [line for line in generate_latest(reference).decode().splitlines() if "_created" not in line]
     assert generate_latest(fast).decode().splitlines() == expected
+
+
+def test_renamed_metrics_keep_their_old_names_with_the_same_values_for_one_release():
+    from guard.metrics import GuardMetrics as Metrics
+
+    m = Metrics(window=4)
+    m.record_guard_failure("reader", "fail_open")
+    m.record_guard_failure("reader", "fail_open")
+    labels = {"kind": "reader", "policy": "fail_open"}
+    assert m.registry.get_sample_value("guard_failures_total", labels) == 2.0
+    assert m.registry.get_sample_value("guard_guard_failures_total", labels) == 2.0
+    text = generate_latest(m.registry).decode()
+    assert "# HELP guard_guard_failures_total DEPRECATED: use guard_failures_total" in text
+    m.record_sentence(_verdict(0, "flagged", 0.01), alpha=0.1)
+    m.record_sentence(_verdict(1, "supported", 0.5), alpha=0.2)
+    assert m.registry.get_sample_value("guard_flag_rate_rolling_ratio") == pytest.approx(0.5)
+    for new, old in (("guard_flag_rate_rolling_ratio", "guard_flag_rate_rolling"),
+                     ("guard_flag_rate_expected_ratio", "guard_flag_rate_expected")):
+        assert m.registry.get_sample_value(new) == m.registry.get_sample_value(old)

@@ -64,7 +64,7 @@ def test_the_metrics_table_lists_exactly_the_registered_metrics():
     ("guard_upstream_errors_total", UPSTREAM_ERRORS),
     ("guard_abstentions_total", ABSTAIN_REASONS),
     ("guard_nonfinite_scores_total", NONFINITE_SOURCES),
-    ("guard_guard_failures_total", GUARD_FAILURES),
+    ("guard_failures_total", GUARD_FAILURES),
 ])
 def test_each_labelled_metric_row_names_exactly_the_label_values_the_code_records(metric, values):
     row = _metric_rows()[metric].split("|")[3]

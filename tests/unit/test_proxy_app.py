@@ -199,7 +199,7 @@ def test_a_reader_failure_passes_the_answer_marked_unverified_naming_the_reader_
         if failure == "too_long":
             assert "max_model_len" in guard["error"]["message"]
         assert counts(proxy.app)[("guard_upstream_errors_total", (("kind", "reader"),))] == 1
-        assert counts(proxy.app)[("guard_guard_failures_total", (("kind", "reader"), ("policy", "fail_open")))] == 1
+        assert counts(proxy.app)[("guard_failures_total", (("kind", "reader"), ("policy", "fail_open")))] == 1
         assert proxy.feed.open_keys == 0
 
     proxy.serve(run)
