@@ -129,7 +129,7 @@ class ServeSettings(BaseSettings):
             return data
         raw = data["vllm_args"]
         args = shlex.split(raw) if isinstance(raw, str) else [str(a) for a in raw]
-        data = dict(data)
+        data = dict(data, vllm_args=args)  # split once: the field validator then gets the list
         for i, token in enumerate(args):
             flag, eq, value = token.partition("=")
             if flag == "--enforce-eager":
