@@ -117,3 +117,18 @@ def test_healthz_reports_upstream_and_reader_and_models_come_from_the_upstream(p
     assert body["reader"]["url"].startswith("http://127.0.0.1:") and body["scores"]["malformed_batches"] == 0
     models = _client(proxied["url"]).models.list()
     assert sorted(m.id for m in models.data) == sorted(CHAT_ANSWERS)
+
+
+def test_the_judge_endpoint_gives_the_relayed_answers_verdict_without_calling_the_upstream(proxied):
+    client, url = _client(proxied["url"]), proxied["url"]
+    for model, text in CHAT_ANSWERS.items():
+        relayed = client.chat.completions.create(model=model, messages=QUESTION).choices[0].model_extra["guard"]
+        calls = len(proxied["fake"].seen)
+        answer = httpx.post(f"{url}/v1/guard/check", json={"messages": QUESTION, "answer": text}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        checked = _checked(answer.json()["guard"])
+        assert len(proxied["fake"].seen) == calls  # judged without the upstream
+        assert checked["decision"] == relayed["decision"]
+        assert [(s["start"], s["end"], s["verdict"]) for s in checked["sentences"]] == \
+            [(s["start"], s["end"], s["verdict"]) for s in relayed["sentences"]]
+        assert _p_true(checked) == pytest.approx(_p_true(relayed), abs=1e-5)
