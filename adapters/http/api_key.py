@@ -13,7 +13,7 @@ import hmac
 import json
 from typing import Any
 
-from adapters.http.errors import error_body
+from adapters.http.errors import error_body, send_json
 
 __all__ = ["ApiKey", "OPEN_PATHS"]
 
@@ -46,11 +46,7 @@ class ApiKey:
         if scope["type"] != "http" or scope.get("path", "") in OPEN_PATHS or self._allowed(scope):
             await self.app(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(_REFUSED)).encode()),
-                                (b"www-authenticate", b"Bearer")]})
-        await send({"type": "http.response.body", "body": _REFUSED})
+        await send_json(send, 401, _REFUSED, ((b"www-authenticate", b"Bearer"),))
 
     def _allowed(self, scope: Any) -> bool:
         given = b""

@@ -17,7 +17,7 @@ import asyncio
 import json
 from typing import Any
 
-from adapters.http.errors import error_body
+from adapters.http.errors import error_body, send_json
 
 __all__ = ["Drain"]
 
@@ -84,11 +84,7 @@ class _Sent:
     async def end(self) -> None:
         """End the response: 503 if it had not started, else an error event and ``[DONE]`` (streams) and the end."""
         if not self.started:
-            body = json.dumps(_STOPPED).encode()
-            await self.send({"type": "http.response.start", "status": 503,
-                             "headers": [(b"content-type", b"application/json"),
-                                         (b"content-length", str(len(body)).encode())]})
-            await self.send({"type": "http.response.body", "body": body})
+            await send_json(self.send, 503, json.dumps(_STOPPED).encode())
             return
         tail = b"data: " + json.dumps(_STOPPED).encode() + b"\n\ndata: [DONE]\n\n" if self.stream else b""
         await self.send({"type": "http.response.body", "body": tail})

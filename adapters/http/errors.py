@@ -22,7 +22,7 @@ import httpx
 from guard.errors import AdapterError, GuardError, NonFiniteScores
 
 __all__ = ["APIError", "UpstreamError", "ReaderError", "invalid_request", "from_upstream", "error_body",
-           "upstream_failure", "guard_failure", "NONFINITE_CODES"]
+           "upstream_failure", "guard_failure", "NONFINITE_CODES", "send_json"]
 
 
 class APIError(GuardError):
@@ -79,6 +79,14 @@ def error_body(message: str, type: str = "invalid_request_error", param: str | N
                code: str | None = None) -> dict[str, Any]:
     """``{"error": {...}}`` in OpenAI's shape."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+async def send_json(send: Any, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """A complete JSON answer over a raw ASGI ``send`` (middleware that answers before, or instead of, the app)."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None, status: int = 400) -> APIError:

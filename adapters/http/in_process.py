@@ -16,8 +16,8 @@ that dies while serving is noticed within :data:`WATCH_S` seconds (:meth:`InProc
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-import signal
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,15 +26,12 @@ import httpx
 from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
 
-from adapters.http.errors import error_body
+from adapters.http.errors import error_body, send_json
 from adapters.http.score_feed import ScoreFeed
 from adapters.http.settings import ServeSettings
-from adapters.score_channel import ScoreCollector, new_ipc_endpoint
+from adapters.http.upstream import engine_obituary, guarded_server_argv
+from adapters.score_channel import ScoreCollector
 from adapters.vllm.api_server import engine_dead, engine_processes, vllm_app
-from adapters.vllm.engine import engine_arguments
-from adapters.vllm.internals import cpu_thread_binding
-from adapters.vllm.server_args import api_server_argv, parse_vllm_args
-from guard.config import GuardConfig
 from guard.errors import AdapterError
 
 __all__ = ["InProcessEngine", "InProcessTransport", "EngineRoutes", "VllmMetrics", "ENGINE_URL", "WATCH_S",
@@ -156,14 +153,10 @@ class EngineRoutes:
 
 
 async def _refuse(path: str, send: Any) -> None:
-    import json
-
     body = json.dumps(error_body(f"{path} is not served by guard serve: its answers would not be guarded; use "
                                  "/v1/chat/completions or /v1/completions", "invalid_request_error", None,
                                  "not_found")).encode()
-    await send({"type": "http.response.start", "status": 404,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, 404, body)
 
 
 class InProcessEngine:
@@ -201,17 +194,9 @@ class InProcessEngine:
             AdapterError: the engine did not start.
         """
         s = self.settings
-        endpoint = new_ipc_endpoint()
-        config = GuardConfig.build(model=s.model, probe=self.probe, gate=s.gate if s.use_gate else None,
-                                   steering=s.steering, enforce_eager=s.enforce_eager, max_model_len=s.max_model_len,
-                                   max_num_seqs=s.max_num_seqs, score_endpoint=endpoint)
-        kwargs, _, self.model_path = engine_arguments(config, endpoint)  # exports GUARD_SCORE_ENDPOINT: engine reads it
-        given = parse_vllm_args(s.vllm_args, self.model_path)
-        if (binding := cpu_thread_binding(given.tensor_parallel_size)) is not None:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binding
+        endpoint, self.model_path, argv = guarded_server_argv(s, self.probe)
+        argv = argv[3:]  # vLLM's arguments, without the program: its app runs here
         os.environ.setdefault("VLLM_ENGINE_READY_TIMEOUT_S", str(round(s.startup_timeout)))
-        argv = api_server_argv(kwargs)[3:] + ["--served-model-name", s.served_name, "--disable-uvicorn-access-log",
-                                              *s.vllm_args]
         self.collector = ScoreCollector(endpoint, self.feed)
         try:
             async with _started(argv) as engine:
@@ -236,11 +221,7 @@ class InProcessEngine:
         on_death()
 
     def _obituary(self) -> str:
-        codes = engine_processes(self._engine)
-        how = ", ".join(f"(pid {pid}) {_how(code)}" for pid, code in codes.items()) or "(pid unknown) stopped"
-        return (f"the vLLM engine {how} while serving, so this server stops too; its log above says why (e.g. out "
-                "of memory: lower max_model_len or max_num_seqs). Restart the server, or let a supervisor do it "
-                "(docker --restart on-failure, systemd Restart=on-failure)")
+        return engine_obituary(engine_processes(self._engine))
 
 
 @asynccontextmanager
@@ -260,8 +241,3 @@ async def _started(argv: list[str]) -> AsyncIterator[Any]:
     else:
         await context.__aexit__(None, None, None)
 
-
-def _how(code: int | None) -> str:
-    if code is None:
-        return "stopped answering"
-    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"

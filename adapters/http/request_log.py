@@ -18,13 +18,15 @@ import uuid
 from contextvars import ContextVar
 from typing import Any
 
+from adapters.http.api_key import OPEN_PATHS
+
 __all__ = ["RequestLog", "trace_headers", "ACCESS_LOGGER"]
 
 #: the logger of the access lines
 ACCESS_LOGGER = "guard.access"
 _VALID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 _TRACE = (b"traceparent", b"tracestate")
-_QUIET = frozenset({"/health", "/healthz", "/livez", "/readyz", "/ping", "/metrics"})
+_QUIET = OPEN_PATHS  # health, probes and metrics: logged at debug
 #: routes logged by name; any other path is logged as "other" (a path a client made up may hold anything)
 _KNOWN = _QUIET | {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize", "/detokenize", "/version",
                    "/v1/guard/check"}

@@ -22,8 +22,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
-from typing import IO
+from collections.abc import Callable, Mapping
+from typing import IO, Any
 
 import httpx
 
@@ -37,7 +37,7 @@ from adapters.vllm.server_args import api_server_argv, parse_vllm_args
 from guard.config import GuardConfig
 from guard.errors import AdapterError
 
-__all__ = ["ENGINE_GRACE", "UpstreamServer"]
+__all__ = ["ENGINE_GRACE", "UpstreamServer", "guarded_server_argv", "engine_obituary"]
 
 #: seconds vLLM gets to exit after SIGTERM before the leash SIGKILLs its processes (nothing in it needs saving)
 ENGINE_GRACE = 2.0
@@ -49,6 +49,48 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def guarded_server_argv(settings: ServeSettings, probe: str, port: int = 8000,
+                        prefix_caching: bool | None = None) -> tuple[str, str, list[str]]:
+    """``(score endpoint, model path, argv)`` of vLLM's OpenAI server for ``settings`` with the capture on: guard's
+    engine flags, the served name, then the passed-through ``vllm_args`` (checked first: bad or guard-owned flags
+    are refused before anything starts).
+
+    Also exports ``GUARD_SCORE_ENDPOINT`` (and, on a CPU with several ranks, the thread binding) into this
+    process's environment, which the engine's processes inherit: this process runs one engine.
+
+    Raises:
+        ConfigError: passed-through vLLM arguments vLLM or the guard refuses.
+    """
+    endpoint = new_ipc_endpoint()
+    config = GuardConfig.build(model=settings.model, probe=probe, gate=settings.gate if settings.use_gate else None,
+                               steering=settings.steering, enforce_eager=settings.enforce_eager,
+                               max_model_len=settings.max_model_len, max_num_seqs=settings.max_num_seqs,
+                               score_endpoint=endpoint, prefix_caching=prefix_caching)
+    kwargs, _, model_path = engine_arguments(config, endpoint)
+    given = parse_vllm_args(settings.vllm_args, model_path)
+    if (binding := cpu_thread_binding(given.tensor_parallel_size)) is not None:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binding
+    # no per-request access log in vLLM: the guard writes its own, content-free
+    argv = api_server_argv(kwargs, port=port) + ["--served-model-name", settings.served_name,
+                                                 "--disable-uvicorn-access-log", *settings.vllm_args]
+    return endpoint, model_path, argv
+
+
+def engine_obituary(codes: Mapping[Any, int | None]) -> str:
+    """What to say when the engine ended while serving: each process (PID -> exit code; negative: the signal that
+    ended it; ``None``: it stopped answering) and what to do."""
+    how = ", ".join(f"(pid {pid}) {_how(code)}" for pid, code in codes.items()) or "(pid unknown) stopped"
+    return (f"the vLLM engine {how} while serving, so this server stops too; its log above says why (e.g. out of "
+            "memory: lower max_model_len or max_num_seqs). Restart the server, or let a supervisor do it (docker "
+            "--restart on-failure, systemd Restart=on-failure)")
+
+
+def _how(code: int | None) -> str:
+    if code is None:
+        return "stopped answering"
+    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
 
 
 class UpstreamServer:
@@ -89,21 +131,8 @@ class UpstreamServer:
             raise AdapterError(f"UpstreamServer.start() was called from thread {threading.current_thread().name!r}; "
                                "call it from the main thread (the engine's parent-death signal follows the thread "
                                "that starts it, so the engine would die with that thread)")
-        s = self.settings
-        endpoint = new_ipc_endpoint()
-        gate = s.gate if s.use_gate else None
-        config = GuardConfig.build(model=s.model, probe=self.probe, gate=gate, steering=s.steering,
-                                   enforce_eager=s.enforce_eager,
-                                   max_model_len=s.max_model_len, max_num_seqs=s.max_num_seqs, score_endpoint=endpoint,
-                                   prefix_caching=self.prefix_caching)
-        kwargs, _, self.model_path = engine_arguments(config, endpoint)  # also exports GUARD_SCORE_ENDPOINT
-        given = parse_vllm_args(s.vllm_args, self.model_path)  # bad or guard-owned flags: refused before the start
-        if (binding := cpu_thread_binding(given.tensor_parallel_size)) is not None:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binding  # this process runs one engine: the child inherits it
         port = _free_port()
-        # no per-request access log upstream: guard serve logs nothing per request
-        argv = api_server_argv(kwargs, port=port) + ["--served-model-name", s.served_name,
-                                                     "--disable-uvicorn-access-log", *s.vllm_args]
+        endpoint, self.model_path, argv = guarded_server_argv(self.settings, self.probe, port, self.prefix_caching)
         self.url = f"http://127.0.0.1:{port}"
         self.collector = ScoreCollector(endpoint, self.feed)
         self._process = subprocess.Popen(leash.command(argv, ENGINE_GRACE),
@@ -164,11 +193,7 @@ class UpstreamServer:
         threading.Thread(target=wait, name="guard-engine-watch", daemon=True).start()
 
     def _obituary(self, status: int) -> str:
-        how = f"was killed by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
-        pid = self.engine_pid if self.engine_pid is not None else "unknown"
-        return (f"the vLLM engine (pid {pid}) {how} while serving, so this server stops too; "
-                "its log above says why (e.g. out of memory: lower max_model_len or max_num_seqs). Restart the server, "
-                "or let a supervisor do it (docker --restart on-failure, systemd Restart=on-failure)")
+        return engine_obituary({self.engine_pid if self.engine_pid is not None else "unknown": status})
 
     def stop(self) -> None:
         """Stop the engine and the collector: SIGTERM to the leash, which gives vLLM ``ENGINE_GRACE`` seconds,
