@@ -84,8 +84,9 @@ def grouped_folds(groups: np.ndarray, train: np.ndarray, k: int, seed: int, labe
     rng = np.random.default_rng(seed)
     uniq = rng.permutation(np.unique(groups[train]))
     fold_of = {g: i % k for i, g in enumerate(uniq.tolist())}
-    assignment = np.array([fold_of[g] for g in groups[train].tolist()])
-    return leave_one_out(np.array([f"fold {i}" for i in assignment]), train, labels=labels) if len(train) else []
+    assignment = np.full(len(groups), "", dtype=object)  # indexed like ``groups``: ``train`` holds absolute indices
+    assignment[train] = [f"fold {fold_of[g]}" for g in groups[train].tolist()]
+    return leave_one_out(assignment.astype(str), train, labels=labels) if len(train) else []
 
 
 @dataclass

@@ -216,6 +216,21 @@ def test_selection_of_a_single_domain_user_file_falls_back_to_folds_of_whole_fac
     assert set(sel.by_domain) == {f"fold {i}" for i in range(5)} and sel.best.window in {(0,), (1,)}
 
 
+def test_folds_of_whole_facts_work_on_a_training_split_that_is_a_subset_of_the_statements():
+    from calibration.selection import grouped_folds
+
+    x, labels, _ = _domains(n_domains=1, per=200)
+    facts = np.array([f"f{i // 2}" for i in range(len(labels))])
+    train = np.flatnonzero(np.arange(len(labels)) % 5 != 0)  # like the pipeline's split: not 0..n-1
+    folds = grouped_folds(facts, train, 5, 0, labels)
+    assert len(folds) == 5
+    tested = np.concatenate([f.test for f in folds])
+    assert sorted(tested.tolist()) == train.tolist()  # every training statement is tested once, nothing else
+    for f in folds:
+        assert set(f.train.tolist()) | set(f.test.tolist()) == set(train.tolist())
+        assert not set(facts[f.train].tolist()) & set(facts[f.test].tolist())  # whole facts on one side
+
+
 def test_a_left_out_wording_never_trains_on_another_wording_of_the_facts_it_tests():
     from calibration.selection import leave_one_out
 
