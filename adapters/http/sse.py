@@ -16,6 +16,7 @@ from contextlib import aclosing
 from typing import Any, Protocol
 
 import httpx
+import httpx_sse
 
 from adapters.http.errors import (
     APIError,
@@ -56,28 +57,62 @@ class PassedOnError(UpstreamError):
 
 
 class EventSource:
-    """The ``data:`` payloads of an upstream's SSE response, up to ``[DONE]`` (other fields are dropped).
+    """The data of an upstream's SSE response, event by event, up to ``[DONE]``, read by ``httpx-sse``.
+
+    The stream is parsed as the SSE standard says (multi-line ``data:`` fields joined by newlines, comments,
+    ``id:`` and ``retry:`` fields, CR/LF line ends). An event named ``error`` (``event: error``) is the
+    upstream's mid-stream failure: its data comes out as a JSON object with ``error`` (wrapped when it was not
+    one), which the relays already treat as the upstream's own error event. Events of other names than
+    ``message`` (e.g. ``ping``) carry no chunk and are skipped.
 
     Example:
-        >>> source = EventSource(response)  # doctest: +SKIP
+        >>> source = EventSource(response, "the upstream")  # doctest: +SKIP
         >>> async for data in source.payloads(): ...  # doctest: +SKIP
         >>> source.done  # doctest: +SKIP
         True
     """
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, who: str = "the upstream") -> None:
         self.response = response
+        self.who = who
         self.done = False  #: whether ``[DONE]`` arrived
 
     async def payloads(self) -> AsyncGenerator[str, None]:
-        """Each event's ``data``, stripped, until ``[DONE]`` or the end of the response."""
-        async for line in self.response.aiter_lines():
-            if line.startswith("data:"):
-                data = line[5:].strip()
+        """Each event's ``data``, stripped, until ``[DONE]`` or the end of the response.
+
+        Raises:
+            UpstreamError: ``protocol``: the answer is not an event stream (its content type says so).
+        """
+        events = httpx_sse.EventSource(self.response).aiter_sse()
+        try:
+            async for event in events:
+                data = event.data.strip()
+                if event.event == "error":
+                    yield _error_data(data)
+                    continue
+                if event.event != "message" or not data:
+                    continue
                 if data == "[DONE]":
                     self.done = True
                     return
                 yield data
+        except httpx_sse.SSEError as exc:  # the content type is not text/event-stream
+            raise UpstreamError("protocol", f"{self.who} answered a streamed request with something other than an "
+                                            f"event stream ({exc})") from exc
+        finally:
+            await events.aclose()
+
+
+def _error_data(data: str) -> str:
+    """An ``event: error`` event's data as a JSON object with ``error``."""
+    try:
+        parsed: Any = json.loads(data)
+    except ValueError:
+        parsed = data
+    if isinstance(parsed, dict) and "error" in parsed:
+        return data
+    error = parsed if isinstance(parsed, dict) else {"message": str(parsed) or "stream error", "type": "upstream_error"}
+    return json.dumps({"error": error}, ensure_ascii=False, separators=(",", ":"))
 
 
 def parse_chunk(data: str, who: str) -> dict[str, Any]:
@@ -113,7 +148,10 @@ def encode(payload: dict[str, Any]) -> bytes:
 
 
 def encode_data(data: str) -> bytes:
-    """One event carrying ``data`` as it is (relayed byte for byte)."""
+    """One event carrying ``data`` as it is (relayed byte for byte); data of several lines (an upstream's
+    multi-line ``data:`` fields, joined) goes out as one ``data:`` line per line, as the SSE standard writes it."""
+    if "\n" in data:
+        return b"".join(b"data: " + line.encode() + b"\n" for line in data.split("\n")) + b"\n"
     return b"data: " + data.encode() + b"\n\n"
 
 

@@ -130,7 +130,9 @@ class FakeForeign:
 
     Special questions: ``CRASH`` (500), ``SLOW`` (read timeout), ``DOWN`` (connection refused),
     ``GARBAGE`` (200 that is not JSON), ``UNAUTHORIZED`` (401), ``LIMIT`` (429), ``MIDERROR`` (an
-    error event mid-stream), ``GUARDED`` (each choice already carries ``guard``, and the answer
+    error event mid-stream), ``EVENT_ERROR`` (the same as an ``event: error`` event whose data is the error
+    itself), ``SSE_FIELDS`` (every chunk's JSON over several ``data:`` lines, with ``id:`` fields and ``event:
+    ping`` events), ``GUARDED`` (each choice already carries ``guard``, and the answer
     guard serve's ``x-guard-default-mode`` header), ``GUARDED_QUIETLY`` (the same without the header, as
     an older guard serve); ``n`` choices are
     ``capital``'s answer, then ``wrong``'s, alternating.
@@ -164,7 +166,8 @@ class FakeForeign:
         if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return httpx.Response(200, headers={"content-type": "text/event-stream", **marked},
-                                  content=b"".join(_stream(chat, texts, guarded, question == "MIDERROR", usage)))
+                                  content=b"".join(_stream(chat, texts, guarded,
+                                                           question in ("MIDERROR", "EVENT_ERROR"), usage, question)))
         choices = []
         for i, text in enumerate(texts):
             choice: dict[str, Any] = {"index": i, "finish_reason": "stop", "logprobs": {"content": []}}
@@ -197,7 +200,11 @@ class FakeForeign:
         return None
 
 
-def _stream(chat: bool, texts: list[str], guarded: bool, fail: bool, usage: bool) -> list[bytes]:
+def _stream(chat: bool, texts: list[str], guarded: bool, fail: bool, usage: bool,
+            style: str = "") -> list[bytes]:
+    if style == "SSE_FIELDS":  # the same events as the SSE standard also allows them to be written
+        plain = _stream(chat, texts, guarded, fail, usage)
+        return [_fielded(e, i) if e.startswith(b"data: {") else e for i, e in enumerate(plain)]
     head = {"id": "chatcmpl-s", "object": "chat.completion.chunk" if chat else "text_completion", "created": 5,
             "model": "foreign-model"}
     events = []
@@ -205,7 +212,9 @@ def _stream(chat: bool, texts: list[str], guarded: bool, fail: bool, usage: bool
         pieces = _TOKEN.findall(text)
         for i, piece in enumerate(pieces):
             if fail and i == 2:
-                events.append(sse_event({"error": {"message": "upstream died", "type": "server_error"}}))
+                error = {"message": "upstream died", "type": "server_error"}
+                events.append(b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n" if style == "EVENT_ERROR"
+                              else sse_event({"error": error}))
                 return events + [b"data: [DONE]\n\n"]
             choice: dict[str, Any] = {"index": index, "logprobs": None,
                                       "finish_reason": "stop" if i == len(pieces) - 1 else None}
@@ -223,6 +232,13 @@ def _stream(chat: bool, texts: list[str], guarded: bool, fail: bool, usage: bool
         events.append(sse_event({**head, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9,
                                                               "total_tokens": 12}}))
     return events + [b": keep-alive\n\n", b"data: [DONE]\n\n"]
+
+
+def _fielded(event: bytes, i: int) -> bytes:
+    """``event``'s JSON over several ``data:`` lines, after an ``event: ping`` event and with an ``id:`` field."""
+    lines = json.dumps(json.loads(event[len(b"data: "):]), indent=1).split("\n")
+    data = b"".join(b"data: " + line.encode() + b"\n" for line in lines)
+    return b"event: ping\ndata: {}\n\n" + b"id: %d\n" % i + data + b"\n"
 
 
 class Proxy:

@@ -13,7 +13,10 @@ from tests.unit.fake_proxy import ANSWERS, ENGINE_GUARD, READER, Proxy, chat, co
 
 
 def _data(body: str) -> list[str]:
-    return [block[len("data: "):] for block in body.split("\n\n") if block.startswith("data: ")]
+    """Each event's data (its ``data:`` lines joined, as the SSE standard reads them)."""
+    events = (["\n".join(line[len("data: "):] for line in block.split("\n") if line.startswith("data: "))]
+              for block in body.split("\n\n"))
+    return [data for (data,) in events if data]
 
 
 def _chunks(body: str) -> list[dict[str, Any]]:
@@ -129,16 +132,33 @@ def test_a_streamed_upstream_guard_field_passes_through_and_nothing_is_read():
     Proxy().serve(run)
 
 
+@pytest.mark.parametrize("question", ["MIDERROR", "EVENT_ERROR"])
 @pytest.mark.parametrize("mode", ["flag", "abstain"])
-def test_a_mid_stream_upstream_error_is_passed_on_then_done_and_counted(mode):
+def test_a_mid_stream_upstream_error_is_passed_on_then_done_and_counted(mode, question):
     async def run(client, proxy):
-        body = chat("MIDERROR", stream=True, guard={"mode": mode})
+        body = chat(question, stream=True, guard={"mode": mode})
         chunks = _chunks((await client.post("/v1/chat/completions", json=body)).text)
         assert chunks[-1]["error"]["message"] == "upstream died"
         # flag: what came before the error was relayed; abstain: nothing unread leaves the proxy
         assert _text(chunks[:-1]) == ("" if mode == "abstain" else "The capital")
         assert proxy.reader.requests == []
         assert counts(proxy.app)[("guard_upstream_errors_total", (("kind", "other"),))] == 1
+
+    Proxy().serve(run)
+
+
+@pytest.mark.parametrize("mode", ["flag", "abstain"])
+def test_multi_line_data_ids_and_named_events_are_read_as_the_sse_standard_says(mode):
+    async def run(client, proxy):
+        plain = _chunks((await client.post("/v1/chat/completions", json=chat("capital", stream=True,
+                                                                              guard={"mode": mode}))).text)
+        fields = _chunks((await client.post("/v1/chat/completions", json=chat("SSE_FIELDS", stream=True,
+                                                                               guard={"mode": mode}))).text)
+        assert _text(fields[:-1]) == _text(plain[:-1]) == ANSWERS["capital"]
+        sent = (await client.post("/v1/chat/completions", json=chat("SSE_FIELDS", stream=True,
+                                                                    guard={"mode": mode}))).text
+        assert all(line.startswith(("data: ", ": ")) for line in sent.split("\n") if line)  # every line a field
+        assert fields[-1]["choices"][0]["guard"] == plain[-1]["choices"][0]["guard"]  # the same verdict
 
     Proxy().serve(run)
 

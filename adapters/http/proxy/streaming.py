@@ -89,7 +89,7 @@ async def open_proxy_stream(relay: ProxyRelayPort, request: ProxyRequest, busy: 
 async def _guarded(stream: _Stream, response: httpx.Response) -> AsyncGenerator[bytes, None]:
     """The relayed events (none in abstain mode, which holds them), then those that follow the reading."""
     hold, who = stream.request.options.mode == "abstain", stream.relay.who
-    source = EventSource(response)
+    source = EventSource(response, who)
     async with aclosing(source.payloads()) as payloads:
         async for data in payloads:
             chunk = parse_chunk(data, who)

@@ -176,7 +176,7 @@ async def steered_chunks(relay: RelayPort, request: GuardedRequest, session: Gua
         return
     response = await relay.post(relay.client, "/v1/completions", body)
     try:
-        async with aclosing(EventSource(response).payloads()) as payloads:
+        async with aclosing(EventSource(response, relay.who).payloads()) as payloads:
             async for data in payloads:
                 chunk = parse_chunk(data, relay.who)
                 if "error" in chunk:

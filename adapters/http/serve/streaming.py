@@ -79,7 +79,7 @@ async def open_stream(relay: RelayPort, request: GuardedRequest, session: GuardS
 async def _guarded(stream: _Stream, response: httpx.Response) -> AsyncGenerator[bytes, None]:
     """The upstream's chunks with the guard's increments, then the summary chunk."""
     relay, session = stream.relay, stream.session
-    async with aclosing(EventSource(response).payloads()) as payloads:
+    async with aclosing(EventSource(response, relay.who).payloads()) as payloads:
         async for data in payloads:
             chunk = parse_chunk(data, relay.who)
             if "error" in chunk:  # the engine failed mid-stream; vLLM's error event, passed on
