@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from guard.errors import RequestOptionError
+from guard.errors import ConfigError, RequestOptionError
+from guard.splitters import DEFAULT_SPLITTER, splitter_factory, splitter_names
 from guard.verdicts import Mode
 
 __all__ = ["DEFAULT_ABSTAIN_MESSAGE", "GuardOptions", "SteerHow", "parse_guard_options"]
@@ -34,6 +35,7 @@ _EXPECTED = {
     "steer_alpha": "a finite number (the steering strength), or null for the steering vector's default",
     "steer_how": "'continue' (steer from the flagged sentence on), 'regenerate' (steer a fresh answer) or 'always' "
                  "(steer every token, unconditionally)",
+    "split": "the name of a splitter installed on this server",
 }
 
 
@@ -59,6 +61,8 @@ class GuardOptions(BaseModel):
         steer_how: ``continue`` (keep the verified sentences, generate on steered from the flagged
             one), ``regenerate`` (discard the answer and generate a steered one) or ``always`` (steer
             from the first token, whatever the probe says); mode ``steer`` only.
+        split: which installed splitter cuts the answer into the units judged (:mod:`guard.splitters`):
+            ``sentences`` (default), ``lines`` (line breaks only), or one a server's package registers.
 
     Example:
         >>> GuardOptions(mode="abstain", alpha=0.05).message
@@ -76,6 +80,16 @@ class GuardOptions(BaseModel):
     answer_alpha: float | None = Field(default=None, gt=0.0, lt=1.0)
     steer_alpha: float | None = Field(default=None, allow_inf_nan=False)
     steer_how: SteerHow = "continue"
+    split: str = Field(default=DEFAULT_SPLITTER, min_length=1, max_length=64)
+
+    @field_validator("split")
+    @classmethod
+    def _installed_splitter(cls, name: str) -> str:
+        try:
+            splitter_factory(name)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return name
 
     @model_validator(mode="after")
     def _steer_fields_need_steer_mode(self) -> GuardOptions:
@@ -118,9 +132,16 @@ def parse_guard_options(raw: object, param: str = "guard") -> GuardOptions:
                 continue
             paths.append(f"{param}.{name}")
             expected = (f"no such field (accepted fields: {', '.join(GuardOptions.model_fields)})"
-                        if err["type"] == "extra_forbidden" else _EXPECTED.get(name, err["msg"]))
+                        if err["type"] == "extra_forbidden" else _expected(name, err["msg"]))
             problems.append(f"{paths[-1]}={_show(err.get('input'))} is invalid: expected {expected}")
         raise RequestOptionError("; ".join(problems), param=paths[0]) from exc
+
+
+def _expected(name: str, fallback: str) -> str:
+    """What a field accepts, for its error message (the splitters installed are listed)."""
+    if name == "split":
+        return f"one of {', '.join(repr(n) for n in splitter_names())} (the splitters installed on this server)"
+    return _EXPECTED.get(name, fallback)
 
 
 def _show(value: object) -> str:

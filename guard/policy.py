@@ -60,6 +60,7 @@ from guard.policy_modes import Abstain, AbstainWhole, Flag, Mode, Pass
 from guard.policy_resume import resume
 from guard.policy_sentences import SentencePolicy
 from guard.policy_steer import Always, SteerContinue, SteerRegenerate
+from guard.splitters import splitter_factory
 from guard.verdicts import (
     GuardEvent,
     GuardSummary,
@@ -124,7 +125,8 @@ class StreamGuard:
         mode = AbstainWhole() if whole_answer and self.options.mode == "abstain" else _mode_for(
             self.options, self.alpha, steer_strength)
         self.steer_strength = steer_strength
-        self._policy = SentencePolicy(rule, self.alpha, self.options.message, mode)
+        self._policy = SentencePolicy(rule, self.alpha, self.options.message, mode,
+                                      splitter_factory(self.options.split))
 
     @property
     def stopped(self) -> bool:

@@ -13,7 +13,6 @@ from collections import deque
 
 from guard.errors import AdapterError
 from guard.policy_sentences import SentencePolicy
-from guard.sentences import SentenceSplitter
 
 __all__ = ["resume"]
 
@@ -37,7 +36,7 @@ def resume(policy: SentencePolicy) -> None:
     cut = point.position if point.position is not None else (policy.first_position or 0)
     kept = policy.mode.tokens_before(cut) if point.how == "continue" else []
     policy.mode = policy.mode.resumed()
-    policy.splitter = SentenceSplitter()
+    policy.splitter = policy.new_splitter()
     for p, t in kept:  # sentences closed here were decided before steering
         policy.splitter.feed(p, t)
     policy.closed.clear()

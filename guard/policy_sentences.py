@@ -19,6 +19,7 @@ import numpy as np
 from guard.errors import AdapterError
 from guard.outbox import NOTHING, Outbox
 from guard.sentences import Sentence, SentenceSplitter
+from guard.splitters import SplitterFactory
 from guard.verdicts import (
     AbstainReason,
     GuardEvent,
@@ -75,6 +76,7 @@ class SentencePolicy:
         message: the text that replaces the answer when the choice abstains.
         mode: what this choice does with text and decided sentences (a choice steered from its first
             token starts steered: ``mode.steered_from_start``).
+        new_splitter: makes the splitter that cuts the text into sentences (:mod:`guard.splitters`).
 
     Attributes:
         mode: the current mode (:func:`guard.policy_resume.resume` replaces it once steering starts).
@@ -97,10 +99,12 @@ class SentencePolicy:
         ['supported']
     """
 
-    def __init__(self, rule: VerdictRule, alpha: float, message: str, mode: ModeRules) -> None:
+    def __init__(self, rule: VerdictRule, alpha: float, message: str, mode: ModeRules,
+                 new_splitter: SplitterFactory = SentenceSplitter) -> None:
         self.rule, self.alpha, self.message, self.mode = rule, alpha, message, mode
         self._max = rule.pooling == "max"
-        self.splitter = SentenceSplitter()
+        self.new_splitter = new_splitter
+        self.splitter = new_splitter()
         self.closed: deque[tuple[Sentence, int]] = deque()  # closed, not yet decided; (sentence, emit-up-to chars)
         self.probs: dict[int, tuple[float, ...]] = {}  # position -> k class probabilities
         self.raw: dict[int, np.ndarray] = {}  # position -> (L, k), max pooling only

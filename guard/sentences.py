@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from guard.errors import AdapterError
 
-__all__ = ["Sentence", "SentenceSplitter", "ABBREVIATIONS", "HARD_TERMINATORS"]
+__all__ = ["Sentence", "SentenceSplitter", "LineSplitter", "ABBREVIATIONS", "HARD_TERMINATORS"]
 
 #: lowercased words that a single ``.`` follows without ending the sentence
 ABBREVIATIONS = frozenset({"e.g", "i.e", "dr", "mr", "mrs", "ms", "prof", "sr", "jr", "st", "vs", "approx", "cf",
@@ -72,6 +72,9 @@ class SentenceSplitter:
         >>> [x.text for x in s.feed(5, "It is 3.14. ")] + [x.text for x in s.feed(6, "Yes") + s.finish()]
         ['It is 3.14. ', 'Yes']
     """
+
+    #: whether terminators end sentences (``False``: only whitespace holding a newline does)
+    terminators = True
 
     def __init__(self) -> None:
         self._index = 0
@@ -123,7 +126,7 @@ class SentenceSplitter:
         closed = None
         if run[0].isspace():
             if not self._in_space and self._words:
-                self._candidate = _ends_sentence("".join(self._word), self._words == 1)
+                self._candidate = self.terminators and _ends_sentence("".join(self._word), self._words == 1)
             self._in_space = True
             self._newline = self._newline or "\n" in run
         else:
@@ -137,7 +140,7 @@ class SentenceSplitter:
                 self._newline = self._candidate = False
             self._in_space = False
             self._word.append(run)
-            self._hard = self._hard or run[-1] in HARD_TERMINATORS
+            self._hard = self._hard or (self.terminators and run[-1] in HARD_TERMINATORS)
             self._first = position if self._first is None else self._first
             self._last = position
         self._chars.append(run)
@@ -155,6 +158,21 @@ class SentenceSplitter:
         self._index += 1
         self._new_sentence(sentence.end)
         return sentence
+
+
+class LineSplitter(SentenceSplitter):
+    """Cuts at line breaks only: each line (or paragraph) is one unit, whatever its punctuation.
+
+    For answers whose lines are the units a reader checks (lists, tables, code, one claim per line), and
+    for text whose full stops are not sentence ends. The same contract as :class:`SentenceSplitter`.
+
+    Example:
+        >>> s = LineSplitter()
+        >>> [x.text for x in s.feed(0, "1. Paris. Yes\n2. Rome") + s.finish()]
+        ['1. Paris. Yes\n', '2. Rome']
+    """
+
+    terminators = False
 
 
 def _ends_sentence(word: str, first_word: bool) -> bool:
