@@ -49,6 +49,7 @@ from adapters.http.score_feed import ScoreFeed
 from guard import __version__
 from guard.metrics import GuardMetrics
 from guard.probe import Probe
+from guard.splitters import splitter_names
 
 __all__ = ["Answer", "build_app", "engine_health", "error_response", "forward_models", "http_client", "probe_health",
            "read_body", "scores_health"]
@@ -88,9 +89,14 @@ def build_app(title: str, state: Any, answer: Answer, router: APIRouter, owned: 
         router: the app's own routes.
         owned: the clients the app created, closed when it shuts down.
 
+    Raises:
+        ConfigError: an installed splitter plugin fails to load (at start-up, not at a request).
+
     Example:
         >>> app = build_app("guard", state, lambda r, e, read: relay.handle(e, read), router, [])  # doctest: +SKIP
     """
+    splitter_names()  # plugins load now: a broken one stops the server before it listens
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield

@@ -141,3 +141,13 @@ def test_guard_serve_judges_the_lines_a_request_asks_for() -> None:
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "guard.split"
 
     run_app(FakeUpstream(ScoreFeed(), {"x": script}), run)
+
+
+def test_a_broken_plugin_stops_the_server_before_it_listens(plugins: list[EntryPoint]) -> None:
+    plugins.append(EntryPoint("broken", "no_such_module_here:Splitter", splitters.ENTRY_POINT_GROUP))
+
+    async def run(client: Any, fake: Any, app: Any) -> None:
+        raise AssertionError("the app was built")
+
+    with pytest.raises(ConfigError, match="'broken'"):
+        run_app(FakeUpstream(ScoreFeed(), {}), run)
