@@ -37,9 +37,11 @@ from adapters.http.logs import configure_logging
 from adapters.http.proxy.protocol import NO_STEERING
 from adapters.http.proxy.reader_prompt import HFReaderPrompts
 from adapters.http.proxy.router import create_proxy_app
+from adapters.http.self_test import self_test
 from adapters.http.serve.router import create_app
 from adapters.http.serve.steer import Steering
 from adapters.http.settings import ProxySettings, ServeSettings
+from adapters.http.starting import StartingPort
 from adapters.http.tokens import HFTokenTexts
 from adapters.http.upstream import UpstreamServer
 from guard.errors import AdapterError, ConfigError
@@ -180,22 +182,25 @@ def _serve_in_process(settings: ServeSettings, engine: InProcessEngine, app: Cal
     Raises:
         AdapterError: the engine did not start, or died while serving (the message says how and what to do).
     """
-    _check_port(settings.host, settings.port)
     if settings.engine_port is not None:
         _check_port("127.0.0.1", settings.engine_port)
+    port = StartingPort(settings.host, settings.port, "guard serve")  # answers "starting" until the app takes it
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM unwinds like Ctrl-C, through the finally below
     try:
-        asyncio.run(_serving(settings, engine, app, announce))
+        asyncio.run(_serving(settings, engine, app, announce, port))
     finally:
         signal.signal(signal.SIGTERM, previous)
+        port.close()
     if engine.death is not None:
         raise AdapterError(engine.death)
 
 
 async def _serving(settings: ServeSettings, engine: InProcessEngine, app: Callable[[InProcessEngine], Any],
-                   announce: Callable[[str], str]) -> None:
+                   announce: Callable[[str], str], port: StartingPort) -> None:
     async with engine.running():
-        drain = Drain(app(engine))
+        served = app(engine)
+        await self_test(served, settings, "guard serve", judge=False)
+        drain = Drain(served)
         config = uvicorn.Config(drain, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=settings.shutdown_timeout)  # type: ignore[arg-type]
         server = _Server(config, announce, drain)
@@ -207,7 +212,7 @@ async def _serving(settings: ServeSettings, engine: InProcessEngine, app: Callab
             unguarded_serving = asyncio.ensure_future(unguarded.serve())
         gc.freeze()  # what start-up loaded stays: the collector skips it while serving and at exit
         try:
-            await server.serve()  # re-raises SIGINT/SIGTERM after a graceful stop
+            await server.serve(sockets=[port.handoff()])  # re-raises SIGINT/SIGTERM after a graceful stop
         finally:
             watcher.cancel()
             if unguarded is not None:
@@ -227,7 +232,9 @@ def _serve(settings: ServeSettings, engine: Callable[[], UpstreamServer], app: C
            announce: Callable[[str, UpstreamServer], str]) -> None:
     """Start the engine, serve ``app(engine)`` until SIGINT or SIGTERM, stop the engine on every exit path.
 
-    Runs in the main thread (the engine's leash follows the thread that starts it).
+    Runs in the main thread (the engine's leash follows the thread that starts it). The port answers "starting"
+    from the first moment (:mod:`adapters.http.starting`) and is handed to the app after the start-up self-test
+    (:mod:`adapters.http.self_test`).
 
     Args:
         engine: makes the (not yet started) engine.
@@ -237,12 +244,13 @@ def _serve(settings: ServeSettings, engine: Callable[[], UpstreamServer], app: C
     Raises:
         AdapterError: the engine did not start, or died while serving (the message says how and what to do).
     """
-    _check_port(settings.host, settings.port)
+    port = StartingPort(settings.host, settings.port, "guard proxy")  # answers "starting" until the app takes it
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM unwinds like Ctrl-C, through the finally below
     upstream = engine()
     try:
         upstream.start()
-        drain = Drain(app(upstream))
+        served = app(upstream)
+        drain = Drain(served)
         deadline = settings.shutdown_timeout  # seconds; uvicorn hands it to asyncio.timeout, a float works
         config = uvicorn.Config(drain, host=settings.host, port=settings.port, log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=deadline)  # type: ignore[arg-type]
@@ -251,9 +259,15 @@ def _serve(settings: ServeSettings, engine: Callable[[], UpstreamServer], app: C
         # what start-up loaded (torch, transformers: millions of objects) stays: the garbage collector skips it
         # while serving, and at exit, where walking it took 3 of the 4 s a stop lasted
         gc.freeze()
-        server.run()  # re-raises SIGINT/SIGTERM after a graceful stop
+
+        async def serving() -> None:  # the self-test in the server's own event loop (the app's clients live there)
+            await self_test(served, settings, "guard proxy", judge=True)
+            await server.serve(sockets=[port.handoff()])  # re-raises SIGINT/SIGTERM after a graceful stop
+
+        asyncio.run(serving())
         if upstream.death is not None:
             raise AdapterError(upstream.death)
     finally:
         upstream.stop()
         signal.signal(signal.SIGTERM, previous)
+        port.close()

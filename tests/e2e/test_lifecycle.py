@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ class _Guard:
     url: str
     log: Path
     started: tuple[int, ...] = ()  #: every process under it once it serves (engine core, workers)
+    #: (GET /livez, GET /readyz) status codes and statuses seen while it started, before it said it serves
+    starting: list[tuple[int, str, int, str]] = field(default_factory=list)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -83,7 +85,17 @@ class _Servers:
                                        stdout=out, stderr=subprocess.STDOUT)
         guard = _Guard(process, f"http://127.0.0.1:{port}", log)
         self.started.append(guard)
-        assert _within(600, lambda: "guard: serving" in log.read_text() or process.poll() is not None, 1.0)
+
+        def serving() -> bool:
+            if "guard: serving" in log.read_text() or process.poll() is not None:
+                return True
+            status = _probe_status(guard.url)
+            if "guard: serving" in log.read_text():  # the app may have taken the port while it was polled
+                return True
+            guard.starting.append(status)
+            return False
+
+        assert _within(600, serving, 1.0)
         assert process.poll() is None, guard.tail()
         guard.started = tuple(guard.engine())
         return guard
@@ -103,6 +115,18 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Servers]:
     pool = _Servers(tmp_path_factory.mktemp("lifecycle"))
     yield pool
     pool.close()
+
+
+def _probe_status(url: str) -> tuple[int, str, int, str]:
+    """``(status, body status)`` of GET /livez and GET /readyz (0 and "" where nothing answered)."""
+    out: list[Any] = []
+    for path in ("/livez", "/readyz"):
+        try:
+            answer = httpx.get(url + path, timeout=2)
+            out += [answer.status_code, answer.json().get("status", "")]
+        except (httpx.HTTPError, ValueError):
+            out += [0, ""]
+    return out[0], out[1], out[2], out[3]
 
 
 def _within(seconds: float, condition: Callable[[], bool], every: float = 0.1) -> bool:
@@ -159,6 +183,21 @@ def _vllm_metric(url: str, name: str) -> float:
 
 def _body(**extra: Any) -> dict[str, Any]:
     return {"model": MODEL, "prompt": PROMPT, "max_tokens": LONG, "ignore_eos": True, "temperature": 0, **extra}
+
+
+def test_the_port_answers_starting_at_once_and_is_ready_only_after_the_self_test(servers):
+    guard = servers.shared()
+    # once the process has bound its port (before the engine starts), every poll finds it alive, not ready
+    answered = [s for s in guard.starting[next((i for i, s in enumerate(guard.starting) if s[0]), 0):]]
+    while answered and answered[-1][2] == 200:  # polled in the instant between the handover and the announcement
+        answered.pop()
+    assert answered and answered[0][0], f"guard serve said it serves before its port answered: {guard.starting}"
+    assert all(s == (200, "starting", 503, "starting") for s in answered), guard.starting
+    assert httpx.get(guard.url + "/readyz", timeout=5).status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(guard.url + "/metrics", timeout=5).text)}
+    requests = [s for s in families["guard_requests"].samples
+                if s.name == "guard_requests_total" and s.labels["endpoint"] == "completions"]
+    assert sum(s.value for s in requests) >= 1  # the self-test's request went through the whole app first
 
 
 def test_a_client_leaving_a_non_streamed_request_stops_its_generation_in_the_engine(servers):
