@@ -43,7 +43,7 @@ from adapters.http.serve.steer import Steering
 from adapters.http.settings import ProxySettings, ServeSettings
 from adapters.http.starting import StartingPort
 from adapters.http.tokens import HFTokenTexts
-from adapters.http.upstream import UpstreamServer
+from adapters.http.upstream import ReaderMetrics, UpstreamServer
 from guard.errors import AdapterError, ConfigError
 from guard.gating import GateRule
 from guard.heads import check_gate
@@ -147,7 +147,9 @@ def run_proxy(settings: ProxySettings) -> None:
 
     def app(reader: UpstreamServer) -> Any:
         prompts = HFReaderPrompts(HFTokenTexts(reader.model_path))
-        return _with_key(create_proxy_app(settings, reader.url, reader.feed, probe, prompts,
+        metrics = GuardMetrics()
+        metrics.registry.register(ReaderMetrics(reader.url))  # one /metrics page: the guard's and its reader's
+        return _with_key(create_proxy_app(settings, reader.url, reader.feed, probe, prompts, metrics=metrics,
                                           collector=reader.collector), settings)
 
     # prefix caching off: every prompt token scored

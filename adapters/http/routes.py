@@ -262,8 +262,9 @@ async def _livez() -> JSONResponse:
 
 @_shared.get("/metrics")
 async def _metrics(request: Request) -> Response:
-    """The guard's metrics in Prometheus text format."""
-    return Response(generate_latest(request.app.state.guard.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """The guard's metrics in Prometheus text format (built off the event loop: a collector may read a child's page)."""
+    page = await asyncio.to_thread(generate_latest, request.app.state.guard.metrics.registry)
+    return Response(page, media_type=CONTENT_TYPE_LATEST)
 
 
 class _EventStream(StreamingResponse):

@@ -22,10 +22,12 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 import httpx
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.http import leash
 from adapters.http.score_feed import ScoreFeed
@@ -37,12 +39,35 @@ from adapters.vllm.server_args import api_server_argv, parse_vllm_args
 from guard.config import GuardConfig
 from guard.errors import AdapterError
 
-__all__ = ["ENGINE_GRACE", "UpstreamServer", "guarded_server_argv", "engine_obituary"]
+__all__ = ["ENGINE_GRACE", "ReaderMetrics", "UpstreamServer", "guarded_server_argv", "engine_obituary"]
 
 #: seconds vLLM gets to exit after SIGTERM before the leash SIGKILLs its processes (nothing in it needs saving)
 ENGINE_GRACE = 2.0
 _LEASH_MARGIN = 3.0  # the leash's own clean-up after the grace period (at most 2 s while nothing hangs)
 _STDERR = 2  # file descriptor: the child's output goes to this process's stderr, keeping stdout clean
+
+
+class ReaderMetrics:
+    """A Prometheus collector re-exposing a child vLLM server's ``vllm:*`` metrics (guard proxy's reader) on the
+    guard's registry: each scrape of guard's ``/metrics`` reads the child's ``/metrics`` (loopback, at most
+    ``timeout`` seconds; the page is built off the event loop). A child that does not answer adds nothing:
+    ``/healthz`` says it is down.
+
+    Example:
+        >>> metrics.registry.register(ReaderMetrics(reader.url))  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, timeout: float = 2.0) -> None:
+        self.url, self.timeout = url.rstrip("/"), timeout
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            text = httpx.get(f"{self.url}/metrics", timeout=self.timeout).text
+        except httpx.HTTPError:
+            return
+        for family in text_string_to_metric_families(text):
+            if family.name.startswith("vllm:"):
+                yield family
 
 
 def _free_port() -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.fake_openai import CHAT_ANSWERS, COMPLETION_ANSWERS, FakeOpenAI
 from tests.e2e.launch import free_port, running_guard
@@ -117,6 +118,13 @@ def test_healthz_reports_upstream_and_reader_and_models_come_from_the_upstream(p
     assert body["reader"]["url"].startswith("http://127.0.0.1:") and body["scores"]["malformed_batches"] == 0
     models = _client(proxied["url"]).models.list()
     assert sorted(m.id for m in models.data) == sorted(CHAT_ANSWERS)
+
+
+def test_metrics_carry_the_guards_families_and_its_readers_vllm_families_on_one_page(proxied):
+    page = httpx.get(f"{proxied['url']}/metrics", timeout=10).text
+    names = {f.name for f in text_string_to_metric_families(page)}
+    assert {"guard_requests", "guard_build_info"} <= names
+    assert "vllm:num_requests_running" in names and "vllm:prompt_tokens" in names  # the reader engine's own
 
 
 def test_the_judge_endpoint_gives_the_relayed_answers_verdict_without_calling_the_upstream(proxied):
