@@ -74,6 +74,8 @@ ENV_VARS: dict[str, str] = {
     "GUARD_LOG_LEVEL": "guard serve/proxy: level of the guard's log (debug, info, warning, error; default info)",
     "GUARD_LOG_FORMAT": "guard serve/proxy: text (timestamped lines, default) or json (one object per line)",
     "GUARD_ACCESS_LOG": "guard serve/proxy: 0 to drop the per-request access line (content-free; on by default)",
+    "GUARD_OTEL": "guard serve/proxy: 1 for OpenTelemetry spans of requests and upstream calls (the otel extra; "
+                  "OTEL_* variables configure the export)",
     # `guard proxy` reads the same settings as `guard serve` (its engine is the local reader), plus:
     # Base URL of the foreign OpenAI-compatible API, as an OpenAI SDK's base_url (http:// or https://).
     "GUARD_UPSTREAM": "guard proxy: base URL of the foreign OpenAI-compatible API",

@@ -69,6 +69,9 @@ def _hardening_flags(parser: argparse.ArgumentParser) -> None:
                         help="log prompts and completions (off by default; the log then holds user data)")
     parser.add_argument("--api-key", default=None, metavar="KEY",
                         help="clients must send 'Authorization: Bearer KEY' (prefer GUARD_API_KEY: ps shows arguments)")
+    parser.add_argument("--otel", action="store_true", default=None,
+                        help="OpenTelemetry spans for requests and upstream calls, to the process's tracer provider "
+                             "or OTLP per OTEL_* variables (needs pip install 'guard[otel]')")
     parser.add_argument("--shutdown-timeout", type=float, default=None, metavar="SECONDS",
                         help="on SIGTERM, let running requests finish for at most this long, then abort the rest "
                              "(default 5)")

@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import traceback
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import PurePath
 from typing import Any, TypeVar
@@ -46,6 +46,7 @@ from adapters.http.forwarding import JSONReply, StreamReply
 from adapters.http.protocol import ENDPOINT_PATHS, Endpoint
 from adapters.http.request_log import RequestLog
 from adapters.http.score_feed import ScoreFeed
+from adapters.http.tracing import instrument
 from guard import __version__
 from guard.metrics import GuardMetrics
 from guard.probe import Probe
@@ -78,7 +79,8 @@ def http_client(given: httpx.AsyncClient | None, base_url: str, timeout: float,
     return client
 
 
-def build_app(title: str, state: Any, answer: Answer, router: APIRouter, owned: list[httpx.AsyncClient]) -> FastAPI:
+def build_app(title: str, state: Any, answer: Answer, router: APIRouter, owned: list[httpx.AsyncClient],
+              upstreams: Sequence[httpx.AsyncClient] = ()) -> FastAPI:
     """A FastAPI app serving the completions POSTs, ``router`` and ``GET /metrics``.
 
     Args:
@@ -88,6 +90,7 @@ def build_app(title: str, state: Any, answer: Answer, router: APIRouter, owned: 
         answer: ``answer(request, endpoint, read_body)`` replies to a completions POST (the relay's ``handle``).
         router: the app's own routes.
         owned: the clients the app created, closed when it shuts down.
+        upstreams: the clients the app calls its upstreams with (traced with ``settings.otel``).
 
     Raises:
         ConfigError: an installed splitter plugin fails to load (at start-up, not at a request).
@@ -116,6 +119,8 @@ def build_app(title: str, state: Any, answer: Answer, router: APIRouter, owned: 
     app.add_middleware(RequestLog, access_log=state.settings.access_log)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
+    if state.settings.otel:
+        instrument(app, upstreams)
     return app
 
 

@@ -75,6 +75,8 @@ class ServeSettings(BaseSettings):
             (timestamped lines) or ``json`` (one JSON object per line).
         access_log: one content-free line per request on ``guard.access`` (method, route, status, latency,
             request id; :mod:`adapters.http.request_log`).
+        otel: OpenTelemetry spans for requests and upstream calls (:mod:`adapters.http.tracing`; needs the
+            ``otel`` extra).
         engine_port: guard serve only: also serve vLLM's own app, unguarded, on ``127.0.0.1:engine_port`` (the
             same engine without the guard: for comparisons and benchmarks; loopback only, off by default).
 
@@ -113,6 +115,7 @@ class ServeSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
+    otel: bool = False
     api_key: SecretStr | None = Field(default=None, min_length=1)
 
     @field_validator("vllm_args", mode="before")

@@ -22,7 +22,8 @@ HEAVY = ("torch", "vllm", "transformers", "fastapi", "httpx", "uvicorn", "zmq", 
 #: the HTTP adapter reaches the engine only through the rest of ``adapters`` (never vllm or torch itself);
 #: jinja2: the reader's chat-template errors (guard proxy)
 HTTP_ALLOWED = {"guard", "adapters", "numpy", "pydantic", "pydantic_settings", "prometheus_client", "yaml", "fastapi",
-                "starlette", "httpx", "httpx_sse", "uvicorn", "transformers", "jinja2", "pythonjsonlogger"}
+                "starlette", "httpx", "httpx_sse", "opentelemetry", "uvicorn", "transformers", "jinja2",
+                "pythonjsonlogger"}
 #: (importer prefix, forbidden prefix): sibling adapters that share types through ``guard`` only
 SEPARATED = (("adapters.vllm", "adapters.http"), ("adapters.http.proxy", "adapters.vllm"),
              ("adapters.http.serve", "adapters.http.proxy"), ("adapters.http.proxy", "adapters.http.serve"))

@@ -91,7 +91,7 @@ def create_proxy_app(settings: ProxySettings, reader_url: str, feed: ScoreFeed, 
     return build_app("guard proxy", state,
                      lambda request, endpoint, read_body: relay.handle(endpoint, read_body,
                                                                        upstream_headers(request.headers, settings)),
-                     _router, owned)
+                     _router, owned, [upstream_client, reader_client])
 
 
 def upstream_headers(headers: Mapping[str, str], settings: ProxySettings) -> dict[str, str]:

@@ -81,7 +81,8 @@ def create_app(settings: ServeSettings, upstream_url: str, feed: ScoreFeed, prob
     metrics = metrics or GuardMetrics()
     relay = Relay(settings, client, rule, feed, texts, metrics, gate, steering)
     state = _State(settings, upstream_url, relay, metrics, probe, feed, collector)
-    app = build_app("guard", state, lambda _, endpoint, read_body: relay.handle(endpoint, read_body), _router, owned)
+    app = build_app("guard", state, lambda _, endpoint, read_body: relay.handle(endpoint, read_body), _router, owned,
+                    [client])
     app.add_middleware(_DefaultModeHeader, mode=settings.mode)
     return app
 
