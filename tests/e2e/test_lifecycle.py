@@ -247,7 +247,8 @@ def test_sigterm_with_a_long_stream_running_exits_0_within_the_drain_deadline(se
     assert done == "data: [DONE]"  # in OpenAI's shape, not cut
     assert json.loads(stopped.removeprefix("data: "))["error"]["code"] == "server_shutting_down"
     assert '"finish_reason":"length"' not in "".join(line for _, line in events).replace(" ", "")
-    assert not [pid for pid in engine if _alive(pid)]
+    # the engine's workers follow their engine core out (vLLM's death pipe), a moment after guard serve exits
+    assert _within(5, lambda: not [pid for pid in engine if _alive(pid)]), [_cmdline(p) for p in engine if _alive(p)]
 
 
 def test_sigkill_of_the_engine_stops_guard_serve_with_an_error_within_seconds(servers):
