@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["free_port", "running_guard"]
+__all__ = ["free_port", "logged_within", "running_guard"]
 
 
 def free_port() -> int:
@@ -53,6 +53,20 @@ def running_guard(args: list[str], log_path: Path, ready: str, start_s: float = 
                 process.kill()
                 code = None
     assert code == 0, log_path.read_text()[-3000:]
+
+
+def logged_within(log_path: Path, *fragments: str, within_s: float = 10.0) -> bool:
+    """Whether one line of the child's log holds every one of ``fragments`` within ``within_s`` seconds.
+
+    A server writes its access line after the response has gone out, so a client that has its answer may read
+    the log before the line is there: poll it rather than read it once.
+    """
+    deadline = time.monotonic() + within_s
+    while not any(all(part in line for part in fragments) for line in log_path.read_text().splitlines()):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _wait_until_ready(process: subprocess.Popen[bytes], log_path: Path, line: str, start_s: float) -> None:
