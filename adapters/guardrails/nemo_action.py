@@ -1,0 +1,92 @@
+"""guard as a NeMo Guardrails action: an output rail asks guard proxy's judge endpoint whether the bot's answer
+to the user's message holds a sentence guard reads as likely false.
+
+Install ``guard[nemo]``, run ``guard proxy`` (its reader judges the answers) and use the rails configuration in
+``deploy/nemo/`` (or copy its parts): ``config.py`` registers the action, ``rails.co`` defines the output rail
+``guard check answer``, and ``config.yml`` turns it on and tells the action where guard is::
+
+    rails:
+      output:
+        flows:
+          - guard check answer
+    custom_data:
+      guard:
+        url: http://127.0.0.1:8000     # guard proxy (default: $GUARD_URL); its API key: $GUARD_API_KEY
+        timeout_s: 30
+        on_error: block                # block | allow: when guard gives no verdict
+
+The action ``guard_check`` returns ``True`` when the answer passed and ``False`` when guard flagged it (or, with
+``on_error: block``, could not judge it); either way it leaves ``$guard_verdict`` (decision and sentences) and
+``$guard_flagged`` (the flagged sentences' text) in the context for the flow, and ``$guard_error`` when there was
+no verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from nemoguardrails.actions import action
+from nemoguardrails.actions.actions import ActionResult
+
+from adapters.guardrails.judge import GuardJudge, JudgeError
+from guard.errors import ConfigError
+
+__all__ = ["ACTION_NAME", "guard_check", "register"]
+
+_log = logging.getLogger("guard.nemo")
+#: the action's name in Colang (``execute guard_check``)
+ACTION_NAME = "guard_check"
+_SETTINGS = ("url", "timeout_s", "alpha", "on_error")
+
+
+@action(name=ACTION_NAME)  # type: ignore[untyped-decorator]  # nemoguardrails ships no type information
+async def guard_check(context: Mapping[str, Any] | None = None, config: Any = None) -> ActionResult:
+    """Judge the bot's answer (``$bot_message``) to the user's message (``$user_message``) with guard.
+
+    Args:
+        context: the rails' context (NeMo passes it).
+        config: the rails' configuration (NeMo passes it); its ``custom_data.guard`` holds the settings.
+
+    Raises:
+        ConfigError: a bad ``custom_data.guard`` setting, naming it.
+    """
+    settings = _settings(config)
+    on_error = settings.pop("on_error", "block")
+    context = context or {}
+    answer, question = context.get("bot_message"), context.get("user_message")
+    try:
+        if not isinstance(answer, str) or not answer.strip():
+            raise JudgeError("the rail has no bot message to judge: run guard check answer as an output rail")
+        if not isinstance(question, str) or not question.strip():
+            raise JudgeError("the rail has no user message, so guard cannot tell what the answer answers")
+        judge = GuardJudge(settings.get("url"), None, settings.get("timeout_s", 30.0), settings.get("alpha"))
+        judgement = await judge.check(answer, messages=[{"role": "user", "content": question}])
+    except JudgeError as e:
+        _log.warning("guard_check gave no verdict (on_error: %s): %s", on_error, e)
+        return ActionResult(return_value=on_error == "allow",
+                            context_updates={"guard_verdict": None, "guard_flagged": [], "guard_error": str(e)})
+    return ActionResult(return_value=judgement.passed,
+                        context_updates={"guard_verdict": judgement.summary(), "guard_flagged": judgement.flagged_text,
+                                         "guard_error": None})
+
+
+def register(rails: Any) -> None:
+    """Register :func:`guard_check` with an ``LLMRails`` (``deploy/nemo/config.py`` calls it from ``init``)."""
+    rails.register_action(guard_check, ACTION_NAME)
+
+
+def _settings(config: Any) -> dict[str, Any]:
+    custom = getattr(config, "custom_data", None) or {}
+    settings = custom.get("guard") or {}
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"custom_data.guard={settings!r} is invalid: expected a mapping of {list(_SETTINGS)}")
+    unknown = sorted(set(settings) - set(_SETTINGS))
+    if unknown:
+        raise ConfigError(f"custom_data.guard has unknown setting(s) {unknown}: expected some of {list(_SETTINGS)} "
+                          "(guard's API key is read from $GUARD_API_KEY, never from the rails' files)")
+    if settings.get("on_error", "block") not in ("block", "allow"):
+        raise ConfigError(f"custom_data.guard.on_error={settings['on_error']!r} is invalid: expected 'block' or "
+                          "'allow'")
+    return dict(settings)

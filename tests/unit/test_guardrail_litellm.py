@@ -1,0 +1,133 @@
+"""guard as a LiteLLM guardrail (adapters/guardrails/litellm_guardrail.py), run by the real LiteLLM library: the
+guardrail class is loaded the way LiteLLM's proxy loads a custom guardrail from deploy/litellm/config.yaml, the
+answer comes from ``litellm.acompletion`` against a fake OpenAI-compatible LLM on a real port, and LiteLLM's
+unified post-call hook hands it to the guardrail, which asks guard proxy's real app (over the fake reader) on
+another port. A flagged answer is blocked, replaced or logged as configured; a pass goes through unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import litellm
+import pytest
+import yaml
+from litellm.exceptions import GuardrailRaisedException
+from litellm.integrations.custom_guardrail import ModifyResponseException
+from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+from litellm.proxy._types import UserAPIKeyAuth
+from litellm.proxy.guardrails.guardrail_hooks.unified_guardrail.unified_guardrail import UnifiedLLMGuardrails
+from litellm.proxy.types_utils.utils import get_instance_fn
+
+from adapters.guardrails.litellm_guardrail import DEFAULT_ABSTAIN, GuardGuardrail
+from guard.errors import ConfigError
+from tests.unit.fake_proxy import ANSWERS, Proxy
+from tests.unit.live_server import foreign_app, live
+
+CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "litellm" / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, Any]]:
+    proxy = Proxy()
+    app, _, _ = proxy.build()
+    with live(app) as judge, live(foreign_app(proxy.foreign)) as llm:
+        yield {"judge": judge, "llm": llm, "proxy": proxy}
+
+
+def _guardrail(judge: str, **overrides: Any) -> GuardGuardrail:
+    """The guardrail as LiteLLM's proxy builds it from the shipped config (guard's URL pointed at the test's)."""
+    (entry,) = yaml.safe_load(CONFIG.read_text())["guardrails"]
+    params = {**entry["litellm_params"], "api_base": judge, **overrides}
+    params.pop("api_key")  # os.environ/GUARD_API_KEY: this guard proxy has no key
+    cls = get_instance_fn(params.pop("guardrail"), config_file_path=str(CONFIG))
+    guardrail = cls(guardrail_name=entry["guardrail_name"], event_hook=params.pop("mode"),
+                    default_on=params.pop("default_on"), **params)
+    assert isinstance(guardrail, GuardGuardrail)
+    return guardrail
+
+
+async def _call(servers: dict[str, Any], guardrail: GuardGuardrail, question: str) -> tuple[Any, dict[str, Any]]:
+    """One chat call through LiteLLM, then LiteLLM's post-call guardrail hook: the (possibly changed) answer and
+    the request data the guardrail saw."""
+    messages = [{"role": "user", "content": question}]
+    try:
+        answer = await litellm.acompletion(model="openai/foreign-model", api_base=f"{servers['llm']}/v1",
+                                           api_key="sk-test", messages=messages)
+    finally:  # LiteLLM caches its HTTP clients across event loops; each test call runs in a loop of its own
+        await close_litellm_async_clients()
+        litellm.in_memory_llm_clients_cache.flush_cache()
+    data = {"model": "default", "messages": messages, "guardrail_to_apply": guardrail, "metadata": {}}
+    return await UnifiedLLMGuardrails().async_post_call_success_hook(data, UserAPIKeyAuth(), answer), data
+
+
+def test_a_true_answer_passes_unchanged_with_guards_verdict_in_the_request_metadata(servers):
+    answer, data = asyncio.run(_call(servers, _guardrail(servers["judge"]), "capital"))
+    assert answer.choices[0].message.content == ANSWERS["capital"]
+    (verdict,) = data["metadata"]["guard"]
+    assert verdict["decision"] == "pass" and verdict["source"] == "reader" and "tokens" not in verdict
+
+
+def test_a_flagged_answer_is_blocked_naming_the_flagged_sentence(servers):
+    with pytest.raises(GuardrailRaisedException) as blocked:
+        asyncio.run(_call(servers, _guardrail(servers["judge"]), "wrong"))
+    assert blocked.value.blocked_content and blocked.value.status_code == 400
+    assert blocked.value.guardrail_name == "guard-hallucination"
+    message = blocked.value.message
+    assert "'The capital of France is Berlin.'" in message and "Paris is nice" not in message
+
+
+def test_a_flagged_answer_is_replaced_by_the_abstain_message_with_on_flag_replace(servers):
+    with pytest.raises(ModifyResponseException) as replaced:
+        asyncio.run(_call(servers, _guardrail(servers["judge"], on_flag="replace"), "wrong"))
+    assert replaced.value.message == DEFAULT_ABSTAIN
+    assert replaced.value.original_response.choices[0].message.content == ANSWERS["wrong"]  # its usage is kept
+    assert replaced.value.detection_info["guard"][0]["decision"] == "flag"
+
+
+def test_a_flagged_answer_goes_through_with_on_flag_log_and_its_verdict_is_kept(servers, caplog):
+    answer, data = asyncio.run(_call(servers, _guardrail(servers["judge"], on_flag="log"), "wrong"))
+    assert answer.choices[0].message.content == ANSWERS["wrong"]
+    (verdict,) = data["metadata"]["guard"]
+    assert [s["verdict"] for s in verdict["sentences"]] == ["supported", "flagged"]
+    assert "let a flagged answer through" in caplog.text
+
+
+def test_requests_are_not_judged_only_answers(servers):
+    guardrail, proxy = _guardrail(servers["judge"]), servers["proxy"]
+    read = len(proxy.reader.requests)
+    inputs = {"texts": ["Is Berlin the capital of France?"]}
+    assert asyncio.run(guardrail.apply_guardrail(inputs, {"messages": []}, "request")) is inputs
+    assert len(proxy.reader.requests) == read
+
+
+def test_without_a_verdict_on_error_decides_between_blocking_and_letting_the_answer_through(servers):
+    with live(foreign_app(servers["proxy"].foreign)) as gone:
+        pass  # a port nobody listens on any more
+    with pytest.raises(GuardrailRaisedException) as blocked:
+        asyncio.run(_call(servers, _guardrail(gone), "capital"))
+    assert not blocked.value.blocked_content  # no verdict was reached: a failure, not a block
+    assert "could not be reached" in blocked.value.message and "on_error: block" in blocked.value.message
+    answer, data = asyncio.run(_call(servers, _guardrail(gone, on_error="allow"), "capital"))
+    assert answer.choices[0].message.content == ANSWERS["capital"]
+    assert "could not be reached" in data["metadata"]["guard"]["error"]
+
+
+def test_litellm_refuses_the_guardrail_in_a_mode_other_than_post_call(servers):
+    with pytest.raises(ValueError, match="pre_call"):
+        _guardrail(servers["judge"], mode="pre_call")
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    ({"on_flag": "drop"}, "on_flag='drop'"),
+    ({"on_error": "ignore"}, "on_error='ignore'"),
+    ({"abstain_message": " "}, "abstain_message=' '"),
+    ({"timeout_s": -1}, "timeout_s=-1"),
+    ({"api_base": "guard:8000"}, "not an http(s) URL"),
+])
+def test_bad_guardrail_settings_are_refused_naming_the_value(servers, overrides, words):
+    with pytest.raises(ConfigError) as refused:
+        _guardrail(servers["judge"], **overrides)
+    assert words in str(refused.value)
