@@ -1,5 +1,7 @@
 """guard proxy end to end: one real `guard proxy` (real reader engine, real model, shipped probe) in front
-of a small foreign OpenAI-compatible API on loopback, driven by the official openai client.
+of a small foreign OpenAI-compatible API on loopback, driven by the official openai client; and guard's LiteLLM
+guardrail and NeMo Guardrails rail (their real libraries, the shipped configurations) judging the same fake
+API's answers through it.
 
 The foreign API answers "What is the capital of France?" truthfully ("... Paris.") under model
 ``truthful`` and falsely ("... Berlin.") under model ``liar``. The shipped probe, reading with the
@@ -10,13 +12,25 @@ that ordering, and for abstention uses alpha 0.5, far from both sentences' p-val
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import litellm
 import pytest
+import yaml
+from litellm.exceptions import GuardrailRaisedException
+from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+from litellm.proxy._types import UserAPIKeyAuth
+from litellm.proxy.guardrails.guardrail_hooks.unified_guardrail.unified_guardrail import UnifiedLLMGuardrails
+from nemoguardrails import LLMRails, RailsConfig
+from nemoguardrails.llm.frameworks.registry import get_framework
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.guardrails.litellm_guardrail import GuardGuardrail
 from tests.e2e.fake_openai import CHAT_ANSWERS, COMPLETION_ANSWERS, FakeOpenAI
 from tests.e2e.launch import free_port, running_guard
 
@@ -25,6 +39,7 @@ openai = pytest.importorskip("openai")
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 PROMPT = "The capital of France is"
 KEY = "sk-proxy-test-0123456789"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +155,47 @@ def test_the_judge_endpoint_gives_the_relayed_answers_verdict_without_calling_th
         assert [(s["start"], s["end"], s["verdict"]) for s in checked["sentences"]] == \
             [(s["start"], s["end"], s["verdict"]) for s in relayed["sentences"]]
         assert _p_true(checked) == pytest.approx(_p_true(relayed), abs=1e-5)
+
+
+def test_the_litellm_guardrail_blocks_the_false_answer_read_by_the_real_reader(proxied):
+    # LiteLLM calls the fake API itself; its post-call hook hands each answer to guard's guardrail (shipped config)
+    (entry,) = yaml.safe_load((ROOT / "deploy" / "litellm" / "config.yaml").read_text())["guardrails"]
+    params = {k: v for k, v in entry["litellm_params"].items() if k not in ("guardrail", "mode", "api_key")}
+    guardrail = GuardGuardrail(**{**params, "api_base": proxied["url"], "alpha": 0.5},
+                               guardrail_name=entry["guardrail_name"], event_hook="post_call")
+
+    async def call(model: str) -> Any:
+        try:
+            answer = await litellm.acompletion(model=f"openai/{model}", api_base=proxied["fake"].url,
+                                               api_key="sk-fake", messages=QUESTION)
+        finally:
+            await close_litellm_async_clients()
+            litellm.in_memory_llm_clients_cache.flush_cache()
+        data = {"model": model, "messages": QUESTION, "guardrail_to_apply": guardrail, "metadata": {}}
+        return await UnifiedLLMGuardrails().async_post_call_success_hook(data, UserAPIKeyAuth(), answer)
+
+    assert asyncio.run(call("truthful")).choices[0].message.content == CHAT_ANSWERS["truthful"]
+    with pytest.raises(GuardrailRaisedException, match="'The capital of France is Berlin.'") as blocked:
+        asyncio.run(call("liar"))
+    assert blocked.value.blocked_content
+
+
+def test_the_nemo_output_rail_withholds_the_false_answer_read_by_the_real_reader(proxied, tmp_path):
+    answers = {}
+    for model in CHAT_ANSWERS:
+        folder = tmp_path / model
+        shutil.copytree(ROOT / "deploy" / "nemo", folder)
+        config = yaml.safe_load((folder / "config.yml").read_text())
+        config["models"][0].update(model=model, parameters={"base_url": proxied["fake"].url, "api_key": "sk-x"})
+        config["custom_data"]["guard"].update(url=proxied["url"], alpha=0.5)
+        (folder / "config.yml").write_text(yaml.safe_dump(config))
+
+        async def ask(folder: Path = folder) -> Any:
+            try:
+                return await LLMRails(RailsConfig.from_path(str(folder))).generate_async(messages=QUESTION)
+            finally:
+                await get_framework("default").aclose()
+
+        answers[model] = asyncio.run(ask())["content"]
+    assert answers["truthful"] == CHAT_ANSWERS["truthful"]
+    assert answers["liar"].startswith("I am not confident that this answer is correct")
