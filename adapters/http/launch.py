@@ -41,7 +41,7 @@ from adapters.http.self_test import self_test
 from adapters.http.serve.router import create_app
 from adapters.http.serve.steer import Steering
 from adapters.http.settings import ProxySettings, ServeSettings
-from adapters.http.starting import StartingPort
+from adapters.http.starting import StartingPort, bind_port
 from adapters.http.tokens import HFTokenTexts
 from adapters.http.upstream import ReaderMetrics, UpstreamServer
 from guard.errors import AdapterError, ConfigError
@@ -76,15 +76,6 @@ class _Server(uvicorn.Server):
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _check_port(host: str, port: int) -> None:
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port or --host") from exc
 
 
 def run(settings: ServeSettings) -> None:
@@ -185,7 +176,7 @@ def _serve_in_process(settings: ServeSettings, engine: InProcessEngine, app: Cal
         AdapterError: the engine did not start, or died while serving (the message says how and what to do).
     """
     if settings.engine_port is not None:
-        _check_port("127.0.0.1", settings.engine_port)
+        bind_port("127.0.0.1", settings.engine_port).close()  # free now, so the unguarded app can take it later
     port = StartingPort(settings.host, settings.port, "guard serve")  # answers "starting" until the app takes it
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM unwinds like Ctrl-C, through the finally below
     try:

@@ -23,12 +23,28 @@ from typing import Any
 
 from guard.errors import ConfigError
 
-__all__ = ["StartingPort", "STARTING_PATHS"]
+__all__ = ["StartingPort", "STARTING_PATHS", "bind_port"]
 
 #: paths a starting server answers with its status rather than an error
 STARTING_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/health"})
 _POLL_S = 0.05
 _READ_S = 2.0
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (``SO_REUSEADDR``; IPv6 when ``host`` has a colon), not yet listening.
+
+    Raises:
+        ConfigError: the address cannot be bound, naming it and the fix.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port or --host") from exc
+    return sock
 
 
 class StartingPort:
@@ -49,10 +65,8 @@ class StartingPort:
 
     def __init__(self, host: str, port: int, who: str) -> None:
         self.who = who
-        self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.socket = bind_port(host, port)
         try:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.socket.bind((host, port))
             self.socket.listen(2048)
         except OSError as exc:
             self.socket.close()

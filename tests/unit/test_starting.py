@@ -12,7 +12,7 @@ from adapters.http.api_key import ApiKey
 from adapters.http.score_feed import ScoreFeed
 from adapters.http.self_test import SELF_TEST_TEXT, self_test
 from adapters.http.settings import ServeSettings
-from adapters.http.starting import StartingPort
+from adapters.http.starting import StartingPort, bind_port
 from guard.errors import AdapterError, ConfigError
 from tests.unit.fake_faults import FaultyUpstream
 from tests.unit.fake_upstream import GOOD, MODEL, Script, run_app
@@ -55,8 +55,11 @@ def test_the_handover_keeps_the_listening_socket_so_no_connection_is_refused() -
 def test_an_address_in_use_is_refused_naming_it_and_the_fix() -> None:
     taken = StartingPort("127.0.0.1", 0, "guard serve")
     try:
+        port = taken.socket.getsockname()[1]
         with pytest.raises(ConfigError, match=r"cannot listen on 127\.0\.0\.1:\d+ .*pick another --port"):
-            StartingPort("127.0.0.1", taken.socket.getsockname()[1], "guard serve")
+            StartingPort("127.0.0.1", port, "guard serve")
+        with pytest.raises(ConfigError, match=rf"cannot listen on 127\.0\.0\.1:{port} .*pick another --port"):
+            bind_port("127.0.0.1", port)  # guard serve's check of --engine-port
     finally:
         taken.close()
 
