@@ -5,7 +5,8 @@
 :mod:`adapters.guardrails.litellm_guardrail` (extra ``guard[litellm]``) and
 :mod:`adapters.guardrails.nemo_action` (extra ``guard[nemo]``) import their framework, so import them only
 where it is installed. This package talks to guard over HTTP and imports neither ``adapters.http`` nor
-``adapters.vllm``; the verdict's shape comes from :mod:`guard.client`. See docs/integrations.md.
+``adapters.vllm``; the verdict's shape comes from :mod:`guard.client`. See docs/serving.md, "Guardrail
+frameworks".
 """
 
 from adapters.guardrails.judge import GuardJudge, JudgeError, Judgement

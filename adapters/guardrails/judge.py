@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -125,9 +126,10 @@ class GuardJudge:
         body: dict[str, Any] = {"answer": answer, "guard": self._guard}
         body.update({"messages": [dict(m) for m in messages]} if messages is not None else {"prompt": prompt})
         try:
-            async with httpx.AsyncClient(timeout=self._timeout) as client:
-                reply = await client.post(self.url, json=body, headers={**self._headers, **(headers or {})})
-        except httpx.TimeoutException as e:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:  # and the whole call within it:
+                reply = await asyncio.wait_for(  # httpx's timeout bounds each phase, not their sum
+                    client.post(self.url, json=body, headers={**self._headers, **(headers or {})}), self._timeout)
+        except (httpx.TimeoutException, asyncio.TimeoutError) as e:
             raise JudgeError(f"guard at {self.url} gave no verdict within {self._timeout:g} s ({type(e).__name__}): "
                              "raise timeout_s or check the reader's load") from e
         except httpx.HTTPError as e:

@@ -18,8 +18,14 @@ in LiteLLM's ``config.yaml`` (``deploy/litellm/config.yaml`` is a complete one):
 ``on_flag``: ``block`` answers the client with LiteLLM's guardrail error (HTTP 400) naming the flagged sentences;
 ``replace`` sends a normal answer whose text is ``abstain_message`` (LiteLLM's passthrough); ``log`` lets the
 answer through. Every verdict, passed or not, is put in the request's ``metadata["guard"]`` (sentences and
-decision, no token scores) for LiteLLM's loggers. Only answers are judged: requests (``pre_call``) pass untouched.
-A streamed answer is judged by LiteLLM's unified guardrail as it assembles it (see LiteLLM's ``stream_scope``).
+decision, no token scores) for LiteLLM's loggers. No verdict (guard down, slow or unable to read the answer) is
+HTTP 503 with ``on_error: block`` (LiteLLM logs it as the guardrail failing to respond, not as a block) and a
+logged pass with ``on_error: allow``.
+
+Only answers are judged, and only those of chat and text completions (the question is the request's
+``messages`` or its one ``prompt``); requests (``pre_call``) and other routes' answers pass untouched, the latter
+with a warning. A **streamed** answer is held by LiteLLM until the stream ends and judged whole, once
+(``streaming_buffer_until_moderated``, ``streaming_end_of_stream_only``): a flagged one never reaches the client.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 import logging
 from typing import Any, Literal
 
+from fastapi import HTTPException
 from litellm.exceptions import GuardrailRaisedException
 from litellm.integrations.custom_guardrail import CustomGuardrail
 from litellm.types.guardrails import GuardrailEventHooks
@@ -61,6 +68,11 @@ class GuardGuardrail(CustomGuardrail):
         ConfigError: an unknown ``on_flag`` / ``on_error`` or a bad URL, timeout or alpha, naming the value.
     """
 
+    #: LiteLLM holds a streamed answer until the end of the stream and judges it whole, once: guard reads whole
+    #: sentences, and a flagged answer must not reach the client before its verdict
+    streaming_buffer_until_moderated = True
+    streaming_end_of_stream_only = True
+
     def __init__(self, api_base: str | None = None, api_key: str | None = None,
                  on_flag: Literal["block", "replace", "log"] = "block",
                  on_error: Literal["block", "allow"] = "block", timeout_s: float = 30.0,
@@ -72,7 +84,8 @@ class GuardGuardrail(CustomGuardrail):
         if not isinstance(abstain_message, str) or not abstain_message.strip():
             raise ConfigError(f"guard guardrail abstain_message={abstain_message!r} is invalid: expected a "
                               "non-empty text")
-        self.judge = GuardJudge(api_base, api_key, timeout_s, alpha)
+        # LiteLLM's loader turns an unset ``os.environ/GUARD_API_KEY`` into the text "None"
+        self.judge = GuardJudge(api_base, None if api_key in ("", "None") else api_key, timeout_s, alpha)
         self.on_flag, self.on_error, self.abstain_message = on_flag, on_error, abstain_message
         kwargs.setdefault("supported_event_hooks", [GuardrailEventHooks.post_call])
         super().__init__(**kwargs)
@@ -82,17 +95,22 @@ class GuardGuardrail(CustomGuardrail):
         """Judge the answer texts of a response; requests pass untouched (LiteLLM's unified guardrail hook).
 
         Raises:
-            GuardrailRaisedException: a flagged answer with ``on_flag: block`` (``blocked_content=True``), or no
-                verdict with ``on_error: block``.
+            GuardrailRaisedException: a flagged answer with ``on_flag: block`` (HTTP 400, ``blocked_content``).
             ModifyResponseException: a flagged answer with ``on_flag: replace`` (LiteLLM answers the abstain text).
+            HTTPException: 503, no verdict with ``on_error: block``.
         """
         if input_type != "response":
             return inputs
         texts = [text for text in inputs.get("texts") or () if isinstance(text, str) and text.strip()]
         if not texts:
             return inputs
+        question = _question(request_data)
+        if question is None:
+            _log.warning("guard guardrail %s let an answer through unjudged: its request has neither chat messages "
+                         "nor one text prompt (guard judges chat and text completions only)", self.guardrail_name)
+            request_data.setdefault("metadata", {})["guard"] = {"error": "unsupported request: no question"}
+            return inputs
         try:
-            question = _question(request_data)
             judgements = await asyncio.gather(*(self.judge.check(text, **question) for text in texts))
         except JudgeError as e:
             return self._no_verdict(inputs, request_data, e)
@@ -115,19 +133,21 @@ class GuardGuardrail(CustomGuardrail):
             _log.warning("guard guardrail %s let an unjudged answer through (on_error: allow): %s",
                          self.guardrail_name, error)
             return inputs
-        raise GuardrailRaisedException(guardrail_name=self.guardrail_name, message=f"{error} (on_error: block)",
-                                       should_wrap_with_default_message=False) from error
+        # not a GuardrailRaisedException: LiteLLM counts those as deliberate blocks; a 503 is a guardrail failure
+        raise HTTPException(status_code=503, detail={"error": f"guard gave no verdict (on_error: block): {error}",
+                                                     "guardrail": self.guardrail_name}) from error
 
 
-def _question(request_data: dict[str, Any]) -> dict[str, Any]:
-    """The request's question as the judge takes it: its chat messages, else its completion prompt."""
+def _question(request_data: dict[str, Any]) -> dict[str, Any] | None:
+    """The request's question as the judge takes it: its chat messages, else its one completion prompt."""
     messages, prompt = request_data.get("messages"), request_data.get("prompt")
     if isinstance(messages, list) and messages:
         return {"messages": messages}
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
     if isinstance(prompt, str) and prompt:
         return {"prompt": prompt}
-    raise JudgeError("the request has neither chat messages nor a text prompt, so guard cannot tell what the "
-                     "answer answers: guard judges /chat/completions and /completions answers")
+    return None
 
 
 def _block_message(flagged: list[Judgement]) -> str:

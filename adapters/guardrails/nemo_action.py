@@ -18,7 +18,12 @@ Install ``guard[nemo]``, run ``guard proxy`` (its reader judges the answers) and
 The action ``guard_check`` returns ``True`` when the answer passed and ``False`` when guard flagged it (or, with
 ``on_error: block``, could not judge it); either way it leaves ``$guard_verdict`` (decision and sentences) and
 ``$guard_flagged`` (the flagged sentences' text) in the context for the flow, and ``$guard_error`` when there was
-no verdict.
+no verdict. The question guard reads is the user's last message (``$user_message``): earlier turns and a system
+prompt are not sent. The rail judges whole answers: keep NeMo's output-rail streaming off (its default), under
+which the rail would see chunk windows.
+
+:func:`register` checks ``custom_data.guard`` as it registers the action, so a bad setting stops ``LLMRails``
+from being built (inside the action NeMo would turn it into "an internal error has occurred" on every answer).
 """
 
 from __future__ import annotations
@@ -73,7 +78,13 @@ async def guard_check(context: Mapping[str, Any] | None = None, config: Any = No
 
 
 def register(rails: Any) -> None:
-    """Register :func:`guard_check` with an ``LLMRails`` (``deploy/nemo/config.py`` calls it from ``init``)."""
+    """Register :func:`guard_check` with an ``LLMRails`` (``deploy/nemo/config.py`` calls it from ``init``).
+
+    Raises:
+        ConfigError: a bad ``custom_data.guard`` setting in the rails' configuration, naming it.
+    """
+    settings = _settings(rails.config)
+    GuardJudge(settings.get("url"), None, settings.get("timeout_s", 30.0), settings.get("alpha"))  # checks them
     rails.register_action(guard_check, ACTION_NAME)
 
 

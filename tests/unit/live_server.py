@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from tests.unit.fake_proxy import FakeForeign
 
-__all__ = ["live", "foreign_app"]
+__all__ = ["live", "foreign_app", "refusing"]
 
 
 @contextmanager
@@ -42,6 +42,18 @@ def live(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+        sock.close()
+
+
+@contextmanager
+def refusing() -> Iterator[str]:
+    """A loopback URL whose port is held (bound, never listening) while the block runs: connections are refused,
+    and no other server can take the port meanwhile."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
         sock.close()
 
 

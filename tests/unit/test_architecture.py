@@ -25,7 +25,8 @@ HTTP_ALLOWED = {"guard", "adapters", "numpy", "pydantic", "pydantic_settings", "
                 "starlette", "httpx", "httpx_sse", "opentelemetry", "uvicorn", "transformers", "jinja2",
                 "pythonjsonlogger"}
 #: the guardrail adapters are HTTP clients of guard proxy: guard's client views, httpx and their framework only
-GUARDRAILS_ALLOWED = {"guard", "adapters", "pydantic", "httpx", "litellm", "nemoguardrails"}
+#: (fastapi: the HTTPException LiteLLM's proxy answers)
+GUARDRAILS_ALLOWED = {"guard", "adapters", "pydantic", "httpx", "litellm", "nemoguardrails", "fastapi"}
 #: (importer prefix, forbidden prefix): sibling adapters that share types through ``guard`` only
 SEPARATED = (("adapters.vllm", "adapters.http"), ("adapters.http.proxy", "adapters.vllm"),
              ("adapters.guardrails", "adapters.http"), ("adapters.guardrails", "adapters.vllm"),

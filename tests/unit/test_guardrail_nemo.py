@@ -17,10 +17,9 @@ from nemoguardrails import LLMRails, RailsConfig
 from nemoguardrails.llm.frameworks.registry import get_framework
 from nemoguardrails.rails.llm.options import RailStatus, RailType
 
-from adapters.guardrails.nemo_action import guard_check
 from guard.errors import ConfigError
 from tests.unit.fake_proxy import ANSWERS, Proxy
-from tests.unit.live_server import foreign_app, live
+from tests.unit.live_server import foreign_app, live, refusing
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "nemo"
 REFUSAL = "I am not confident that this answer is correct, so I will not give it."
@@ -92,10 +91,9 @@ def test_check_runs_the_output_rail_on_an_answer_already_held(servers, tmp_path)
 
 @pytest.mark.parametrize(("on_error", "expected"), [("block", REFUSAL), ("allow", ANSWERS["capital"])])
 def test_without_a_verdict_on_error_decides_whether_the_answer_goes_through(servers, tmp_path, on_error, expected):
-    with live(foreign_app(servers["proxy"].foreign)) as gone:
-        pass  # a port nobody listens on any more
-    config = _rails(tmp_path, servers["llm"], {"url": gone, "on_error": on_error})
-    (answer,) = _ask(config, "capital", options={"output_vars": ["guard_error"]})
+    with refusing() as gone:
+        config = _rails(tmp_path, servers["llm"], {"url": gone, "on_error": on_error})
+        (answer,) = _ask(config, "capital", options={"output_vars": ["guard_error"]})
     assert answer.response[0]["content"] == expected
     assert "could not be reached" in answer.output_data["guard_error"]
 
@@ -104,9 +102,14 @@ def test_without_a_verdict_on_error_decides_whether_the_answer_goes_through(serv
     ({"api_key": "sk-1"}, "unknown setting(s) ['api_key']"),
     ({"on_error": "ignore"}, "on_error='ignore'"),
     ({"url": "guard:8000"}, "not an http(s) URL"),
+    ({"alpha": 2}, "alpha=2"),
 ])
-def test_bad_guard_settings_are_refused_naming_them(guard, words):
-    config = RailsConfig.from_content(yaml_content=yaml.safe_dump({"custom_data": {"guard": guard}}))
-    with pytest.raises(ConfigError) as refused:
-        asyncio.run(guard_check(context={"user_message": "q", "bot_message": "a"}, config=config))
-    assert words in str(refused.value)
+def test_bad_guard_settings_stop_the_rails_from_being_built_naming_them(servers, tmp_path, guard, words):
+    config = _rails(tmp_path, servers["llm"], guard)
+
+    async def build() -> None:
+        LLMRails(config)
+
+    with pytest.raises(RuntimeError, match="Failed to initialize configuration module") as refused:
+        asyncio.run(build())  # the shipped config.py's init registers the action, checking the settings
+    assert isinstance(refused.value.__cause__, ConfigError) and words in str(refused.value.__cause__)
