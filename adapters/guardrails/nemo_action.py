@@ -18,9 +18,10 @@ Install ``guard[nemo]``, run ``guard proxy`` (its reader judges the answers) and
 The action ``guard_check`` returns ``True`` when the answer passed and ``False`` when guard flagged it (or, with
 ``on_error: block``, could not judge it); either way it leaves ``$guard_verdict`` (decision and sentences) and
 ``$guard_flagged`` (the flagged sentences' text) in the context for the flow, and ``$guard_error`` when there was
-no verdict. The question guard reads is the user's last message (``$user_message``): earlier turns and a system
-prompt are not sent. The rail judges whole answers: keep NeMo's output-rail streaming off (its default), under
-which the rail would see chunk windows.
+no verdict. The question guard reads is the conversation up to the user's last message (``$user_message``),
+rebuilt from the rails' events: system messages, earlier user turns and the bot's earlier answers, as a chat;
+the answer judged is ``$bot_message``. The rail judges whole answers: keep NeMo's output-rail streaming off (its
+default), under which the rail would see chunk windows.
 
 :func:`register` checks ``custom_data.guard`` as it registers the action, so a bad setting stops ``LLMRails``
 from being built (inside the action NeMo would turn it into "an internal error has occurred" on every answer).
@@ -29,7 +30,7 @@ from being built (inside the action NeMo would turn it into "an internal error h
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nemoguardrails.actions import action
@@ -38,21 +39,27 @@ from nemoguardrails.actions.actions import ActionResult
 from adapters.guardrails.judge import GuardJudge, JudgeError
 from guard.errors import ConfigError
 
-__all__ = ["ACTION_NAME", "guard_check", "register"]
+__all__ = ["ACTION_NAME", "guard_check", "register", "conversation"]
 
 _log = logging.getLogger("guard.nemo")
 #: the action's name in Colang (``execute guard_check``)
 ACTION_NAME = "guard_check"
 _SETTINGS = ("url", "timeout_s", "alpha", "on_error")
+#: NeMo event type -> (chat role, the event's text field)
+_TURNS = {"SystemMessage": ("system", "content"), "UserMessage": ("user", "text"),
+          "StartUtteranceBotAction": ("assistant", "script")}
 
 
 @action(name=ACTION_NAME)  # type: ignore[untyped-decorator]  # nemoguardrails ships no type information
-async def guard_check(context: Mapping[str, Any] | None = None, config: Any = None) -> ActionResult:
-    """Judge the bot's answer (``$bot_message``) to the user's message (``$user_message``) with guard.
+async def guard_check(context: Mapping[str, Any] | None = None, config: Any = None,
+                      events: Sequence[Mapping[str, Any]] | None = None) -> ActionResult:
+    """Judge the bot's answer (``$bot_message``) to the conversation ending in the user's message
+    (``$user_message``) with guard.
 
     Args:
         context: the rails' context (NeMo passes it).
         config: the rails' configuration (NeMo passes it); its ``custom_data.guard`` holds the settings.
+        events: the rails' event history (NeMo passes it): the conversation before the answer.
 
     Raises:
         ConfigError: a bad ``custom_data.guard`` setting, naming it.
@@ -67,7 +74,7 @@ async def guard_check(context: Mapping[str, Any] | None = None, config: Any = No
         if not isinstance(question, str) or not question.strip():
             raise JudgeError("the rail has no user message, so guard cannot tell what the answer answers")
         judge = GuardJudge(settings.get("url"), None, settings.get("timeout_s", 30.0), settings.get("alpha"))
-        judgement = await judge.check(answer, messages=[{"role": "user", "content": question}])
+        judgement = await judge.check(answer, messages=conversation(events, question))
     except JudgeError as e:
         _log.warning("guard_check gave no verdict (on_error: %s): %s", on_error, e)
         return ActionResult(return_value=on_error == "allow",
@@ -86,6 +93,21 @@ def register(rails: Any) -> None:
     settings = _settings(rails.config)
     GuardJudge(settings.get("url"), None, settings.get("timeout_s", 30.0), settings.get("alpha"))  # checks them
     rails.register_action(guard_check, ACTION_NAME)
+
+
+def conversation(events: Sequence[Mapping[str, Any]] | None, question: str) -> list[dict[str, str]]:
+    """The chat that ``question`` ends, from NeMo's events: ``SystemMessage`` -> system, ``UserMessage`` -> user,
+    ``StartUtteranceBotAction`` (an answer the bot gave) -> assistant, up to the last user message. Just the
+    question when the events do not end in it (an unfamiliar event history)."""
+    turns: list[dict[str, str]] = []
+    for event in events or ():
+        turn = _TURNS.get(str(event.get("type")))
+        if turn is not None and isinstance(event.get(turn[1]), str):
+            turns.append({"role": turn[0], "content": event[turn[1]]})
+    last = max((i for i, turn in enumerate(turns) if turn["role"] == "user"), default=None)
+    if last is None or turns[last]["content"] != question:
+        return [{"role": "user", "content": question}]
+    return turns[:last + 1]
 
 
 def _settings(config: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from nemoguardrails import LLMRails, RailsConfig
 from nemoguardrails.llm.frameworks.registry import get_framework
 from nemoguardrails.rails.llm.options import RailStatus, RailType
 
+from adapters.guardrails.nemo_action import conversation
 from guard.errors import ConfigError
 from tests.unit.fake_proxy import ANSWERS, Proxy
 from tests.unit.live_server import foreign_app, live, refusing
@@ -66,6 +67,34 @@ def test_a_flagged_answer_is_withheld_and_a_true_one_goes_through(servers, tmp_p
     assert len(servers["proxy"].reader.requests) == read + 2  # guard's reader read both answers
     asked = [r["body"]["messages"] for r in servers["proxy"].foreign.requests[-2:]]
     assert asked == [[{"role": "user", "content": "wrong"}], [{"role": "user", "content": "capital"}]]
+
+
+def test_guard_reads_the_answer_in_its_conversation_system_message_and_earlier_turns_included(servers, tmp_path):
+    config = _rails(tmp_path, servers["llm"], {"url": servers["judge"]})
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "capital"},
+            {"role": "assistant", "content": ANSWERS["capital"]}, {"role": "user", "content": "wrong"}]
+
+    async def main() -> Any:
+        try:
+            return await LLMRails(config).generate_async(messages=chat)
+        finally:
+            await get_framework("default").aclose()
+
+    assert asyncio.run(main())["content"] == REFUSAL
+    proxy = servers["proxy"]
+    read = [proxy.prompts.words[t].strip() for t in proxy.reader.requests[-1]["prompt"]]
+    question = read[:read.index("<assistant>", read.index("wrong"))]  # the question before the answer's mark
+    assert question == ["<system>", "Be", "brief", ".", "<user>", "capital", "<assistant>", "The", "capital", "of",
+                        "France", "is", "Paris", ".", "<user>", "wrong"]
+
+
+def test_the_conversation_is_just_the_question_when_the_events_do_not_end_in_it():
+    events = [{"type": "SystemMessage", "content": "s"}, {"type": "UserMessage", "text": "earlier"}]
+    assert conversation(events, "now") == [{"role": "user", "content": "now"}]
+    assert conversation(None, "now") == [{"role": "user", "content": "now"}]
+    assert conversation([*events, {"type": "UserMessage", "text": "now"}, {"type": "BotMessage", "text": "a"}],
+                        "now") == [{"role": "system", "content": "s"}, {"role": "user", "content": "earlier"},
+                                   {"role": "user", "content": "now"}]
 
 
 def test_the_rail_leaves_guards_verdict_and_the_flagged_sentences_in_the_context(servers, tmp_path):
