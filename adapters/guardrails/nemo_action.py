@@ -64,8 +64,7 @@ async def guard_check(context: Mapping[str, Any] | None = None, config: Any = No
     Raises:
         ConfigError: a bad ``custom_data.guard`` setting, naming it.
     """
-    settings = _settings(config)
-    on_error = settings.pop("on_error", "block")
+    judge, on_error = _judge(config)
     context = context or {}
     answer, question = context.get("bot_message"), context.get("user_message")
     try:
@@ -73,7 +72,6 @@ async def guard_check(context: Mapping[str, Any] | None = None, config: Any = No
             raise JudgeError("the rail has no bot message to judge: run guard check answer as an output rail")
         if not isinstance(question, str) or not question.strip():
             raise JudgeError("the rail has no user message, so guard cannot tell what the answer answers")
-        judge = GuardJudge(settings.get("url"), None, settings.get("timeout_s", 30.0), settings.get("alpha"))
         judgement = await judge.check(answer, messages=conversation(events, question))
     except JudgeError as e:
         _log.warning("guard_check gave no verdict (on_error: %s): %s", on_error, e)
@@ -90,8 +88,7 @@ def register(rails: Any) -> None:
     Raises:
         ConfigError: a bad ``custom_data.guard`` setting in the rails' configuration, naming it.
     """
-    settings = _settings(rails.config)
-    GuardJudge(settings.get("url"), None, settings.get("timeout_s", 30.0), settings.get("alpha"))  # checks them
+    _judge(rails.config)  # checks the settings now rather than at the first answer
     rails.register_action(guard_check, ACTION_NAME)
 
 
@@ -108,6 +105,13 @@ def conversation(events: Sequence[Mapping[str, Any]] | None, question: str) -> l
     if last is None or turns[last]["content"] != question:
         return [{"role": "user", "content": question}]
     return turns[:last + 1]
+
+
+def _judge(config: Any) -> tuple[GuardJudge, str]:
+    """The judge ``custom_data.guard`` describes, and its ``on_error``; a ConfigError naming a bad setting."""
+    settings = _settings(config)
+    judge = GuardJudge(settings.get("url"), None, settings.get("timeout_s", 30.0), settings.get("alpha"))
+    return judge, settings.get("on_error", "block")
 
 
 def _settings(config: Any) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 library that makes its own HTTP connections (LiteLLM, NeMo Guardrails).
 
 :func:`foreign_app` turns :class:`tests.unit.fake_proxy.FakeForeign` (an ``httpx`` handler) into such an app:
-an OpenAI-compatible LLM that answers canned texts.
+an OpenAI-compatible LLM that answers canned texts. :func:`judge_and_model` serves both peers of a guardrail
+framework: guard proxy's app (over the fake reader) as the judge, and that fake API as the model.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tests.unit.fake_proxy import FakeForeign
+from tests.unit.fake_proxy import FakeForeign, Proxy
 
-__all__ = ["live", "foreign_app", "refusing"]
+__all__ = ["live", "foreign_app", "refusing", "judge_and_model"]
 
 
 @contextmanager
@@ -68,3 +69,13 @@ def foreign_app(foreign: FakeForeign) -> Any:
         await Response(await answer.aread(), answer.status_code, dict(answer.headers))(scope, receive, send)
 
     return app
+
+
+@contextmanager
+def judge_and_model() -> Iterator[dict[str, Any]]:
+    """guard proxy's app and the fake model, each on its own port: ``{"judge": url, "llm": url, "proxy": Proxy}``
+    (the proxy's fakes record what they were asked)."""
+    proxy = Proxy()
+    app, _, _ = proxy.build()
+    with live(app) as judge, live(foreign_app(proxy.foreign)) as llm:
+        yield {"judge": judge, "llm": llm, "proxy": proxy}

@@ -26,18 +26,16 @@ from litellm.types.guardrails import LitellmParams
 
 from adapters.guardrails.litellm_guardrail import DEFAULT_ABSTAIN, GuardGuardrail
 from guard.errors import ConfigError
-from tests.unit.fake_proxy import ANSWERS, Proxy
-from tests.unit.live_server import foreign_app, live, refusing
+from tests.unit.fake_proxy import ANSWERS
+from tests.unit.live_server import judge_and_model, refusing
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "litellm" / "config.yaml"
 
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, Any]]:
-    proxy = Proxy()
-    app, _, _ = proxy.build()
-    with live(app) as judge, live(foreign_app(proxy.foreign)) as llm:
-        yield {"judge": judge, "llm": llm, "proxy": proxy}
+    with judge_and_model() as running:
+        yield running
 
 
 def _guardrail(judge: str, **overrides: Any) -> GuardGuardrail:

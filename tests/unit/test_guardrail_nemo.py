@@ -19,8 +19,8 @@ from nemoguardrails.rails.llm.options import RailStatus, RailType
 
 from adapters.guardrails.nemo_action import conversation
 from guard.errors import ConfigError
-from tests.unit.fake_proxy import ANSWERS, Proxy
-from tests.unit.live_server import foreign_app, live, refusing
+from tests.unit.fake_proxy import ANSWERS
+from tests.unit.live_server import judge_and_model, refusing
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "nemo"
 REFUSAL = "I am not confident that this answer is correct, so I will not give it."
@@ -28,10 +28,8 @@ REFUSAL = "I am not confident that this answer is correct, so I will not give it
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, Any]]:
-    proxy = Proxy()
-    app, _, _ = proxy.build()
-    with live(app) as judge, live(foreign_app(proxy.foreign)) as llm:
-        yield {"judge": judge, "llm": llm, "proxy": proxy}
+    with judge_and_model() as running:
+        yield running
 
 
 def _rails(tmp_path: Path, llm: str, guard: dict[str, Any]) -> RailsConfig:
