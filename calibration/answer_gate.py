@@ -21,6 +21,7 @@ calibration; the shipped read-out and combiner are then fitted on everything.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,8 +33,8 @@ from calibration.grading import grade
 from calibration.onpolicy import OnPolicyAnswer
 from calibration.readings import reading_features
 from calibration.selective import selective_report
-from guard.answer_check import ANSWER_SIGNALS, mean_logprob
-from guard.combiner import Combiner
+from guard.answer_check import ANSWER_SIGNALS, SAMPLED_SIGNALS, mean_logprob
+from guard.combiner import AnswerSampling, Combiner
 from guard.errors import ConfigError
 from guard.model_spec import ModelSpec
 from guard.probe import Probe, ProbeManifest
@@ -41,7 +42,7 @@ from guard.probe_manifest import Dtype
 from guard.selective import SelectiveCalibration
 from guard.shipped import GATE_KIND
 
-__all__ = ["COMBINER_L2", "joint_lodo_logits", "cross_fitted_answer_check", "fit_answer_gate"]
+__all__ = ["COMBINER_L2", "SamplingSettings", "joint_lodo_logits", "cross_fitted_answer_check", "fit_answer_gate"]
 
 #: ridge penalty of the three-signal combiner (standardised signals, thousands of answers)
 COMBINER_L2 = 1.0
@@ -100,21 +101,48 @@ def cross_fitted_answer_check(prompt: np.ndarray, mean: np.ndarray, logprob: np.
 
 
 def _cross_fit(prompt: np.ndarray, mean: np.ndarray, logprob: np.ndarray, correct: np.ndarray, groups: np.ndarray,
-               l2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`cross_fitted_answer_check`'s confidences, and the out-of-group ``(gate, answer)`` logits it scores."""
+               l2: float, extra: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`cross_fitted_answer_check`'s confidences, the out-of-group ``(gate, answer)`` logits it scores, and,
+    given ``extra`` ``(n,)`` (one more signal fitted on nothing, e.g. the samples' agreement), the confidences of
+    the combiner that also reads it (else ``None``)."""
     if len(set(groups.tolist())) < 3:
         raise ConfigError(f"cross-fitting the answer check needs at least 3 groups (the combiner is fitted on "
                           f"out-of-group signals of the other groups); got {len(set(groups.tolist()))}: "
                           f"{sorted(set(groups.tolist()))[:5]}")
     lp = np.array([mean_logprob(float(v), 1) for v in logprob])
     outer = np.stack([*joint_lodo_logits(prompt, mean, correct, groups, l2), lp], axis=1)  # each group's signals
-    out = np.zeros(len(correct))
+    more = None if extra is None else np.asarray(extra, np.float64)
+    out, out_more = np.zeros(len(correct)), None if more is None else np.zeros(len(correct))
     for group in sorted(set(groups.tolist())):
         held, rest = groups == group, groups != group
         gate, answer = joint_lodo_logits(prompt[rest], mean[rest], correct[rest], groups[rest], l2)
-        w, b, mu, sc = fit_logistic(np.stack([gate, answer, lp[rest]], axis=1), correct[rest], l2=COMBINER_L2)
+        inner = np.stack([gate, answer, lp[rest]], axis=1)
+        w, b, mu, sc = fit_logistic(inner, correct[rest], l2=COMBINER_L2)
         out[held] = sigmoid(((outer[held] - mu) / sc) @ w + b)
-    return out, outer[:, 0], outer[:, 1]
+        if more is not None and out_more is not None:
+            w, b, mu, sc = fit_logistic(np.column_stack([inner, more[rest]]), correct[rest], l2=COMBINER_L2)
+            out_more[held] = sigmoid(((np.column_stack([outer[held], more[held]]) - mu) / sc) @ w + b)
+    return out, outer[:, 0], outer[:, 1], out_more
+
+
+def _combiner(names: tuple[str, ...], signals: np.ndarray, correct: np.ndarray, calibration: np.ndarray, alpha: float,
+              delta: float) -> Combiner:
+    """The combiner over ``signals`` fitted on every answer, certified on the out-of-domain ``calibration``
+    confidences."""
+    w, b, means, scales = fit_logistic(signals, correct, l2=COMBINER_L2)
+    return Combiner(signals=names, weights=tuple(map(float, w)), bias=float(b), means=tuple(map(float, means)),
+                    scales=tuple(map(float, scales)),
+                    selective=SelectiveCalibration.fit(calibration, correct, alpha, delta, label="correct"))
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How the samples of the sampled combiner were drawn (what serving must draw again)."""
+
+    samples: int
+    temperature: float
+    max_tokens: int
 
 
 def _quality(signal: np.ndarray, correct: np.ndarray, domains: np.ndarray) -> dict[str, float]:
@@ -125,7 +153,8 @@ def _quality(signal: np.ndarray, correct: np.ndarray, domains: np.ndarray) -> di
 
 def fit_answer_gate(answers: Sequence[OnPolicyAnswer], layer_index: Sequence[int], layers: tuple[int, ...],
                     spec: ModelSpec, model_id: str, alpha: float = 0.2, gate_alpha: float = 0.3, delta: float = 0.1,
-                    l2: float = GATE_L2, dtype: Dtype = "float32") -> tuple[Probe, dict[str, Any]]:
+                    l2: float = GATE_L2, dtype: Dtype = "float32", agreement: np.ndarray | None = None,
+                    sampling: SamplingSettings | None = None) -> tuple[Probe, dict[str, Any]]:
     """Fit, measure and certify the on-policy gate with its answer combiner (see the module).
 
     Args:
@@ -134,6 +163,9 @@ def fit_answer_gate(answers: Sequence[OnPolicyAnswer], layer_index: Sequence[int
         layers: the model layers at ``layer_index``.
         alpha: the answer combiner's stored alpha (requests may ask for another).
         gate_alpha: the pre-generation gate's stored alpha.
+        agreement / sampling: each answer's samples' agreement (:func:`guard.agreement.agreement`) and how the
+            samples were drawn: the gate then also carries the sampled combiner (:class:`AnswerSampling`), fitted
+            and certified the same way with ``agreement`` as a fourth signal.
 
     Returns:
         The gate artefact and a report: leave-one-domain-out quality of ``gate``, ``answer``, ``combined`` and the
@@ -152,20 +184,26 @@ def fit_answer_gate(answers: Sequence[OnPolicyAnswer], layer_index: Sequence[int
     prompt = reading_features(answers, "prompt")[0][:, list(layer_index)]
     mean = reading_features(answers, "mean")[0][:, list(layer_index)]
     mean_lp = np.array([mean_logprob(float(a.token_logprobs.sum()), a.token_logprobs.size) for a in answers])
-    combined, gate, answer = _cross_fit(prompt, mean, mean_lp, correct, domains, l2)
+    if (agreement is None) != (sampling is None) or (agreement is not None and len(agreement) != len(answers)):
+        raise ConfigError("the sampled combiner needs both each answer's agreement (one per answer) and the sampling "
+                          "settings, or neither")
+    combined, gate, answer, sampled = _cross_fit(prompt, mean, mean_lp, correct, domains, l2, agreement)
     signals = np.stack([gate, answer, mean_lp], axis=1)
     logprob = np.exp(mean_lp)
-
-    w, b, means, scales = fit_logistic(signals, correct, l2=COMBINER_L2)
-    combiner = Combiner(signals=ANSWER_SIGNALS, weights=tuple(map(float, w)), bias=float(b),
-                        means=tuple(map(float, means)), scales=tuple(map(float, scales)),
-                        selective=SelectiveCalibration.fit(combined, correct, alpha, delta, label="correct"))
-    quality = {name: _quality(v, correct, domains) for name, v in
-               (("gate", gate), ("answer", answer), ("combined", combined), ("logprob", logprob))}
+    combiner = _combiner(ANSWER_SIGNALS, signals, correct, combined, alpha, delta)
+    answer_sampling = None
+    scored = [("gate", gate), ("answer", answer), ("combined", combined), ("logprob", logprob)]
+    if agreement is not None and sampling is not None and sampled is not None:
+        answer_sampling = AnswerSampling(samples=sampling.samples, temperature=sampling.temperature,
+                                         max_tokens=sampling.max_tokens, combiner=_combiner(
+                                             SAMPLED_SIGNALS, np.column_stack([signals, agreement]), correct, sampled,
+                                             alpha, delta))
+        scored += [("agreement", np.asarray(agreement, np.float64)), ("sampled", sampled)]
+    quality = {name: _quality(v, correct, domains) for name, v in scored}
     report = {"n": len(answers), "accuracy": float(correct.mean()), "alpha": alpha, "delta": delta,
               "signals": quality,
               "selective": {name: {k: v for k, v in selective_report(c, correct, alpha, delta).items() if k != "curve"}
-                            for name, c in (("combined", combined), ("logprob", logprob))}}
+                            for name, c in scored if name in ("combined", "logprob", "sampled")}}
     tensors = fit_layers(np.concatenate([prompt, mean]).astype(np.float64), np.concatenate([correct, correct]), l2)
     manifest = ProbeManifest(
         kind=GATE_KIND, labels=GATE_LABELS, layers=layers, hidden_size=spec.hidden_size, num_layers=spec.num_layers,
@@ -176,5 +214,5 @@ def fit_answer_gate(answers: Sequence[OnPolicyAnswer], layer_index: Sequence[int
         metrics={"n_train": float(len(answers)), "accuracy_of_answers": float(correct.mean()),
                  **{f"{name}_{k}": v for name, s in quality.items() for k, v in s.items()}},
         selective=SelectiveCalibration.fit(sigmoid(gate), correct, gate_alpha, delta, label="correct"),
-        answer_combiner=combiner, dtype=dtype)
+        answer_combiner=combiner, answer_sampling=answer_sampling, dtype=dtype)
     return Probe(manifest, *tensors), report

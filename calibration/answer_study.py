@@ -34,6 +34,7 @@ from calibration.questions import answer_vocabulary
 from calibration.readings import READINGS, reading_features
 from calibration.selective import selective_report
 from calibration.semantic import class_entropy, semantic_classes
+from guard.agreement import agreement as any_question
 from guard.errors import ConfigError
 from guard.evaluation import auroc
 
@@ -44,13 +45,16 @@ CONSISTENT = 0.6
 
 
 def sample_signals(answers: Sequence[OnPolicyAnswer], samples: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
-    """Semantic entropy of each question's samples and the share of samples that agree with the greedy answer."""
+    """Semantic entropy of each question's samples and the share of samples that agree with the greedy answer:
+    with the relation's answer vocabulary (``sample_agreement``) and without, for any question
+    (``agreement_any_question``, :func:`guard.agreement.agreement`: what serving computes)."""
     entropy, agreement = np.zeros(len(answers)), np.zeros(len(answers))
     for i, (a, drawn) in enumerate(zip(answers, samples)):
         keys = semantic_classes([a.text, *drawn], answer_vocabulary(a.item.domain), a.item.question)
         entropy[i] = class_entropy(keys[1:])
         agreement[i] = float(np.mean([k == keys[0] for k in keys[1:]])) if drawn else 0.0
-    return {"semantic_entropy": entropy, "sample_agreement": agreement}
+    generic = np.array([any_question(a.text, drawn, a.item.question) for a, drawn in zip(answers, samples)])
+    return {"semantic_entropy": entropy, "sample_agreement": agreement, "agreement_any_question": generic}
 
 
 def _fit_score(features: np.ndarray, target: np.ndarray, fit_on: np.ndarray, held: np.ndarray, what: str,
@@ -147,7 +151,8 @@ def study_answers(answers: Sequence[OnPolicyAnswer], samples: Sequence[Sequence[
     drawn = sample_signals(answers, samples)
     consistent = drawn["sample_agreement"] >= CONSISTENT
     confidence: dict[str, np.ndarray] = {"logprob": np.exp(logprob), "semantic_entropy": np.exp(-drawn[
-        "semantic_entropy"]), "sample_agreement": drawn["sample_agreement"]}
+        "semantic_entropy"]), "sample_agreement": drawn["sample_agreement"],
+        "agreement_any_question": drawn["agreement_any_question"]}
     for how in READINGS:
         features = reading_features(answers, how)[0][:, list(layer_index)]
         confidence[f"probe_{how}"] = sigmoid(lodo_logits(features, correct, domains))
@@ -168,7 +173,8 @@ def study_answers(answers: Sequence[OnPolicyAnswer], samples: Sequence[Sequence[
     best_probe = max(probes, key=lambda n: signals[n]["lodo_median_spanned"])
     combos = {"combined_probe_gate_logprob": (best_probe, "probe_prompt", "logprob"),
               "combined_agreement_logprob": ("sample_agreement", "logprob"),
-              "combined_all": ("sample_agreement", best_probe, "probe_prompt", "logprob")}
+              "combined_all": ("sample_agreement", best_probe, "probe_prompt", "logprob"),
+              "combined_any_question": ("agreement_any_question", "probe_mean", "probe_prompt", "logprob")}
     for name, parts in combos.items():
         columns = np.stack([confidence[p] for p in parts], axis=1)
         # a logistic combiner over the signals, fitted per left-out domain (the columns as one "layer")

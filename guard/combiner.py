@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from guard.errors import ArtifactError
 from guard.selective import SelectiveCalibration
 
-__all__ = ["Combiner"]
+__all__ = ["AnswerSampling", "Combiner"]
 
 
 class Combiner(BaseModel):
@@ -73,3 +73,29 @@ class Combiner(BaseModel):
     def threshold_at(self, alpha: float | None = None) -> float:
         """The certified confidence threshold at ``alpha`` (``inf``: nothing certified; always abstain)."""
         return self.selective.threshold_at(alpha)
+
+
+class AnswerSampling(BaseModel):
+    """Asking the model again: how many answers to draw, how, and the combiner calibrated with their agreement.
+
+    The combiner reads the answer check's signals plus ``agreement`` (the share of ``samples`` answers drawn at
+    ``temperature``, at most ``max_tokens`` tokens each, that say what the answer says: :mod:`guard.agreement`).
+    Its certificate holds for answers sampled this way only, so serving draws exactly these.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    samples: int
+    temperature: float
+    max_tokens: int
+    combiner: Combiner
+
+    @model_validator(mode="after")
+    def _sensible(self) -> AnswerSampling:
+        if self.samples < 1 or self.max_tokens < 1 or not 0 < self.temperature <= 2:
+            raise ValueError(f"answer sampling needs samples >= 1, max_tokens >= 1 and a temperature in (0, 2]; got "
+                             f"samples={self.samples}, max_tokens={self.max_tokens}, temperature={self.temperature}")
+        if "agreement" not in self.combiner.signals:
+            raise ValueError(f"the sampled answer combiner must read 'agreement'; it reads "
+                             f"{list(self.combiner.signals)}")
+        return self

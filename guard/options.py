@@ -32,6 +32,7 @@ _EXPECTED = {
     "gate_alpha": "a number strictly between 0 and 1, or null for the gate's calibrated alpha",
     "answer_check": "true or false",
     "answer_alpha": "a number strictly between 0 and 1, or null for the answer check's calibrated alpha",
+    "answer_samples": "true or false (true needs answer_check true)",
     "steer_alpha": "a finite number (the steering strength), or null for the steering vector's default",
     "steer_how": "'continue' (steer from the flagged sentence on), 'regenerate' (steer a fresh answer) or 'always' "
                  "(steer every token, unconditionally)",
@@ -57,6 +58,9 @@ class GuardOptions(BaseModel):
             certified at ``answer_alpha``, else replaced by the abstain message; other modes only report it.
         answer_alpha: the answer check's tolerated error rate among answered questions; ``None`` uses its
             calibrated alpha.
+        answer_samples: the answer check also asks the model again (as many answers, drawn as, the gate's answer
+            sampling was calibrated with) and reads how many say what the answer says (:mod:`guard.agreement`);
+            needs ``answer_check`` and a gate with a sampled combiner. Costs that many more generations.
         steer_alpha: steering strength for mode ``steer``; ``None`` uses the steering vector's default.
         steer_how: ``continue`` (keep the verified sentences, generate on steered from the flagged
             one), ``regenerate`` (discard the answer and generate a steered one) or ``always`` (steer
@@ -78,6 +82,7 @@ class GuardOptions(BaseModel):
     gate_alpha: float | None = Field(default=None, gt=0.0, lt=1.0)
     answer_check: bool = False
     answer_alpha: float | None = Field(default=None, gt=0.0, lt=1.0)
+    answer_samples: bool = False
     steer_alpha: float | None = Field(default=None, allow_inf_nan=False)
     steer_how: SteerHow = "continue"
     split: str = Field(default=DEFAULT_SPLITTER, min_length=1, max_length=64)
@@ -97,6 +102,8 @@ class GuardOptions(BaseModel):
             for name in _STEER_ONLY:
                 if name in self.model_fields_set:
                     raise ValueError(f"{name} is only used with mode 'steer'")
+        if self.answer_samples and not self.answer_check:
+            raise ValueError("answer_samples is only used with answer_check")
         return self
 
     @property
@@ -123,6 +130,11 @@ def parse_guard_options(raw: object, param: str = "guard") -> GuardOptions:
         problems, paths = [], []
         for err in exc.errors():
             name = str(err["loc"][0]) if err["loc"] else ""
+            if not err["loc"] and "answer_samples is only used" in err["msg"]:
+                paths.append(f"{param}.answer_samples")
+                problems.append(f"{paths[-1]}=true is invalid: expected it only with {param}.answer_check=true (the "
+                                f"samples add to the answer check); set answer_check too, or drop answer_samples")
+                continue
             if not err["loc"]:  # the cross-field rule: a steer-only field without mode "steer" (not a field named "")
                 name = next(f for f in _STEER_ONLY if f in raw)
                 paths.append(f"{param}.{name}")

@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from guard.combiner import Combiner
+from guard.combiner import AnswerSampling, Combiner
 from guard.conformal import MondrianConformal
 from guard.errors import ConfigError
 from guard.selective import SelectiveCalibration
@@ -90,6 +90,8 @@ class ProbeManifest(BaseModel):
     shift: ShiftCalibration | None = None
     #: an on-policy gate's answer combiner (:mod:`guard.answer_check`): selective answering on whole answers
     answer_combiner: Combiner | None = None
+    #: an on-policy gate's second answer combiner, with the samples' agreement (``answer_samples`` requests)
+    answer_sampling: AnswerSampling | None = None
     #: the engine dtype the features were captured in (probes made before this field: all float32). An engine
     #: running another dtype shifts the scores the conformal sets were fitted on: it warns at install
     dtype: Dtype = "float32"

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from adapters.vllm.engine import GuardedCompletion, GuardedLLM
+from guard.agreement import agreement
 from guard.answer_check import AnswerDecision, AnswerRule, AnswerTally
 from guard.errors import ConfigError
 from guard.gating import GateDecision, GateRule
@@ -175,9 +176,26 @@ def _answer_rule(llm: GuardedLLM, options: GuardOptions) -> AnswerRule | None:
     return AnswerRule(llm.gate, offset=0)
 
 
-def _check_answer(rule: AnswerRule | None, options: GuardOptions,
-                  completion: GuardedCompletion) -> AnswerDecision | None:
-    """The answer check's decision from the completion's gate columns (``None``: no check, or no prompt row)."""
+def _samples(llm: GuardedLLM, rule: AnswerRule | None, options: GuardOptions,
+             prompts: Sequence[str | list[int]]) -> list[list[str]] | None:
+    """For ``options.answer_samples``: each prompt answered again, unguarded, as the gate's sampling says."""
+    if rule is None or not options.answer_samples:
+        return None
+    if rule.sampling is None:
+        raise ConfigError("options.answer_samples needs a gate calibrated with samples (an answer sampling in its "
+                          "manifest: `guard calibrate-answers --ship PATH`); or set GuardOptions(answer_samples=False)")
+    from vllm import SamplingParams
+
+    how = rule.sampling
+    params = SamplingParams(temperature=how.temperature, max_tokens=how.max_tokens)
+    drawn = llm.generate([p for p in prompts for _ in range(how.samples)], params, guard=False)
+    return [[c.text for c in drawn[i : i + how.samples]] for i in range(0, len(drawn), how.samples)]
+
+
+def _check_answer(rule: AnswerRule | None, options: GuardOptions, completion: GuardedCompletion,
+                  samples: list[str] | None = None, question: str = "") -> AnswerDecision | None:
+    """The answer check's decision from the completion's gate columns (``None``: no check, or no prompt row);
+    with ``samples``, their agreement with the answer joins it."""
     row = _prompt_row(completion)
     if rule is None or row is None or completion.gate_scores is None or completion.scores is None:
         return None
@@ -187,6 +205,8 @@ def _check_answer(rule: AnswerRule | None, options: GuardOptions,
     tokens = len(completion.token_ids)
     rule.add_answer_rows(tally, completion.gate_scores[(positions >= n) & (positions < n + tokens - 1)])
     tally.add_logprobs(completion.token_logprobs, tokens)
+    if samples is not None:
+        tally.agreement, tally.samples = agreement(completion.text, samples, question), len(samples)
     return rule.decide(tally, options.answer_alpha, tokens=tokens)
 
 
@@ -227,7 +247,7 @@ def generate_guarded(llm: GuardedLLM, prompts: Sequence[str | list[int]], params
 
     Raises:
         ConfigError: the engine has no probe, mode ``steer`` cannot steer (see :func:`steer_strength`), or
-            ``options.answer_check`` without an on-policy gate.
+            ``options.answer_check`` without an on-policy gate (``answer_samples``: without a sampled combiner).
 
     Example:
         >>> answers = generate_guarded(llm, ["What is the capital of Peru?"],                   # doctest: +SKIP
@@ -247,10 +267,13 @@ def generate_guarded(llm: GuardedLLM, prompts: Sequence[str | list[int]], params
         params = params.clone()
         params.logprobs = 0
     choices = []
-    for completion in llm.generate(list(prompts), params):
+    drawn = _samples(llm, answers, options, prompts)
+    for i, completion in enumerate(llm.generate(list(prompts), params)):
         guard = StreamGuard(rule, options, steer_strength=strength, whole_answer=answers is not None)
+        prompt = prompts[i]
+        question = prompt if isinstance(prompt, str) else ""
         choice = _Choice(guard, completion, _gate(llm, options, completion),
-                         _check_answer(answers, options, completion))
+                         _check_answer(answers, options, completion, None if drawn is None else drawn[i], question))
         if choice.gate is not None and not choice.gate.answer:
             d = choice.gate
             choice.take([choice.guard.gate_abstain(f"the pre-generation gate gives p(correct)={d.p_correct:.3f} < "

@@ -367,6 +367,29 @@ def test_answer_check_sends_whole_answers_above_its_certified_threshold_and_abst
     assert strict.choices[0].model_extra["guard"]["answer_check"]["certified"] is False
 
 
+def test_answer_samples_ask_the_engine_again_and_their_agreement_joins_the_answer_check(served):
+    from guard.probe import Probe
+
+    sampling = Probe.load(_shipped_gate()).manifest.answer_sampling
+    assert sampling is not None  # the shipped gate was calibrated with samples
+    client = _client(served["url"])
+    options = {"mode": "abstain", "alpha": 0.01, "gate": False, "answer_check": True, "answer_alpha": 0.3,
+               "answer_samples": True}
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    answer = client.chat.completions.create(**_greedy(messages=messages, extra_body={"guard": options}))
+    check = answer.choices[0].model_extra["guard"]["answer_check"]
+    assert check["samples"] == sampling.samples and check["certified"] is True
+    assert check["agreement"] >= 0.6  # asked again at temperature 0.7, the model still says Paris
+    assert check["answer"] is (check["p_correct"] >= check["threshold"])
+    streamed = list(client.chat.completions.create(**_greedy(messages=messages, stream=True,
+                                                             extra_body={"guard": options})))
+    _, summary = _stream_guard(streamed)
+    assert summary["answer_check"]["samples"] == sampling.samples and summary["answer_check"]["agreement"] >= 0.6
+    without = client.chat.completions.create(**_greedy(messages=messages, extra_body={"guard": options | {
+        "answer_samples": False}}))
+    assert without.choices[0].model_extra["guard"]["answer_check"]["agreement"] is None
+
+
 def test_steer_mode_replaces_the_flagged_answer_by_steered_text_the_same_streamed_or_not(served):
     client = _client(served["url"])
     plain = client.chat.completions.create(messages=CHAT, **_greedy()).choices[0].message.content

@@ -36,14 +36,16 @@ def judged(model_path: str):
         answers = generate_guarded(llm, prompts, SamplingParams(max_tokens=24, temperature=0.0), options)
         # the same greedy requests again, with the hidden rows the capture read
         plain = llm.generate(prompts, SamplingParams(max_tokens=24, temperature=0.0, logprobs=0), hidden=True)
-    return items, answers, str(gate), plain
+        sampled = generate_guarded(llm, prompts, SamplingParams(max_tokens=24, temperature=0.0),
+                                   options.model_copy(update={"answer_samples": True}))
+    return items, answers, str(gate), plain, sampled
 
 
 def test_engine_answer_check_equals_the_combiner_on_signals_recomputed_from_the_captured_rows(judged):
     from guard.answer_check import AnswerRule, AnswerTally
     from guard.probe import Probe
 
-    _, answers, gate_path, plain = judged
+    _, answers, gate_path, plain, _ = judged
     gate = Probe.load(gate_path)
     rule = AnswerRule(gate, offset=0)
     for a, c in zip(answers, plain):
@@ -66,7 +68,7 @@ def test_engine_abstain_mode_sends_certified_answers_whole_and_abstains_on_the_r
     from calibration.grading import grade
     from guard.options import DEFAULT_ABSTAIN_MESSAGE
 
-    items, answers, _, _ = judged
+    items, answers, _, _, _ = judged
     outcomes = []
     for it, a in zip(items, answers):
         d = a.answer_check
@@ -80,3 +82,24 @@ def test_engine_abstain_mode_sends_certified_answers_whole_and_abstains_on_the_r
     assert 0 < len(answered) < len(outcomes)  # both outcomes on these questions
     # the answered share is at least as accurate as all answers (the check ranks the model's own answers)
     assert np.mean(answered) >= np.mean([right for _, right in outcomes])
+
+
+def test_engine_answer_samples_join_the_check_and_agree_more_with_right_answers(judged):
+    from calibration.grading import grade
+    from guard.probe import Probe
+
+    items, answers, gate_path, _, sampled = judged
+    sampling = Probe.load(gate_path).manifest.answer_sampling
+    assert sampling is not None
+    right, wrong = [], []
+    for it, a, s in zip(items, answers, sampled):
+        d, plain = s.answer_check, a.answer_check
+        assert d is not None and plain is not None and d.samples == sampling.samples
+        assert s.completion.token_ids == a.completion.token_ids  # greedy: the same answer, now with samples
+        assert (d.gate_logit, d.answer_logit, d.logprob) == (plain.gate_logit, plain.answer_logit, plain.logprob)
+        assert d.agreement is not None and 0.0 <= d.agreement <= 1.0
+        again = sampling.combiner.confidence({"gate": d.gate_logit, "answer": d.answer_logit, "logprob": d.logprob,
+                                              "agreement": d.agreement})
+        assert d.p_correct == pytest.approx(again, abs=1e-5)
+        (right if grade(a.completion.text, it.answers, it.distractors, it.question) else wrong).append(d.agreement)
+    assert right and wrong and np.mean(right) > np.mean(wrong)  # the model repeats what it knows

@@ -34,11 +34,12 @@ EOS = 0
 PROMPT_PROBS = (0.01, 0.98, 0.01)
 
 
-def make_gate(threshold_at_03: bool = True, answer_check: bool = False) -> Probe:
+def make_gate(threshold_at_03: bool = True, answer_check: bool = False, sampled: bool = False) -> Probe:
     """A calibrated pre-generation gate over one layer: its stored split certifies 0.15 at alpha 0.3. With
     ``answer_check``, an on-policy gate whose answer combiner reads the answer's mean logit alone (``p(correct)`` of
-    the answer rows' columns), with the same calibration split."""
-    from guard.combiner import Combiner
+    the answer rows' columns), with the same calibration split; with ``sampled`` also a sampled combiner (3 samples
+    at temperature 0.7, 16 tokens) that reads the samples' agreement alone: ``sigmoid(12 * agreement - 6)``."""
+    from guard.combiner import AnswerSampling, Combiner
     from guard.selective import SelectiveCalibration
 
     confidences = [0.9] * 100 + [0.1] * 100  # the confident half always right, the rest always wrong
@@ -46,8 +47,12 @@ def make_gate(threshold_at_03: bool = True, answer_check: bool = False) -> Probe
                                          alpha=0.3, delta=0.1, label="correct")
     combiner = Combiner(signals=("gate", "answer", "logprob"), weights=(0.0, 1.0, 0.0), bias=0.0, means=(0.0,) * 3,
                         scales=(1.0,) * 3, selective=selective) if answer_check else None
+    sampling = AnswerSampling(samples=3, temperature=0.7, max_tokens=16, combiner=Combiner(
+        signals=("gate", "answer", "logprob", "agreement"), weights=(0.0, 0.0, 0.0, 12.0), bias=-6.0,
+        means=(0.0,) * 4, scales=(1.0,) * 4, selective=selective)) if sampled else None
     manifest = ProbeManifest(kind="pre-generation-gate", labels=("incorrect", "correct"), layers=(0,), hidden_size=4,
-                             num_layers=2, model_fingerprint="test", selective=selective, answer_combiner=combiner)
+                             num_layers=2, model_fingerprint="test", selective=selective, answer_combiner=combiner,
+                             answer_sampling=sampling)
     zeros = np.zeros((1, 4), np.float32)
     return Probe(manifest, np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), np.float32), zeros, zeros + 1)
 
@@ -99,6 +104,9 @@ class FakeUpstream(FakeEngine):
     steered: Script | None = None
     #: whether the server honours a request's ``logprobs`` (a vLLM server does)
     honours_logprobs: bool = True
+    #: prompt -> what an unguarded request for ``n`` answers gets (the answer check's samples), in order
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    sample_requests: list[dict[str, Any]] = field(default_factory=list)  #: the bodies of those requests
     _gate_of: dict[str, tuple[float, float]] = field(default_factory=dict)
     _answer_gate_of: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -135,6 +143,8 @@ class FakeUpstream(FakeEngine):
                                                        "param": None, "code": 500}})
         if prompt == "SLOW":
             raise httpx.ReadTimeout("timed out", request=request)
+        if "guard_key" not in (body.get("vllm_xargs") or {}):  # unguarded: the answer check's samples
+            return self._samples(chat, prompt, body)
         if prompt not in self.scripts:
             return httpx.Response(400, json={"error": {"message": "This model's maximum context length is 32 tokens",
                                                        "type": "BadRequestError", "param": None, "code": 400}})
@@ -149,6 +159,18 @@ class FakeUpstream(FakeEngine):
                                   stream=_AsyncBody(self._stream(chat, script, key, _usage(body),
                                                                  _honoured(self, body))))
         return self._complete(chat, script, key, _honoured(self, body))
+
+    def _samples(self, chat: bool, prompt: str, body: dict[str, Any]) -> httpx.Response:
+        self.sample_requests.append(body)
+        texts = self.samples.get(prompt, [])[: body.get("n", 1)]
+        if len(texts) < body.get("n", 1):
+            return httpx.Response(400, json={"error": {"message": f"no samples for {prompt!r}", "param": None,
+                                                       "type": "BadRequestError", "code": 400}})
+        choices = [{"index": i, "finish_reason": "stop", "logprobs": None,
+                    **({"message": {"role": "assistant", "content": t}} if chat else {"text": t})}
+                   for i, t in enumerate(texts)]
+        return httpx.Response(200, json={"id": "cmpl-s", "object": "chat.completion" if chat else "text_completion",
+                                         "created": 1, "model": MODEL, "choices": choices})
 
     def _publish(self, key: str, start: int, probs: list[tuple[float, ...]]) -> None:
         if key in self._gate_of:  # a gate fused into the probe's matmul: its columns follow the probe's

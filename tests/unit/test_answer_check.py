@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.answer_gate import fit_answer_gate
+from calibration.answer_gate import SamplingSettings, fit_answer_gate
 from calibration.onpolicy import OnPolicyAnswer
 from calibration.questions import generate_questions
 from guard.answer_check import AnswerRule, AnswerTally
+from guard.combiner import AnswerSampling
 from guard.conformal import MondrianConformal
 from guard.errors import ArtifactError
 from guard.model_spec import ModelSpec
@@ -62,6 +63,59 @@ def test_on_policy_gate_is_fitted_and_certified_leave_one_domain_out_and_round_t
     decision = rule.decide(tally)
     assert decision is not None and decision.answer == (decision.p_correct >= combiner.threshold_at())
     assert decision.logprob == pytest.approx(float(a.token_logprobs.mean()), abs=1e-5)
+
+
+def test_samples_agreement_fits_a_second_combiner_certified_the_same_way(tmp_path):
+    answers = _planted()
+    rng = np.random.default_rng(1)
+    # the samples agree with right answers more often: a signal the rows do not carry
+    agreed = np.array([rng.choice([0.6, 0.8, 1.0]) if a.correct else rng.choice([0.0, 0.2, 0.4]) for a in answers])
+    how = SamplingSettings(samples=5, temperature=0.7, max_tokens=24)
+    probe, report = fit_answer_gate(answers, [0, 1], (1, 2), SPEC, "planted", alpha=0.2, agreement=agreed,
+                                    sampling=how)
+    sampling = probe.manifest.answer_sampling
+    assert sampling is not None and (sampling.samples, sampling.temperature, sampling.max_tokens) == (5, 0.7, 24)
+    assert sampling.combiner.signals == ("gate", "answer", "logprob", "agreement")
+    assert sampling.combiner.weights[3] > 0 and len(sampling.combiner.selective.confidences) == len(answers)
+    assert report["signals"]["agreement"]["lodo_median"] == 1.0  # agreement separates every planted relation
+    assert report["signals"]["sampled"]["lodo_worst"] >= report["signals"]["combined"]["lodo_worst"]
+    assert report["selective"]["sampled"]["coverage"] >= report["selective"]["combined"]["coverage"]
+    loaded = Probe.load(probe.save(tmp_path / "gate.safetensors"))
+    assert loaded.manifest.answer_sampling == sampling
+    rule, a = AnswerRule(loaded, offset=0), answers[0]
+    tally = AnswerTally()
+    rule.add_prompt_row(tally, loaded.score(a.prompt_row.astype(np.float32)[None])[0])
+    rule.add_answer_rows(tally, loaded.score(a.answer_rows.astype(np.float32)))
+    tally.add_logprobs(a.token_logprobs.tolist(), len(a.token_ids))
+    plain = rule.decide(tally)
+    tally.agreement, tally.samples = 0.0, 5
+    none_agree = rule.decide(tally)
+    tally.agreement = 1.0
+    all_agree = rule.decide(tally)
+    assert plain is not None and none_agree is not None and all_agree is not None
+    assert none_agree.p_correct < all_agree.p_correct and (all_agree.agreement, all_agree.samples) == (1.0, 5)
+    assert plain.agreement is None and all_agree.threshold == sampling.combiner.threshold_at(all_agree.alpha)
+    with pytest.raises(Exception, match="or neither"):
+        fit_answer_gate(answers, [0, 1], (1, 2), SPEC, "planted", agreement=agreed)
+
+
+def test_a_gate_without_a_sampled_combiner_refuses_an_agreement_and_bad_sampling_is_refused():
+    rule, tally = AnswerRule(_combined_gate(), offset=3), AnswerTally()
+    rule.add_prompt_row(tally, _rows(0.5, 1)[0])
+    tally.agreement = 1.0
+    with pytest.raises(ArtifactError, match="no sampled answer combiner"):
+        rule.decide(tally)
+    combiner = make_gate(answer_check=True, sampled=True).manifest.answer_sampling.combiner  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="samples >= 1"):
+        AnswerSampling(samples=0, temperature=0.7, max_tokens=16, combiner=combiner)
+    with pytest.raises(ValueError, match="must read 'agreement'"):
+        AnswerSampling(samples=3, temperature=0.7, max_tokens=16, combiner=_combined_gate().manifest.answer_combiner)
+    gate = make_gate(answer_check=True, sampled=True)
+    other = gate.manifest.answer_sampling.model_copy(  # type: ignore[union-attr]
+        update={"combiner": combiner.model_copy(update={"signals": ("agreement", "gate", "answer", "logprob")})})
+    with pytest.raises(ArtifactError, match="sampled answer combiner reads"):
+        AnswerRule(Probe(gate.manifest.model_copy(update={"answer_sampling": other}), gate.weight, gate.bias,
+                         gate.mean, gate.scale), offset=0)
 
 
 def _combined_gate() -> Probe:

@@ -202,6 +202,8 @@ def test_abstain_mode_releases_token_scores_only_with_their_verified_text():
     ({"gate": "yes"}, "guard.gate", 'guard.gate="yes"'),
     ({"abstain_message": ""}, "guard.abstain_message", 'guard.abstain_message=""'),
     ({"colour": "red"}, "guard.colour", "no such field"),
+    ({"answer_samples": True}, "guard.answer_samples", "guard.answer_samples=true"),
+    ({"answer_check": True, "answer_samples": "yes"}, "guard.answer_samples", 'guard.answer_samples="yes"'),
     ("flag", "guard", 'guard="flag"'),
 ])
 def test_bad_options_name_the_field_path_the_value_and_the_accepted_values(raw, param, shown):

@@ -24,12 +24,18 @@ ANSWER = Script([("Paris", GOOD), (" is", GOOD), (" in", GOOD), (" France", GOOD
 SURE, UNSURE = (0.1, 0.9), (0.95, 0.05)
 
 
-def _serve(run: Any, answer_check: bool = True, honours_logprobs: bool = True, **settings: Any) -> None:
+#: what the model says when asked again: the answer every time, or something else twice in three
+SAMPLES = {"right": ["Paris.", "It is Lyon.", "The answer is Lyon"], "wrong": ["Paris", "Paris is in France.", "paris"]}
+
+
+def _serve(run: Any, answer_check: bool = True, honours_logprobs: bool = True, sampled: bool = False,
+           **settings: Any) -> None:
     feed = ScoreFeed()
     fake = FakeUpstream(feed, {"right": ANSWER, "wrong": ANSWER}, gate={"right": SURE, "wrong": SURE},
-                        answer_gate={"right": SURE, "wrong": UNSURE}, honours_logprobs=honours_logprobs)
+                        answer_gate={"right": SURE, "wrong": UNSURE}, honours_logprobs=honours_logprobs,
+                        samples=SAMPLES)
     upstream = httpx.AsyncClient(transport=fake.transport(), base_url="http://upstream")
-    gate = GateRule(make_gate(answer_check=answer_check), offset=len(LABELS))
+    gate = GateRule(make_gate(answer_check=answer_check, sampled=sampled), offset=len(LABELS))
     app = create_app(ServeSettings.build(served_model_name=MODEL, **settings), "http://upstream", feed, make_probe(),
                      fake, client=upstream, gate=gate)
 
@@ -138,3 +144,54 @@ def test_an_answer_the_check_cannot_judge_is_a_guard_failure_under_the_servers_p
         assert failures[("answer_check", policy)] == 2
 
     _serve(run, honours_logprobs=False, on_guard_failure=policy)
+
+
+def test_answer_samples_ask_the_model_again_unguarded_and_their_agreement_decides():
+    async def run(client, fake):
+        # the answer's rows say "right" is right and "wrong" wrong; the samples say the opposite, and decide
+        right = (await client.post("/v1/chat/completions", json=_chat("right", answer_samples=True) | {
+            "temperature": 0.1, "top_p": 0.5, "seed": 3, "max_tokens": 50})).json()["choices"][0]
+        check = right["guard"]["answer_check"]
+        assert (check["agreement"], check["samples"]) == (pytest.approx(1 / 3, abs=1e-6), 3)
+        assert right["message"]["content"] == DEFAULT_ABSTAIN_MESSAGE and check["answer"] is False
+        assert "33% of 3 samples say the same" in right["guard"]["abstained"]["detail"]
+        sent = fake.sample_requests[-1]
+        assert (sent["n"], sent["temperature"], sent["max_tokens"], sent["stream"]) == (3, 0.7, 16, False)
+        assert not {"top_p", "seed", "logprobs", "return_token_ids", "guard"} & set(sent)  # calibrated, unguarded
+        assert sent["messages"] == [{"role": "user", "content": "right"}] and "vllm_xargs" not in sent
+        body = (await client.post("/v1/chat/completions", json=_chat("wrong", answer_samples=True) | {"stream": True})
+                ).text
+        chunks = [c for c in _events(body) if c != "[DONE]"]
+        assert _streamed_text(chunks) == ANSWER.text  # every sample says Paris: answered, whole
+        assert chunks[-1]["choices"][0]["guard"]["answer_check"]["agreement"] == 1.0
+        done = (await client.post("/v1/completions", json={"model": MODEL, "prompt": "wrong", "guard": {
+            "mode": "abstain", "answer_check": True, "answer_samples": True}})).json()["choices"][0]
+        assert done["text"] == ANSWER.text and fake.sample_requests[-1]["prompt"] == "wrong"
+        plain = (await client.post("/v1/chat/completions", json=_chat("wrong"))).json()["choices"][0]
+        assert plain["guard"]["answer_check"]["agreement"] is None and len(fake.sample_requests) == 3
+
+    _serve(run, sampled=True)
+
+
+def test_answer_samples_need_the_answer_check_and_a_gate_calibrated_with_samples():
+    async def run(client, fake):
+        reply = await client.post("/v1/chat/completions", json=_chat("right", answer_samples=True))
+        assert reply.status_code == 400 and reply.json()["error"]["param"] == "guard.answer_samples"
+        assert "calibrate-answers --ship" in reply.json()["error"]["message"]
+        alone = await client.post("/v1/chat/completions", json=_chat("right", answer_check=False, answer_samples=True))
+        assert alone.status_code == 400 and "guard.answer_check=true" in alone.json()["error"]["message"]
+        assert not fake.sample_requests
+
+    _serve(run)
+
+
+def test_samples_that_fail_leave_the_answer_unjudged_under_the_failure_policy():
+    async def run(client, fake):
+        fake.samples.pop("right")  # the upstream refuses the samples' request
+        choice = (await client.post("/v1/chat/completions", json=_chat("right", answer_samples=True))).json()[
+            "choices"][0]
+        assert choice["message"]["content"] == DEFAULT_ABSTAIN_MESSAGE
+        assert choice["guard"]["error"]["kind"] == "answer_check" and "samples failed" in choice["guard"]["error"][
+            "message"]
+
+    _serve(run, sampled=True, on_guard_failure="fail_closed")

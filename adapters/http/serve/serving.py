@@ -35,6 +35,7 @@ from adapters.http.serve.protocol import (
     hide_token_ids,
     prompt_length,
 )
+from adapters.http.serve.sampling import Samples
 from adapters.http.serve.session import GuardSession
 from adapters.http.serve.steer import Steering, steer_always, steer_answer
 from adapters.http.serve.streaming import open_stream
@@ -103,11 +104,15 @@ class Relay(Forwarder):
             if request.options.steer_how == "always":
                 request = steer_always(request, strength)
         try:
-            return request, GuardSession(self.rule, request.options, request.key, self.feed, self.metrics,
-                                         self.settings.score_timeout, streamed=request.stream, gate=self.gate,
-                                         on_failure=self.settings.on_guard_failure, steer_strength=strength)
+            session = GuardSession(self.rule, request.options, request.key, self.feed, self.metrics,
+                                   self.settings.score_timeout, streamed=request.stream, gate=self.gate,
+                                   on_failure=self.settings.on_guard_failure, steer_strength=strength,
+                                   upstream_timeout=self.settings.upstream_timeout)
         except RequestOptionError as exc:
             raise invalid_request(str(exc), param=exc.param) from exc
+        if request.options.answer_samples and session.answers is not None and session.answers.sampling is not None:
+            session.samples = Samples(self, self.client, request.endpoint, request.body, session.answers.sampling)
+        return request, session
 
     async def send(self, request: GuardedRequest) -> httpx.Response:
         """Send the request upstream (streamed body); the caller closes the response.

@@ -21,6 +21,7 @@ from adapters.http.errors import UpstreamError
 from adapters.http.failure import FailurePolicy, GuardFailure, answer_unjudged, fail, scores_missing
 from adapters.http.score_feed import ScoreFeed
 from adapters.http.serve.clock import RequestClock
+from adapters.http.serve.sampling import Samples
 from guard.answer_check import AnswerDecision, AnswerRule, AnswerTally
 from guard.errors import RequestOptionError
 from guard.gating import GateDecision, GateRule
@@ -47,31 +48,44 @@ class GuardSession:
             non-streamed answer's text arrives after all but its last scores).
         gate: the pre-generation gate whose columns follow the probe's in every score row (``None``:
             rows hold the probe's columns only); an on-policy gate also judges whole answers when the request
-            asks for ``answer_check`` (:mod:`guard.answer_check`).
+            asks for ``answer_check`` (:mod:`guard.answer_check`), with the samples' agreement when it asks for
+            ``answer_samples`` (the relay sets :attr:`samples`).
         on_failure: ``on_guard_failure``: what :meth:`finish` does when the last scores do not arrive.
         steer_strength: the steering strength of mode "steer" (``None``: this server cannot steer).
+        upstream_timeout: seconds :meth:`finish` waits for the answer check's samples.
 
     Raises:
-        RequestOptionError: the options ask for an alpha the probe cannot serve, or for an answer check this
-            server's gate cannot make.
+        RequestOptionError: the options ask for an alpha the probe cannot serve, or for an answer check (or its
+            samples) this server's gate cannot make.
     """
 
     def __init__(self, rule: VerdictRule, options: GuardOptions, key: str, feed: ScoreFeed, metrics: GuardMetrics,
                  score_timeout: float, streamed: bool = True, gate: GateRule | None = None,
-                 on_failure: FailurePolicy = "fail_open", steer_strength: float | None = None) -> None:
+                 on_failure: FailurePolicy = "fail_open", steer_strength: float | None = None,
+                 upstream_timeout: float = 300.0) -> None:
         self.answers = None if gate is None or not options.answer_check or options.mode == "pass" else gate.answers
         if options.answer_check and self.answers is None and options.mode != "pass":
             raise RequestOptionError("guard.answer_check=true needs an on-policy gate with an answer combiner; this "
                                      "server has none loaded (start it with a gate made by `guard calibrate-answers "
                                      "--ship PATH`), or drop guard.answer_check", param="guard.answer_check")
+        if options.answer_samples and self.answers is not None and self.answers.sampling is None:
+            raise RequestOptionError("guard.answer_samples=true needs a gate calibrated with samples (an answer "
+                                     "sampling in its manifest); this server's gate has none (re-make it with `guard "
+                                     "calibrate-answers --ship PATH`), or drop guard.answer_samples",
+                                     param="guard.answer_samples")
         self.guard = StreamGuard(rule, options, steer_strength, whole_answer=self.answers is not None)
         self.options = options
         self.gate = gate if options.gate and options.mode != "pass" else None
         self.gate_decision: GateDecision | None = None
         self.tally = AnswerTally()  #: the answer check's signals so far
         self.answer_decision: AnswerDecision | None = None
+        #: the answer check's samples, drawn upstream (set by the relay for ``answer_samples``)
+        self.samples: Samples | None = None
+        self._said: list[str] | None = [] if self.answers is not None and options.answer_samples else None
+        self._samples_error = ""
         self._k = rule.columns  # the probe's label and shift columns of a (possibly gate-fused) row
         self.key, self.feed, self.metrics, self.score_timeout = key, feed, metrics, score_timeout
+        self.upstream_timeout = upstream_timeout
         self.streamed = streamed
         self.n_prompt: int | None = None  #: the first position of the (current) generation's tokens
         self.n_prompt_first: int | None = None  #: the client's prompt length
@@ -165,6 +179,8 @@ class GuardSession:
             pieces = [self._carry + pieces[0], *pieces[1:]]
             self._carry = ""
         self._merge(self.guard.add_texts(positions, pieces))
+        if self._said is not None:
+            self._said.extend(pieces)
         self.n_gen += len(pieces)
 
     def pull(self) -> None:
@@ -200,6 +216,8 @@ class GuardSession:
             until = self.n_prompt + n_gen - 1
             with self.clock.waiting():
                 self.scores_complete = await self.feed.wait_for(self.key, until, self.score_timeout)
+        if self.samples is not None and self.answers is not None and not self.stopped and self.scores_complete:
+            await self._agreement(self.samples)
         with self.clock.timed():
             self.pull()
             # the guard cannot judge the whole answer: adapters.http.failure's policy (only the wait above, with a
@@ -211,19 +229,32 @@ class GuardSession:
                 self._check_answer(self.answers, n_gen)
             self._merge(self.guard.finish())
 
+    async def _agreement(self, samples: Samples) -> None:
+        """Wait for the samples (as long as the upstream may take to answer) and read their agreement."""
+        with self.clock.waiting():
+            try:
+                self.tally.agreement = await samples.agreement("".join(self._said or ()), self.upstream_timeout)
+                self.tally.samples = samples.sampling.samples
+            except UpstreamError as exc:
+                self._samples_error = f"its samples failed ({exc.message})"
+
     def _check_answer(self, answers: AnswerRule, n_gen: int) -> None:
         """The answer check on the complete answer; in mode abstain, one it cannot judge is a guard failure."""
-        self.answer_decision = d = answers.decide(self.tally, self.options.answer_alpha, tokens=n_gen)
+        d = None if self._samples_error else answers.decide(self.tally, self.options.answer_alpha, tokens=n_gen)
+        self.answer_decision = d
         if d is not None:
             self._merge(self.guard.judge_answer(d.answer, d.reason(), d.alpha))
         elif self.options.mode == "abstain":  # the check decides there: the failure policy says what goes out
-            self.failure = answer_unjudged("the prompt's last score row did not arrive" if self.tally.gate_logit is None
-                                           else "the upstream sent no log-probabilities for some generated tokens")
+            self.failure = answer_unjudged(self._samples_error or (
+                "the prompt's last score row did not arrive" if self.tally.gate_logit is None
+                else "the upstream sent no log-probabilities for some generated tokens"))
             self._merge(fail(self.guard, self.failure, self.on_failure))
 
     def close(self) -> None:
-        """Forget the request's scores (and drop any that still arrive)."""
+        """Forget the request's scores (and drop any that still arrive); stop drawing samples."""
         self.feed.close(self.key)
+        if self.samples is not None:
+            self.samples.cancel()
 
     def drain(self) -> GuardEvent:
         """What the guard released since the last drain."""
