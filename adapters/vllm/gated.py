@@ -176,20 +176,25 @@ def _answer_rule(llm: GuardedLLM, options: GuardOptions) -> AnswerRule | None:
     return AnswerRule(llm.gate, offset=0)
 
 
-def _samples(llm: GuardedLLM, rule: AnswerRule | None, options: GuardOptions,
-             prompts: Sequence[str | list[int]]) -> list[list[str]] | None:
-    """For ``options.answer_samples``: each prompt answered again, unguarded, as the gate's sampling says."""
+def _answers_and_samples(llm: GuardedLLM, rule: AnswerRule | None, options: GuardOptions,
+                         prompts: Sequence[str | list[int]], params: Any
+                         ) -> tuple[list[GuardedCompletion], list[list[str]] | None]:
+    """The guarded answers and, for ``options.answer_samples``, each prompt answered again (unguarded, as the gate's
+    sampling says) in the same engine batch."""
     if rule is None or not options.answer_samples:
-        return None
+        return llm.generate(list(prompts), params), None
     if rule.sampling is None:
         raise ConfigError("options.answer_samples needs a gate calibrated with samples (an answer sampling in its "
                           "manifest: `guard calibrate-answers --ship PATH`); or set GuardOptions(answer_samples=False)")
     from vllm import SamplingParams
 
-    how = rule.sampling
-    params = SamplingParams(temperature=how.temperature, max_tokens=how.max_tokens)
-    drawn = llm.generate([p for p in prompts for _ in range(how.samples)], params, guard=False)
-    return [[c.text for c in drawn[i : i + how.samples]] for i in range(0, len(drawn), how.samples)]
+    how, n = rule.sampling, len(prompts)
+    again = SamplingParams(temperature=how.temperature, max_tokens=how.max_tokens)
+    extra = [p for p in prompts for _ in range(how.samples)]
+    done = llm.generate([*prompts, *extra], [params] * n + [again] * len(extra),
+                        guard=[True] * n + [False] * len(extra))
+    drawn = [c.text for c in done[n:]]
+    return done[:n], [drawn[i : i + how.samples] for i in range(0, len(drawn), how.samples)]
 
 
 def _check_answer(rule: AnswerRule | None, options: GuardOptions, completion: GuardedCompletion,
@@ -267,8 +272,8 @@ def generate_guarded(llm: GuardedLLM, prompts: Sequence[str | list[int]], params
         params = params.clone()
         params.logprobs = 0
     choices = []
-    drawn = _samples(llm, answers, options, prompts)
-    for i, completion in enumerate(llm.generate(list(prompts), params)):
+    completions, drawn = _answers_and_samples(llm, answers, options, prompts, params)
+    for i, completion in enumerate(completions):
         guard = StreamGuard(rule, options, steer_strength=strength, whole_answer=answers is not None)
         prompt = prompts[i]
         question = prompt if isinstance(prompt, str) else ""
