@@ -7,7 +7,8 @@ answer vocabulary that is easy (the first entity named); for any question it is 
 from the words alone:
 
 * :func:`answer_words` — what an answer says in answer to its question, read from the first sentence of its
-  first line, normalised (lower case, accents and punctuation dropped, number words as digits), without
+  first line, normalised (case folded, accents and punctuation dropped, letters of any script kept, number
+  words as digits), without
   function words and without the words of the question itself: its **names and numbers** (capitalised words,
   digits) when it has some ("The capital of France is Paris." asked "What is the capital of
   France?" says ``("paris",)``), else its other words; an answer in the question's own words ("45 is larger
@@ -50,13 +51,14 @@ yes well actually approximately about around roughly exactly just only s t
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 _TOKEN = re.compile(r"[^\W_][\w'-]*")
-_NON_WORD = re.compile(r"[^0-9a-z]+")
+_NON_WORD = re.compile(r"[\W_]+")
 
 
 def _words(text: str) -> list[str]:
-    """Normalised words of ``text``: ASCII lower case, punctuation as spaces, number words as digits."""
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    words = _NON_WORD.sub(" ", folded.replace("-", " ")).split()
+    """Normalised words of ``text``: case folded, accents dropped (letters of every script kept), punctuation as
+    spaces, number words as digits."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).casefold()
+    words = _NON_WORD.sub(" ", folded).split()
     out: list[str] = []
     for word in words:
         value = _NUMBER_WORDS.get(word)

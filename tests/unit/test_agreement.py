@@ -64,3 +64,11 @@ def test_agreement_ignores_casing_spacing_and_punctuation(answer: str, picks: li
     expected = sum(p == answer for p in picks) / len(picks)
     assert agreement(dress(answer), [dress(p) for p in picks], QUESTION) == expected
     assert 0.0 <= expected <= 1.0
+
+
+def test_answers_in_other_scripts_are_read_not_dropped() -> None:
+    # folding to ASCII would leave these answers empty, and empty answers agree: every sample would "say the same"
+    assert agreement("Москва.", ["Москва", "Санкт-Петербург."], "Какая столица России?") == 0.5
+    assert answer_words("Столица России — Москва.", "Какая столица России?") == ("москва",)
+    assert agreement("東京です。", ["東京です。", "大阪です。", "東京です"], "日本の首都は？") == 2 / 3
+    assert answer_words("Ça s'appelle Bogotá.", "Quelle est la capitale ?")[-1] == "bogota"
