@@ -40,6 +40,15 @@ def _planted(n_per: int = 50, seed: int = 0) -> list[OnPolicyAnswer]:
     return out
 
 
+def _tally_of(rule: AnswerRule, gate: Probe, a: OnPolicyAnswer) -> AnswerTally:
+    """The answer check's signals for one stored answer, from ``gate``'s scores of its rows (as the engine scores)."""
+    tally = AnswerTally()
+    rule.add_prompt_row(tally, gate.score(a.prompt_row.astype(np.float32)[None])[0])
+    rule.add_answer_rows(tally, gate.score(a.answer_rows.astype(np.float32)))
+    tally.add_logprobs(a.token_logprobs.tolist(), len(a.token_ids))
+    return tally
+
+
 def test_on_policy_gate_is_fitted_and_certified_leave_one_domain_out_and_round_trips(tmp_path):
     answers = _planted()
     probe, report = fit_answer_gate(answers, [0, 1], (1, 2), SPEC, "planted", alpha=0.2)
@@ -54,10 +63,7 @@ def test_on_policy_gate_is_fitted_and_certified_leave_one_domain_out_and_round_t
     assert loaded.manifest.answer_combiner == combiner
     # the artefact's scores give the signals the combiner was fitted on: the logit of the mean row
     rule, a = AnswerRule(loaded, offset=0), answers[0]
-    tally = AnswerTally()
-    rule.add_prompt_row(tally, loaded.score(a.prompt_row.astype(np.float32)[None])[0])
-    rule.add_answer_rows(tally, loaded.score(a.answer_rows.astype(np.float32)))
-    tally.add_logprobs(a.token_logprobs.tolist(), len(a.token_ids))
+    tally = _tally_of(rule, loaded, a)
     mean_row = loaded.score(a.answer_rows.astype(np.float32).mean(0)[None])[0]
     assert np.mean(tally.logits) == pytest.approx(float(mean_row[:, 1].mean() - mean_row[:, 0].mean()), abs=1e-4)
     decision = rule.decide(tally)
@@ -83,10 +89,7 @@ def test_samples_agreement_fits_a_second_combiner_certified_the_same_way(tmp_pat
     loaded = Probe.load(probe.save(tmp_path / "gate.safetensors"))
     assert loaded.manifest.answer_sampling == sampling
     rule, a = AnswerRule(loaded, offset=0), answers[0]
-    tally = AnswerTally()
-    rule.add_prompt_row(tally, loaded.score(a.prompt_row.astype(np.float32)[None])[0])
-    rule.add_answer_rows(tally, loaded.score(a.answer_rows.astype(np.float32)))
-    tally.add_logprobs(a.token_logprobs.tolist(), len(a.token_ids))
+    tally = _tally_of(rule, loaded, a)
     plain = rule.decide(tally)
     tally.agreement, tally.samples = 0.0, 5
     none_agree = rule.decide(tally)
