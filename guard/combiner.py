@@ -11,6 +11,7 @@ combination is only certified for the signals it was calibrated with.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 
@@ -80,7 +81,8 @@ class AnswerSampling(BaseModel):
 
     The combiner reads the answer check's signals plus ``agreement`` (the share of ``samples`` answers drawn at
     ``temperature``, at most ``max_tokens`` tokens each, that say what the answer says: :mod:`guard.agreement`).
-    Its certificate holds for answers sampled this way only, so serving draws exactly these.
+    Its certificate holds for answers sampled this way only, so serving draws exactly these, seeded by the
+    conversation (:meth:`seed_for`): the same question asked twice draws the same samples and gets the same verdict.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -99,3 +101,9 @@ class AnswerSampling(BaseModel):
             raise ValueError(f"the sampled answer combiner must read 'agreement'; it reads "
                              f"{list(self.combiner.signals)}")
         return self
+
+    def seed_for(self, conversation: str) -> int:
+        """The samples' seed for one ``conversation`` (its prompt, or its messages as JSON): stable across runs and
+        processes, so a verdict can be reproduced and audited; different conversations draw independently. Sample
+        ``i`` uses ``seed + i`` (as an OpenAI server does for ``n`` answers with one seed)."""
+        return int.from_bytes(hashlib.sha256(conversation.encode("utf-8")).digest()[:4], "big") >> 1

@@ -20,6 +20,7 @@ mode ``abstain`` sends it whole or abstains on it; the other modes report the de
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -189,10 +190,11 @@ def _answers_and_samples(llm: GuardedLLM, rule: AnswerRule | None, options: Guar
     from vllm import SamplingParams
 
     how, n = rule.sampling, len(prompts)
-    again = SamplingParams(temperature=how.temperature, max_tokens=how.max_tokens)
     extra = [p for p in prompts for _ in range(how.samples)]
-    done = llm.generate([*prompts, *extra], [params] * n + [again] * len(extra),
-                        guard=[True] * n + [False] * len(extra))
+    seeds = [how.seed_for(p if isinstance(p, str) else json.dumps(p)) for p in prompts]  # same prompt, same samples
+    again = [SamplingParams(temperature=how.temperature, max_tokens=how.max_tokens, seed=seed + i)
+             for seed in seeds for i in range(how.samples)]
+    done = llm.generate([*prompts, *extra], [params] * n + again, guard=[True] * n + [False] * len(extra))
     drawn = [c.text for c in done[n:]]
     return done[:n], [drawn[i : i + how.samples] for i in range(0, len(drawn), how.samples)]
 

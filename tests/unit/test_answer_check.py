@@ -249,3 +249,21 @@ def test_cross_fitted_answer_check_scores_no_item_with_a_fit_that_saw_it():
     flipped[folds == 0] = ~flipped[folds == 0]
     q = cross_fitted_answer_check(prompt, mean, logprob, flipped, seed=1)
     assert np.allclose(p[folds == 0], q[folds == 0]) and not np.allclose(p[folds == 1], q[folds == 1])
+
+
+def test_the_samples_seed_is_the_same_for_a_conversation_in_every_process_and_differs_between_conversations():
+    import subprocess
+    import sys
+
+    sampling = make_gate(answer_check=True, sampled=True).manifest.answer_sampling
+    assert sampling is not None
+    seeds = {q: sampling.seed_for(q) for q in ("What is the capital of France?", "What is the capital of Peru?",
+                                               '[{"content": "Paris?", "role": "user"}]', "")}
+    assert len(set(seeds.values())) == len(seeds) and all(0 <= s < 2**31 for s in seeds.values())
+    code = ("from tests.unit.fake_upstream import make_gate; "
+            "print(make_gate(answer_check=True, sampled=True).manifest.answer_sampling.seed_for("
+            "'What is the capital of France?'))")
+    for hash_seed in ("1", "2"):  # str hashing is randomised per process; the samples' seed must not be
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={"PYTHONHASHSEED": hash_seed, "PATH": ""})
+        assert int(out.stdout) == seeds["What is the capital of France?"]

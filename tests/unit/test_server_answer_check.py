@@ -157,8 +157,9 @@ def test_answer_samples_ask_the_model_again_unguarded_and_their_agreement_decide
         assert "33% of 3 samples say the same" in right["guard"]["abstained"]["detail"]
         sent = fake.sample_requests[-1]
         assert (sent["n"], sent["temperature"], sent["max_tokens"], sent["stream"]) == (3, 0.7, 16, False)
-        assert not {"top_p", "seed", "logprobs", "return_token_ids", "guard"} & set(sent)  # calibrated, unguarded
+        assert not {"top_p", "logprobs", "return_token_ids", "guard"} & set(sent)  # calibrated, unguarded
         assert sent["messages"] == [{"role": "user", "content": "right"}] and "vllm_xargs" not in sent
+        assert sent["seed"] != 3  # the client's seed is the client's answer's, not the samples'
         body = (await client.post("/v1/chat/completions", json=_chat("wrong", answer_samples=True) | {"stream": True})
                 ).text
         chunks = [c for c in _events(body) if c != "[DONE]"]
@@ -167,8 +168,13 @@ def test_answer_samples_ask_the_model_again_unguarded_and_their_agreement_decide
         done = (await client.post("/v1/completions", json={"model": MODEL, "prompt": "wrong", "guard": {
             "mode": "abstain", "answer_check": True, "answer_samples": True}})).json()["choices"][0]
         assert done["text"] == ANSWER.text and fake.sample_requests[-1]["prompt"] == "wrong"
+        seeds = [r["seed"] for r in fake.sample_requests]
+        assert len(set(seeds)) == 3  # "right", "wrong" chatted, and "wrong" as a prompt: three conversations
         plain = (await client.post("/v1/chat/completions", json=_chat("wrong"))).json()["choices"][0]
         assert plain["guard"]["answer_check"]["agreement"] is None and len(fake.sample_requests) == 3
+        again = await client.post("/v1/chat/completions", json=_chat("right", answer_samples=True) | {"seed": 9})
+        assert again.json()["choices"][0]["guard"]["answer_check"]["agreement"] == check["agreement"]
+        assert fake.sample_requests[-1]["seed"] == seeds[0]  # the same conversation draws the same samples
 
     _serve(run, sampled=True)
 

@@ -4,8 +4,9 @@ When a request asks for ``answer_samples``, :class:`Samples` sends one more requ
 to the client's: the same conversation, unguarded (no guard key: the engine scores nothing for it), for as many
 answers (``n``), at the temperature and length the gate's :class:`~guard.combiner.AnswerSampling` was
 calibrated with — the client's own sampling settings are left out, since the certificate holds for answers
-drawn that way only. The engine batches them with the client's answer (and shares the prompt's prefill where
-prefix caching is on), so they are usually ready when the answer is. :meth:`Samples.agreement` waits for them
+drawn that way only — and seeded by the conversation, so the same question gets the same samples and verdict.
+The engine batches them with the client's answer (and shares the prompt's prefill where prefix caching is on),
+so they are usually ready when the answer is. :meth:`Samples.agreement` waits for them
 and says how many say what the answer says (:func:`guard.agreement.agreement`).
 """
 
@@ -41,7 +42,15 @@ def sample_body(body: dict[str, Any], sampling: AnswerSampling) -> dict[str, Any
     else:
         out.pop("vllm_xargs", None)
     return out | {"n": sampling.samples, "temperature": sampling.temperature, "max_tokens": sampling.max_tokens,
-                  "stream": False}
+                  "stream": False, "seed": sampling.seed_for(_conversation(body))}
+
+
+def _conversation(body: dict[str, Any]) -> str:
+    """What the samples' seed is drawn from: the prompt, or the messages as canonical JSON."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        return prompt
+    return json.dumps(body.get("messages", prompt), sort_keys=True, ensure_ascii=False)
 
 
 def question_of(body: dict[str, Any], endpoint: Endpoint) -> str:
