@@ -15,7 +15,10 @@ read-out and a combiner fitted on the other relations only (the combiner on sign
 gave without seeing this one either: :func:`cross_fitted_answer_check`). Those out-of-domain confidences are the
 stored calibration split of the answer :class:`~guard.combiner.Combiner` (so its Learn-then-Test
 certificate is about questions on relations it was not fitted on) and of the gate's own selective
-calibration; the shipped read-out and combiner are then fitted on everything.
+calibration; the shipped read-out and combiner are then fitted on everything. The gate carries the question
+scope of its calibration questions (:mod:`guard.scope`): left out, a relation's questions are ranked by the gate
+no better than chance on several relations, so it decides on questions worded as calibrated ones only; the
+report's ``gate_scope`` (:mod:`calibration.gate_scope`) measures both sides of that.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 from calibration.answer_study import domain_auroc
 from calibration.fit import fit_logistic, sigmoid
 from calibration.gate import GATE_L2, GATE_LABELS, fit_layers
+from calibration.gate_scope import fact_folds, scope_of, scope_report
 from calibration.grading import grade
 from calibration.onpolicy import OnPolicyAnswer
 from calibration.readings import reading_features
@@ -200,8 +204,11 @@ def fit_answer_gate(answers: Sequence[OnPolicyAnswer], layer_index: Sequence[int
                                              alpha, delta))
         scored += [("agreement", np.asarray(agreement, np.float64)), ("sampled", sampled)]
     quality = {name: _quality(v, correct, domains) for name, v in scored}
+    templates, questions = [a.item.template for a in answers], [a.item.question for a in answers]
+    new_facts, _ = joint_lodo_logits(prompt, mean, correct, fact_folds([a.item.fact for a in answers]), l2)
     report = {"n": len(answers), "accuracy": float(correct.mean()), "alpha": alpha, "delta": delta,
               "signals": quality,
+              "gate_scope": scope_report(templates, questions, domains, gate, new_facts, correct),
               "selective": {name: {k: v for k, v in selective_report(c, correct, alpha, delta).items() if k != "curve"}
                             for name, c in scored if name in ("combined", "logprob", "sampled")}}
     tensors = fit_layers(np.concatenate([prompt, mean]).astype(np.float64), np.concatenate([correct, correct]), l2)
@@ -214,5 +221,6 @@ def fit_answer_gate(answers: Sequence[OnPolicyAnswer], layer_index: Sequence[int
         metrics={"n_train": float(len(answers)), "accuracy_of_answers": float(correct.mean()),
                  **{f"{name}_{k}": v for name, s in quality.items() for k, v in s.items()}},
         selective=SelectiveCalibration.fit(sigmoid(gate), correct, gate_alpha, delta, label="correct"),
-        answer_combiner=combiner, answer_sampling=answer_sampling, dtype=dtype)
+        answer_combiner=combiner, answer_sampling=answer_sampling, dtype=dtype,
+        question_scope=scope_of(templates, questions, list(domains)))
     return Probe(manifest, *tensors), report

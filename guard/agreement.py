@@ -29,45 +29,14 @@ Pure stdlib; every function is deterministic.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
+
+from guard.words import FUNCTION_WORDS, words
 
 __all__ = ["answer_words", "same_answer", "agreement"]
 
-_UNITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-          "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
-_TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
-_NUMBER_WORDS = {w: i for i, w in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
-
-#: words that carry no answer: articles, pronouns, auxiliaries, prepositions, conjunctions and answer fillers
-_FUNCTION_WORDS = frozenset("""
-a an the this that these those it its it's there here they them their he she his her him we our you your i my me
-is are was were be been being am do does did done has have had having will would shall should can could may might
-must of in on at to for from by with about as into onto over under between through during after before than then
-and or but nor so if because while also too very much many more most some any each every all no not
-what which who whom whose when where why how answer answers correct correctly called named known located situated
-yes well actually approximately about around roughly exactly just only s t
-""".split())
-
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 _TOKEN = re.compile(r"[^\W_][\w'-]*")
-_NON_WORD = re.compile(r"[\W_]+")
-
-
-def _words(text: str) -> list[str]:
-    """Normalised words of ``text``: case folded, accents dropped (letters of every script kept), punctuation as
-    spaces, number words as digits."""
-    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).casefold()
-    words = _NON_WORD.sub(" ", folded).split()
-    out: list[str] = []
-    for word in words:
-        value = _NUMBER_WORDS.get(word)
-        if value is not None and out and out[-1].isdigit() and int(out[-1]) % 10 == 0 and 20 <= int(out[-1]) < 100 \
-                and value < 10:
-            out[-1] = str(int(out[-1]) + value)  # "forty two" -> 42
-        else:
-            out.append(str(value) if value is not None else word)
-    return out
 
 
 def _first_sentence(answer: str) -> str:
@@ -82,7 +51,7 @@ def _named(sentence: str, skip: set[str]) -> tuple[str, ...]:
     out = []
     for token in _TOKEN.findall(sentence):
         if token[0].isdigit() or token[0].isupper():
-            out += [w for w in _words(token) if w not in skip and w not in _FUNCTION_WORDS]
+            out += [w for w in words(token) if w not in skip and w not in FUNCTION_WORDS]
     return tuple(out)
 
 
@@ -100,12 +69,12 @@ def answer_words(answer: str, question: str = "") -> tuple[str, ...]:
         >>> answer_words("45 is larger than 912.", "Which is larger, 45 or 912?")
         ('=', '45', 'larger', '912')
     """
-    asked = set(_words(question))
+    asked = set(words(question))
     sentence = _first_sentence(answer)
     named = _named(sentence, asked)
     if named:
         return named
-    content = [w for w in _words(sentence) if w not in _FUNCTION_WORDS]
+    content = [w for w in words(sentence) if w not in FUNCTION_WORDS]
     new = tuple(w for w in content if w not in asked)
     return new if new or not content else ("=", *content)
 

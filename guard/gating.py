@@ -6,7 +6,9 @@ the prompt's last token holds its verdict on the question. :class:`GateRule` tur
 ``alpha`` (recomputed from the calibration split the artefact stores, once per alpha). Where the
 stored calibration certifies no threshold at that ``alpha``, the gate does not decide: it reports
 ``certified = False`` and lets the answer through (it never abstains without a certificate, and it
-never claims one it does not have).
+never claims one it does not have). A gate with a question scope (:mod:`guard.scope`) decides on questions
+worded as its calibration questions only; any other question it lets through undecided, ``in_scope = False``:
+on new kinds of question its guess is no better than chance (calibration/results/README.md).
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ __all__ = ["GateDecision", "GateRule"]
 
 class GateDecision(CertifiedDecision):
     """What the gate said about one question (``threshold`` ``None``: nothing certified there, so it lets the
-    answer through)."""
+    answer through; ``in_scope`` ``False``: the question is unlike those the gate was calibrated on, so it does not
+    decide, and lets the answer through too)."""
+
+    in_scope: bool = True
 
 
 class GateRule:
@@ -50,6 +55,8 @@ class GateRule:
         #: the answer check on whole answers, when the gate carries an answer combiner (an on-policy gate)
         self.answers = AnswerRule(gate, offset) if gate.manifest.answer_combiner is not None else None
         self._correct = offset + list(gate.labels).index("correct")
+        #: the question wordings the gate decides on (``None``: every question)
+        self.scope = gate.manifest.question_scope
 
     @property
     def alpha(self) -> float:
@@ -60,16 +67,18 @@ class GateRule:
         """Certified threshold at ``alpha`` (``inf`` when none); cached per alpha."""
         return self._thresholds.at(alpha)
 
-    def decide(self, row: np.ndarray, alpha: float | None = None) -> GateDecision:
-        """The gate's decision for the prompt's last-token score row."""
+    def decide(self, row: np.ndarray, alpha: float | None = None, question: str = "") -> GateDecision:
+        """The gate's decision for the prompt's last-token score row; ``question``: the question's text (or the
+        whole prompt), read by a scoped gate (a scoped gate does not decide on an empty one)."""
         cols = np.asarray(row)[:, self.offset : self.offset + len(self.gate.labels)]
         probs = row_probabilities([cols.tolist()])  # one row: plain Python, as the stream's rows
         if probs is None:
             raise NonFiniteScores(f"the gate's score row {cols.tolist()} holds NaN or infinite values")
         p = probs[0][self._correct - self.offset]
-        lam = float(self.threshold(alpha))
+        in_scope = self.scope is None or self.scope.covers(question)
+        lam = float(self.threshold(alpha)) if in_scope else math.inf
         certified = math.isfinite(lam)
         # plain Python numbers of the declared types: no validation on the per-request path
         return GateDecision.model_construct(p_correct=round(p, 6), alpha=float(self.alpha if alpha is None else alpha),
                                             threshold=lam if certified else None, certified=certified,
-                                            answer=bool(not certified or p >= lam))
+                                            answer=bool(not certified or p >= lam), in_scope=in_scope)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from guard.combiner import AnswerSampling, Combiner
 from guard.conformal import MondrianConformal
 from guard.errors import ConfigError
+from guard.scope import QuestionScope
 from guard.selective import SelectiveCalibration
 from guard.shift import ShiftCalibration
 
@@ -92,6 +93,9 @@ class ProbeManifest(BaseModel):
     answer_combiner: Combiner | None = None
     #: an on-policy gate's second answer combiner, with the samples' agreement (``answer_samples`` requests)
     answer_sampling: AnswerSampling | None = None
+    #: a pre-generation gate's scope (:mod:`guard.scope`): the question wordings it was calibrated on; it decides on
+    #: those only (gates made before this field: every question)
+    question_scope: QuestionScope | None = None
     #: the engine dtype the features were captured in (probes made before this field: all float32). An engine
     #: running another dtype shifts the scores the conformal sets were fitted on: it warns at install
     dtype: Dtype = "float32"

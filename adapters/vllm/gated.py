@@ -217,11 +217,12 @@ def _check_answer(rule: AnswerRule | None, options: GuardOptions, completion: Gu
     return rule.decide(tally, options.answer_alpha, tokens=tokens)
 
 
-def _gate(llm: GuardedLLM, options: GuardOptions, completion: GuardedCompletion) -> GateDecision | None:
+def _gate(llm: GuardedLLM, options: GuardOptions, completion: GuardedCompletion,
+          question: str) -> GateDecision | None:
     row = _prompt_row(completion)
     if llm.gate is None or not options.gate or options.mode == "pass" or row is None or completion.gate_scores is None:
         return None  # without the prompt's last row (prefix caching) the gate stays undecided
-    return GateRule(llm.gate, offset=0).decide(completion.gate_scores[row], options.gate_alpha)
+    return GateRule(llm.gate, offset=0).decide(completion.gate_scores[row], options.gate_alpha, question)
 
 
 class _Choice:
@@ -278,8 +279,8 @@ def generate_guarded(llm: GuardedLLM, prompts: Sequence[str | list[int]], params
     for i, completion in enumerate(completions):
         guard = StreamGuard(rule, options, steer_strength=strength, whole_answer=answers is not None)
         prompt = prompts[i]
-        question = prompt if isinstance(prompt, str) else ""
-        choice = _Choice(guard, completion, _gate(llm, options, completion),
+        question = prompt if isinstance(prompt, str) else llm.tokenizer.decode(prompt)
+        choice = _Choice(guard, completion, _gate(llm, options, completion, question),
                          _check_answer(answers, options, completion, None if drawn is None else drawn[i], question))
         if choice.gate is not None and not choice.gate.answer:
             d = choice.gate

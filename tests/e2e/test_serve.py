@@ -311,13 +311,22 @@ def test_vllm_flags_after_the_double_dash_and_in_the_config_reach_the_engine(ser
 
 def test_the_shipped_gate_decides_on_the_question_alone_and_abstains_exactly_below_its_threshold(served):
     client = openai.OpenAI(base_url=served["url"] + "/v1", api_key="unused")
-    for question in ("What is the capital of France?", "What is 37 plus 48?", "What is the capital of Fiji?"):
+    # outside the wordings it was calibrated on, the gate does not decide (it ranks new kinds of question at chance)
+    for question in ("What is 37 plus 48?", "Which river flows through Vienna?"):
+        answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}],
+                                                max_tokens=8, temperature=0,
+                                                extra_body={"guard": {"mode": "flag", "gate_alpha": 0.5}})
+        gate = answer.choices[0].model_extra["guard"]["gate"]
+        assert gate["in_scope"] is False and (gate["certified"], gate["answer"]) == (False, True)
+    for question in ("What is the capital of France?", "How many legs does a spider have?",
+                     "What is the capital of Fiji?"):
         messages = [{"role": "user", "content": question}]
         # alpha 0.5: the gate's stored calibration certifies a threshold there (0.4 and below certify none)
         answer = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=24, temperature=0,
                                                 extra_body={"guard": {"mode": "flag", "gate_alpha": 0.5}})
         guard = answer.choices[0].model_extra["guard"]
         gate = guard["gate"]
+        assert gate["in_scope"] is True  # worded as the gate's calibration questions
         assert gate["certified"] is True and gate["alpha"] == 0.5 and 0.0 < gate["p_correct"] < 1.0
         assert gate["answer"] is (gate["p_correct"] >= gate["threshold"])
         assert (guard["decision"] == "abstain") is (not gate["answer"])

@@ -61,6 +61,12 @@ def test_on_policy_gate_is_fitted_and_certified_leave_one_domain_out_and_round_t
     assert report["selective"]["combined"]["coverage"] > report["selective"]["logprob"]["coverage"]
     loaded = Probe.load(probe.save(tmp_path / "gate.safetensors"))
     assert loaded.manifest.answer_combiner == combiner
+    scope = loaded.manifest.question_scope  # the gate decides on its calibration wordings only
+    assert scope is not None and {f.template for f in scope.frames} == {"capital/q0", "continent/q0", "color/q0"}
+    assert scope.covers("What is the capital of Peru?") and not scope.covers("Who wrote Dracula?")
+    scoped = report["gate_scope"]  # each relation left out is out of the others' scope: the gate stays off there
+    assert scoped["trusted_everywhere"] and all(r["in_scope"] == 0 for r in scoped["left_out"].values())
+    assert scoped["calibration_in_scope"] == 1.0 and scoped["new_facts"]["pooled"] > 0.6  # the prompt rows' grade
     # the artefact's scores give the signals the combiner was fitted on: the logit of the mean row
     rule, a = AnswerRule(loaded, offset=0), answers[0]
     tally = _tally_of(rule, loaded, a)

@@ -14,6 +14,7 @@ from adapters.http.score_feed import ScoreFeed
 from adapters.http.serve.router import create_app
 from adapters.http.settings import ServeSettings
 from guard.policy import DEFAULT_ABSTAIN_MESSAGE
+from guard.probe import Probe
 from tests.unit.fake_upstream import (
     BAD,
     GOOD,
@@ -321,16 +322,23 @@ def test_the_official_openai_client_reads_the_guard_field_unchanged():
     _serve(run)
 
 
-def _serve_gated(run: Any) -> None:
+def _serve_gated(run: Any, scoped: bool = False) -> None:
     from guard.gating import GateRule
+    from guard.scope import QuestionScope
     from tests.unit.fake_upstream import make_gate
 
     feed = ScoreFeed()
-    scripts = {"known": SCRIPTS["clean"], "unknown": SCRIPTS["clean"]}
-    fake = FakeUpstream(feed, scripts, gate={"known": (0.1, 0.9), "unknown": (0.95, 0.05)})
+    scripts = {q: SCRIPTS["clean"] for q in ("known", "unknown", *SCOPED)}
+    fake = FakeUpstream(feed, scripts, gate={"known": (0.1, 0.9), "unknown": (0.95, 0.05)} | {
+        q: (0.95, 0.05) for q in SCOPED})
     upstream = httpx.AsyncClient(transport=fake.transport(), base_url="http://upstream")
+    gate = make_gate()
+    if scoped:  # calibrated on questions worded "What is the capital of ...?" only
+        scope = QuestionScope.fit({"capital/q0": ["What is the capital of France?", "What is the capital of Chad?"]})
+        gate = Probe(gate.manifest.model_copy(update={"question_scope": scope}), gate.weight, gate.bias, gate.mean,
+                     gate.scale)
     app = create_app(ServeSettings.build(served_model_name=MODEL), "http://upstream", feed, make_probe(), fake,
-                     client=upstream, gate=GateRule(make_gate(), offset=len(LABELS)))
+                     client=upstream, gate=GateRule(gate, offset=len(LABELS)))
 
     async def main() -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://guard") as client:
@@ -340,12 +348,38 @@ def _serve_gated(run: Any) -> None:
     asyncio.run(main())
 
 
+#: questions a scoped gate is (first) and is not (the others) calibrated for; the gate says p(correct) 0.05 to all
+SCOPED = ("What is the capital of Peru?", "Where was Ada Lovelace born?", "What is the capital city of Peru?")
+
+
+def test_a_scoped_gate_decides_on_questions_worded_as_its_calibration_and_lets_others_through_undecided():
+    async def run(client, fake):
+        inside = (await client.post("/v1/chat/completions", json=_chat(SCOPED[0]))).json()["choices"][0]
+        assert inside["message"]["content"] == DEFAULT_ABSTAIN_MESSAGE and inside["guard"]["gate"]["in_scope"] is True
+        for question in SCOPED[1:]:  # another relation, another wording: the gate does not decide
+            for stream in (False, True):
+                reply = await client.post("/v1/chat/completions", json=_chat(question, stream=stream))
+                if stream:
+                    chunks = [c for c in _events(reply.text) if c != "[DONE]"]
+                    assert _streamed_text(chunks) == SCRIPTS["clean"].text
+                    gate = chunks[-1]["choices"][0]["guard"]["gate"]
+                else:
+                    choice = reply.json()["choices"][0]
+                    assert choice["message"]["content"] == SCRIPTS["clean"].text
+                    gate = choice["guard"]["gate"]
+                assert gate["in_scope"] is False and (gate["certified"], gate["answer"], gate["threshold"]) == (
+                    False, True, None)
+                assert gate["p_correct"] == pytest.approx(0.05)  # still reported, not acted on
+
+    _serve_gated(run, scoped=True)
+
+
 def test_the_gate_abstains_before_any_text_when_the_question_is_below_its_certified_threshold():
     async def run(client, fake):
         known = (await client.post("/v1/chat/completions", json=_chat("known"))).json()["choices"][0]
         assert known["message"]["content"] == SCRIPTS["clean"].text
         assert known["guard"]["gate"] == {"p_correct": pytest.approx(0.9), "alpha": 0.3, "threshold": 0.15,
-                                          "certified": True, "answer": True}
+                                          "certified": True, "answer": True, "in_scope": True}
         assert known["guard"]["decision"] == "pass"
         unknown = (await client.post("/v1/chat/completions", json=_chat("unknown"))).json()["choices"][0]
         assert unknown["message"]["content"] == DEFAULT_ABSTAIN_MESSAGE  # flag mode: the gate still abstains

@@ -35,7 +35,7 @@ from adapters.http.serve.protocol import (
     hide_token_ids,
     prompt_length,
 )
-from adapters.http.serve.sampling import Samples
+from adapters.http.serve.sampling import Samples, question_of
 from adapters.http.serve.session import GuardSession
 from adapters.http.serve.steer import Steering, steer_always, steer_answer
 from adapters.http.serve.streaming import open_stream
@@ -107,7 +107,8 @@ class Relay(Forwarder):
             session = GuardSession(self.rule, request.options, request.key, self.feed, self.metrics,
                                    self.settings.score_timeout, streamed=request.stream, gate=self.gate,
                                    on_failure=self.settings.on_guard_failure, steer_strength=strength,
-                                   upstream_timeout=self.settings.upstream_timeout)
+                                   upstream_timeout=self.settings.upstream_timeout,
+                                   question=question_of(request.body, request.endpoint))
         except RequestOptionError as exc:
             raise invalid_request(str(exc), param=exc.param) from exc
         if request.options.answer_samples and session.answers is not None and session.answers.sampling is not None:

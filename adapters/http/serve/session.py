@@ -53,6 +53,7 @@ class GuardSession:
         on_failure: ``on_guard_failure``: what :meth:`finish` does when the last scores do not arrive.
         steer_strength: the steering strength of mode "steer" (``None``: this server cannot steer).
         upstream_timeout: seconds :meth:`finish` waits for the answer check's samples.
+        question: the question's text, read by a gate with a question scope (:mod:`guard.scope`).
 
     Raises:
         RequestOptionError: the options ask for an alpha the probe cannot serve, or for an answer check (or its
@@ -62,7 +63,7 @@ class GuardSession:
     def __init__(self, rule: VerdictRule, options: GuardOptions, key: str, feed: ScoreFeed, metrics: GuardMetrics,
                  score_timeout: float, streamed: bool = True, gate: GateRule | None = None,
                  on_failure: FailurePolicy = "fail_open", steer_strength: float | None = None,
-                 upstream_timeout: float = 300.0) -> None:
+                 upstream_timeout: float = 300.0, question: str = "") -> None:
         self.answers = None if gate is None or not options.answer_check or options.mode == "pass" else gate.answers
         if options.answer_check and self.answers is None and options.mode != "pass":
             raise RequestOptionError("guard.answer_check=true needs an on-policy gate with an answer combiner; this "
@@ -77,6 +78,7 @@ class GuardSession:
         self.options = options
         self.gate = gate if options.gate and options.mode != "pass" else None
         self.gate_decision: GateDecision | None = None
+        self.question = question  #: the question's text (the last user message, or the prompt): the gate's scope
         self.tally = AnswerTally()  #: the answer check's signals so far
         self.answer_decision: AnswerDecision | None = None
         #: the answer check's samples, drawn upstream (set by the relay for ``answer_samples``)
@@ -149,7 +151,8 @@ class GuardSession:
                 self.answers.add_prompt_row(self.tally, segments[0].scores[0])
             if self.gate is None:
                 return
-            self.gate_decision = d = self.gate.decide(segments[0].scores[0], self.options.gate_alpha)
+            self.gate_decision = d = self.gate.decide(segments[0].scores[0], self.options.gate_alpha,
+                                                              self.question)
             if not d.answer:
                 self._merge(self.guard.gate_abstain(
                     f"the pre-generation gate gives p(correct)={d.p_correct:.3f} < certified threshold {d.threshold} "
