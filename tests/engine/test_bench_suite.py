@@ -120,7 +120,7 @@ def test_selective_bench_reports_each_signal_over_splits_and_plots_the_spread(be
     record = _strict_json(run(bench_engine, generate_qa(0)[:40], probe, None, cross_fit_gate=True, splits=12,
                               samples=2, max_tokens=16, alphas=(0.3, 0.5)))
     assert set(record["methods"]) == {"answer_probe", "logprob", "consistency", "gate", "gate_and_probe",
-                                      "answer_check"}
+                                      "answer_check", "answer_check_sampled"}
     for rep in record["methods"].values():
         per_split = rep["per_split"]
         assert len(per_split["coverage"]) == len(per_split["risk"]) == 12

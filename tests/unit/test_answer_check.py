@@ -255,6 +255,15 @@ def test_cross_fitted_answer_check_scores_no_item_with_a_fit_that_saw_it():
     flipped[folds == 0] = ~flipped[folds == 0]
     q = cross_fitted_answer_check(prompt, mean, logprob, flipped, seed=1)
     assert np.allclose(p[folds == 0], q[folds == 0]) and not np.allclose(p[folds == 1], q[folds == 1])
+    # with the samples' agreement: rows that say nothing (shuffled), an agreement that is the grade on half the
+    # answers and noise on the rest; the check reads it, cross-fitted the same way
+    shuffle = np.random.default_rng(3).permutation(len(correct))
+    agreed = np.where(np.arange(len(correct)) % 2 == 0, correct, np.random.default_rng(2).random(len(correct)))
+    blind = cross_fitted_answer_check(prompt[shuffle], mean[shuffle], logprob, correct, seed=1)
+    s = cross_fitted_answer_check(prompt[shuffle], mean[shuffle], logprob, correct, seed=1, agreement=agreed)
+    assert auroc(blind, correct) < 0.7 < auroc(s, correct)
+    s_flipped = cross_fitted_answer_check(prompt[shuffle], mean[shuffle], logprob, flipped, seed=1, agreement=agreed)
+    assert np.allclose(s[folds == 0], s_flipped[folds == 0])
 
 
 def test_the_samples_seed_is_the_same_for_a_conversation_in_every_process_and_differs_between_conversations():

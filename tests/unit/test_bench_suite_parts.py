@@ -150,3 +150,19 @@ def test_the_calibrate_bench_baseline_is_the_newton_solver_calibration_still_use
     x, labels = features(300, 40, layer=0)
     for old, new in zip(_newton_one_vs_rest(x, labels, 3, 30.0), fit_layer("logistic", x, labels, 3, 30.0)):
         assert np.allclose(old, new, rtol=1e-12, atol=1e-12)
+
+
+def test_the_selective_bench_scores_the_shipped_check_with_and_without_the_samples_agreement():
+    from benchmarks.selective_qa import _answer_check
+    from calibration.qa import AnsweredItem
+    from calibration.statements import QAItem
+    from tests.unit.fake_upstream import make_gate
+
+    gate = make_gate(answer_check=True, sampled=True)  # its sampled combiner reads the agreement alone
+    rows = np.zeros((1, 4), np.float32)
+    answered = [AnsweredItem(QAItem(f"Q{i}?", ("a",), "d"), "a", True, -0.5, None, rows, rows) for i in range(3)]
+    agreed = np.array([0.0, 0.5, 1.0])
+    out = _answer_check(answered, gate, False, np.array([True] * 3), 0, agreed)
+    assert set(out) == {"answer_check", "answer_check_sampled"}
+    assert out["answer_check_sampled"] == pytest.approx(1 / (1 + np.exp(-(12 * agreed - 6))), abs=1e-6)
+    assert set(_answer_check(answered, gate, False, np.array([True] * 3), 0)) == {"answer_check"}
