@@ -54,8 +54,7 @@ from guard.agreement import agreement as answers_agree
 from guard.combiner import AnswerSampling
 from guard.probe import Probe
 
-__all__ = ["agreement", "draw_samples", "sampling_consistency", "signals", "run", "add_arguments", "execute",
-           "summary_text"]
+__all__ = ["agreement", "draw_samples", "signals", "run", "add_arguments", "execute", "summary_text"]
 
 ALPHA_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5)
 #: words that carry no answer: left out when comparing sampled answers with the greedy one
@@ -91,13 +90,6 @@ def draw_samples(llm: Any, answered: Sequence[AnsweredItem], samples: int, tempe
     prompts = [qa_prompt(llm.tokenizer, a.item.question) for a in answered]
     params = SamplingParams(n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
     return [[o.text for o in out.outputs] for out in llm.llm.generate(prompts, params, use_tqdm=False)]
-
-
-def sampling_consistency(llm: Any, answered: Sequence[AnsweredItem], samples: int, temperature: float = 1.0,
-                         max_tokens: int = 32, seed: int = 0) -> np.ndarray:
-    """:func:`agreement` of ``samples`` answers sampled at ``temperature`` (unguarded, one batch) per item."""
-    drawn = draw_samples(llm, answered, samples, temperature, max_tokens, seed)
-    return np.array([agreement(a.answer, texts, a.item.question) for a, texts in zip(answered, drawn)])
 
 
 def signals(answered: Sequence[AnsweredItem], probe: Probe, gate: Probe | None, cross_fit_gate: bool,
@@ -143,22 +135,20 @@ def _answer_check(answered: Sequence[AnsweredItem], gate: Probe | None, cross_fi
     if gate is None or gate.manifest.answer_combiner is None:
         return {}
     rule = AnswerRule(gate, offset=0)
-    arms = [("answer_check", None)] + ([("answer_check_sampled", agreed)] if agreed is not None and rule.sampling
-                                       is not None else [])
-    result = {}
-    for name, agreements in arms:
-        scored = []
-        for i, (p_row, a_row, lp) in enumerate(zip(gate.score(prompt), gate.score(mean), logprob)):
-            tally = AnswerTally()
-            rule.add_prompt_row(tally, p_row)
-            rule.add_answer_rows(tally, a_row[None])  # the logit of the mean row: the mean of the rows' logits
-            tally.add_logprobs([float(lp)], 1)
-            if agreements is not None and rule.sampling is not None:
-                tally.agreement, tally.samples = float(agreements[i]), rule.sampling.samples
+    sampling = rule.sampling if agreed is not None else None
+    result: dict[str, list[float]] = {"answer_check": [], **({"answer_check_sampled": []} if sampling else {})}
+    for i, (p_row, a_row, lp) in enumerate(zip(gate.score(prompt), gate.score(mean), logprob)):
+        tally = AnswerTally()
+        rule.add_prompt_row(tally, p_row)
+        rule.add_answer_rows(tally, a_row[None])  # the logit of the mean row: the mean of the rows' logits
+        tally.add_logprobs([float(lp)], 1)
+        decision = rule.decide(tally)
+        result["answer_check"].append(decision.p_correct if decision is not None else 0.0)
+        if sampling is not None and agreed is not None:  # the same signals and the samples' agreement
+            tally.agreement, tally.samples = float(agreed[i]), sampling.samples
             decision = rule.decide(tally)
-            scored.append(decision.p_correct if decision is not None else 0.0)
-        result[name] = np.array(scored)
-    return result
+            result["answer_check_sampled"].append(decision.p_correct if decision is not None else 0.0)
+    return {name: np.array(v) for name, v in result.items()}
 
 
 def _report(conf: np.ndarray, correct: np.ndarray, alpha: float, delta: float, splits: int,

@@ -56,8 +56,9 @@ def _frame(template: str, questions: Sequence[str]) -> Frame | None:
         return None
     head = os.path.commonprefix(seqs)
     tail = os.path.commonprefix([s[::-1] for s in seqs])[::-1]
-    if len(head) + len(tail) >= min(len(s) for s in seqs):  # no word left between them: not a frame
-        tail = tail[len(head) + len(tail) - min(len(s) for s in seqs) + 1 :]
+    shortest = min(len(s) for s in seqs)
+    if len(head) + len(tail) >= shortest:  # no word left between them in the shortest: shorten the tail
+        tail = tail[len(head) + len(tail) - shortest + 1 :]
     if not any(w.isalpha() and w not in FUNCTION_WORDS for w in (*head, *tail)):
         return None
     return Frame(template=template, head=tuple(head), tail=tuple(tail))
