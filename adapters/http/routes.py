@@ -145,7 +145,7 @@ def _completions_route(endpoint: Endpoint, answer: Answer,
         if isinstance(reply, JSONReply):
             content.answer(endpoint, reply.status, reply.body)
             return JSONResponse(reply.body, reply.status)
-        return _EventStream(content.stream(endpoint, _contained(reply.events)), endpoint, state.metrics)
+        return _EventStream(content.stream(endpoint, reply.events), endpoint, state.metrics)
 
     route.__doc__ = f"The guarded {endpoint.replace('_', ' ')} (OpenAI's API plus the ``guard`` extension)."
     return route
@@ -273,7 +273,9 @@ async def _metrics(request: Request) -> Response:
 
 
 class _EventStream(StreamingResponse):
-    """Server-sent events that notice the client leaving (uvicorn cancels the stream, or a send fails).
+    """Server-sent events that notice the client leaving (uvicorn cancels the stream, or a send fails), and end
+    with one error event and ``[DONE]`` when producing them fails (a bug, not a request's fault: logged without
+    content).
 
     The client's exit is counted and logged as status 499, and the events are closed at once,
     shielded from the cancellation, so the guarded stream releases its request and closes the
@@ -282,31 +284,37 @@ class _EventStream(StreamingResponse):
 
     def __init__(self, events: AsyncGenerator[bytes, None], endpoint: Endpoint, metrics: GuardMetrics) -> None:
         super().__init__(events, media_type="text/event-stream")
-        self.endpoint, self.metrics = endpoint, metrics
+        self.events, self.endpoint, self.metrics = events, endpoint, metrics
 
     async def stream_response(self, send: Any) -> None:
         try:
-            await super().stream_response(send)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await _relay(self.events, send)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except (OSError, asyncio.CancelledError):
             self.metrics.record_disconnect(self.endpoint)
             _log.info("499: the client closed its %s stream before the end", self.endpoint)
             raise
         finally:  # in a task of its own: the cancellation that ends this stream is re-delivered at every await here
-            await asyncio.shield(self.body_iterator.aclose())  # type: ignore[attr-defined]
+            await asyncio.shield(self.events.aclose())
 
 
-async def _contained(events: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
-    """``events``; an internal error on the way ends the stream with one error event and ``[DONE]``."""
-    try:
-        async for event in events:
-            yield event
-    except Exception as exc:  # a bug, not a request's fault: logged (no content), the client told
-        _log.error("internal error in a stream: %s\n%s", type(exc).__name__,
-                   "".join(traceback.format_tb(exc.__traceback__)))
-        yield b"data: " + json.dumps(_INTERNAL).encode() + b"\n\n"
-        yield b"data: [DONE]\n\n"
-    finally:
-        await events.aclose()
+async def _relay(events: AsyncGenerator[bytes, None], send: Any) -> None:
+    """Send each event as it comes (the per-chunk path: no generator in between); an internal error producing
+    them ends the stream with one error event and ``[DONE]``. A failed send (the client left) is not caught."""
+    following = events.__anext__
+    while True:
+        try:
+            event = await following()
+        except StopAsyncIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug, not a request's fault: logged (no content), the client told
+            _log.error("internal error in a stream: %s\n%s", type(exc).__name__,
+                       "".join(traceback.format_tb(exc.__traceback__)))
+            body = b"data: " + json.dumps(_INTERNAL).encode() + b"\n\ndata: [DONE]\n\n"
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            return
+        await send({"type": "http.response.body", "body": event, "more_body": True})
 
 
 async def _internal_error(_: Request, exc: Exception) -> JSONResponse:

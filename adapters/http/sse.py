@@ -16,7 +16,8 @@ from contextlib import aclosing
 from typing import Any, Protocol
 
 import httpx
-import httpx_sse
+import numpy as np
+import orjson
 
 from adapters.http.errors import (
     APIError,
@@ -25,6 +26,7 @@ from adapters.http.errors import (
     upstream_failure,
 )
 from adapters.http.protocol import Endpoint
+from adapters.http.sse_decoder import SSEDecoder
 from guard.errors import AdapterError
 from guard.metrics import GuardMetrics
 
@@ -57,13 +59,13 @@ class PassedOnError(UpstreamError):
 
 
 class EventSource:
-    """The data of an upstream's SSE response, event by event, up to ``[DONE]``, read by ``httpx-sse``.
+    """The data of an upstream's SSE response, event by event, up to ``[DONE]``.
 
-    The stream is parsed as the SSE standard says (multi-line ``data:`` fields joined by newlines, comments,
-    ``id:`` and ``retry:`` fields, CR/LF line ends). An event named ``error`` (``event: error``) is the
-    upstream's mid-stream failure: its data comes out as a JSON object with ``error`` (wrapped when it was not
-    one), which the relays already treat as the upstream's own error event. Events of other names than
-    ``message`` (e.g. ``ping``) carry no chunk and are skipped.
+    The stream is parsed as the SSE standard says (:class:`adapters.http.sse_decoder.SSEDecoder`: multi-line
+    ``data:`` fields joined by newlines, comments, ``id:`` and ``retry:`` fields, CR/LF line ends). An event
+    named ``error`` (``event: error``) is the upstream's mid-stream failure: its data comes out as a JSON object
+    with ``error`` (wrapped when it was not one), which the relays already treat as the upstream's own error
+    event. Events of other names than ``message`` (e.g. ``ping``) carry no chunk and are skipped.
 
     Example:
         >>> source = EventSource(response, "the upstream")  # doctest: +SKIP
@@ -83,24 +85,29 @@ class EventSource:
         Raises:
             UpstreamError: ``protocol``: the answer is not an event stream (its content type says so).
         """
-        events = httpx_sse.EventSource(self.response).aiter_sse()
-        try:
-            async for event in events:
-                data = event.data.strip()
-                if event.event == "error":
-                    yield _error_data(data)
-                    continue
-                if event.event != "message" or not data:
-                    continue
-                if data == "[DONE]":
-                    self.done = True
-                    return
-                yield data
-        except httpx_sse.SSEError as exc:  # the content type is not text/event-stream
+        response = self.response
+        content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if content_type != "text/event-stream":
             raise UpstreamError("protocol", f"{self.who} answered a streamed request with something other than an "
-                                            f"event stream ({exc})") from exc
+                                            f"event stream (content type {content_type or 'missing'!r})")
+        decoder = SSEDecoder()
+        # bytes as they came when nothing encodes them (vLLM, most APIs); decompressed, or already read, otherwise
+        encoded = response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
+        chunks = response.aiter_bytes() if encoded or response.is_stream_consumed else response.aiter_raw()
+        try:
+            async for chunk in chunks:
+                for event, data in decoder.feed(chunk):
+                    if event == "message":
+                        data = data.strip()
+                        if data == "[DONE]":
+                            self.done = True
+                            return
+                        if data:
+                            yield data
+                    elif event == "error":
+                        yield _error_data(data.strip())
         finally:
-            await events.aclose()
+            await chunks.aclose()  # type: ignore[attr-defined]
 
 
 def _error_data(data: str) -> str:
@@ -116,15 +123,18 @@ def _error_data(data: str) -> str:
 
 
 def parse_chunk(data: str, who: str) -> dict[str, Any]:
-    """One event's JSON object.
+    """One event's JSON object (read by ``orjson``; what only Python's reader takes, e.g. ``NaN``, by that).
 
     Raises:
         UpstreamError: ``protocol``: the event is not JSON, or not a JSON object.
     """
     try:
-        chunk = json.loads(data)
-    except ValueError as exc:
-        raise UpstreamError("protocol", f"{who} sent a stream event that is not JSON ({exc})") from exc
+        chunk = orjson.loads(data)
+    except ValueError:
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise UpstreamError("protocol", f"{who} sent a stream event that is not JSON ({exc})") from exc
     if not isinstance(chunk, dict):
         raise UpstreamError("protocol", f"{who} sent a stream event that is not a JSON object: {data[:80]!r}")
     return chunk
@@ -143,8 +153,20 @@ def chunk_head(ids: dict[str, Any], endpoint: Endpoint, model: Any) -> dict[str,
 
 
 def encode(payload: dict[str, Any]) -> bytes:
-    """One event carrying ``payload`` as compact JSON."""
-    return encode_data(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+    """One event carrying ``payload`` as compact UTF-8 JSON (written by ``orjson``, the per-chunk path; a value
+    only Python's writer takes, e.g. an integer beyond 64 bits, by that)."""
+    try:
+        data = orjson.dumps(payload, default=_plain)
+    except TypeError:
+        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return b"data: " + data + b"\n\n"
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (what ``orjson`` does not write itself)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def encode_data(data: str) -> bytes:

@@ -279,7 +279,8 @@ def generate_guarded(llm: GuardedLLM, prompts: Sequence[str | list[int]], params
     for i, completion in enumerate(completions):
         guard = StreamGuard(rule, options, steer_strength=strength, whole_answer=answers is not None)
         prompt = prompts[i]
-        question = prompt if isinstance(prompt, str) else llm.tokenizer.decode(prompt)
+        # the question's words are read by the gate's scope and the samples' agreement: without a gate, by nothing
+        question = prompt if isinstance(prompt, str) else llm.tokenizer.decode(prompt) if llm.gate is not None else ""
         choice = _Choice(guard, completion, _gate(llm, options, completion, question),
                          _check_answer(answers, options, completion, None if drawn is None else drawn[i], question))
         if choice.gate is not None and not choice.gate.answer:

@@ -22,7 +22,7 @@ HEAVY = ("torch", "vllm", "transformers", "fastapi", "httpx", "uvicorn", "zmq", 
 #: the HTTP adapter reaches the engine only through the rest of ``adapters`` (never vllm or torch itself);
 #: jinja2: the reader's chat-template errors (guard proxy)
 HTTP_ALLOWED = {"guard", "adapters", "numpy", "pydantic", "pydantic_settings", "prometheus_client", "yaml", "fastapi",
-                "starlette", "httpx", "httpx_sse", "opentelemetry", "uvicorn", "transformers", "jinja2",
+                "starlette", "httpx", "orjson", "opentelemetry", "uvicorn", "transformers", "jinja2",
                 "pythonjsonlogger"}
 #: the guardrail adapters are HTTP clients of guard proxy: guard's client views, httpx and their framework only
 #: (fastapi: the HTTPException LiteLLM's proxy answers)

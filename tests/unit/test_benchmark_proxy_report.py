@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -100,3 +101,23 @@ def test_each_requests_own_server_time_gives_the_exact_p50_that_decides_the_per_
     record = {"summary": s, "rounds": 2, "requests": 4, "concurrency": 1, "max_tokens": 10,
               "load_average_1m": {"start": 1.0, "end": 2.0}}
     assert "p50 1.20 ms, p99" in summary_text(record) and "<= 1 ms p50 per request NOT met" in summary_text(record)
+
+
+def _run_at(per_request_ms: float, chunks: float) -> dict[str, Any]:
+    return {"summary": {"streamed": {"guard_process_cpu": {"per_request_ms": per_request_ms},
+                                     "added_per_chunk_ms": {"chunks_per_request": {"mean": chunks}}}}}
+
+
+def test_the_marginal_chunk_cost_is_the_slope_between_two_stream_lengths_without_the_fixed_part() -> None:
+    from benchmarks.in_server import marginal
+
+    # 2 ms per request whatever its length, 0.25 ms per chunk: total / chunks would say 0.37 and 0.29
+    got = marginal(_run_at(2.0 + 0.25 * 16.5, 16.5), _run_at(2.0 + 0.25 * 48.5, 48.5))
+    assert abs(got["per_chunk_ms"] - 0.25) < 1e-12 and abs(got["fixed_per_request_ms"] - 2.0) < 1e-12
+
+
+def test_the_marginal_chunk_cost_needs_a_longer_second_run() -> None:
+    from benchmarks.in_server import marginal
+
+    with pytest.raises(ValueError, match="expected more"):
+        marginal(_run_at(5.0, 16.5), _run_at(5.0, 16.5))

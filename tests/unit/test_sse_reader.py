@@ -1,4 +1,4 @@
-"""The upstream's event stream is read as the SSE standard says (``httpx-sse``), not line by line."""
+"""The upstream's event stream is read as the SSE standard says (:mod:`adapters.http.sse_decoder`), not line by line."""
 
 from __future__ import annotations
 
@@ -66,3 +66,86 @@ def test_a_streamed_answer_that_is_not_an_event_stream_is_a_protocol_error_namin
     with pytest.raises(UpstreamError) as info:
         _read(b'{"not": "sse"}', content_type="application/json")
     assert info.value.kind == "protocol" and "the upstream" in str(info.value) and "event stream" in str(info.value)
+
+
+def test_a_gzip_encoded_event_stream_is_decompressed_before_it_is_parsed() -> None:
+    import gzip
+
+    body = gzip.compress(b'data: {"g": 5}\n\ndata: [DONE]\n\n')
+
+    async def run() -> tuple[list[str], bool]:
+        response = httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8",
+                                                "content-encoding": "gzip"}, content=body)
+        source = EventSource(response, "the upstream")
+        return [d async for d in source.payloads()], source.done
+
+    assert asyncio.run(run()) == (['{"g": 5}'], True)
+
+
+# --- the decoder itself, against the standard's line-by-line interpretation, with the bytes cut anywhere
+
+
+def _reference(stream: str) -> list[tuple[str, str]]:
+    """The WHATWG "interpret an event stream" algorithm, line by line (slow and plain)."""
+    import re
+
+    stream = stream.removeprefix("\ufeff")
+    lines = re.split(r"\r\n|\r|\n", stream)
+    complete = lines[:-1]  # the last piece has no line end yet: an unfinished line is never interpreted
+    events, name, data = [], "", []
+    for line in complete:
+        if line == "":
+            if data:
+                events.append((name or "message", "\n".join(data)))
+            name, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        field, colon, value = line.partition(":")
+        value = value[1:] if colon and value.startswith(" ") else value
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+    return events
+
+
+def _decode(stream: bytes, cuts: list[int]) -> list[tuple[str, str]]:
+    from adapters.http.sse_decoder import SSEDecoder
+
+    decoder, out, last = SSEDecoder(), [], 0
+    for cut in sorted(set(cuts)) + [len(stream)]:
+        out += decoder.feed(stream[last:cut])
+        last = cut
+    return out
+
+
+_LINES = ["data: {\"a\": 1}", "data:x", "data", "data: ", ": comment", "event: ping", "event:", "id: 7", "retry: 9",
+          "", "", "data: é ü", "field without colon", "data:  two spaces", "event: error", "data: [DONE]"]
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_the_decoder_reads_every_line_end_and_field_as_the_standard_says(end: str) -> None:
+    text = "\ufeff" + end.join(_LINES) + end + end
+    assert _decode(text.encode(), []) == _reference(text)
+
+
+def test_the_decoder_agrees_with_the_standard_however_the_bytes_are_cut() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(_LINES), st.sampled_from(["\n", "\r\n", "\r"])), max_size=30),
+           st.lists(st.integers(0, 400), max_size=12))
+    def check(lines: list[tuple[str, str]], cuts: list[int]) -> None:
+        text = "".join(line + end for line, end in lines)
+        stream = text.encode()
+        assert _decode(stream, [c for c in cuts if c <= len(stream)]) == _reference(text)
+
+    check()
+
+
+def test_an_event_cut_inside_a_multibyte_character_comes_out_whole() -> None:
+    stream = 'data: {"t": "café 東京"}\n\n'.encode()
+    cut = stream.index("東".encode()) + 1
+    assert _decode(stream, [cut]) == [("message", '{"t": "café 東京"}')]
