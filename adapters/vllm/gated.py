@@ -20,7 +20,6 @@ mode ``abstain`` sends it whole or abstains on it; the other modes report the de
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from adapters.vllm.engine import GuardedCompletion, GuardedLLM
-from guard.agreement import agreement
-from guard.answer_check import AnswerDecision, AnswerRule, AnswerTally
+from adapters.vllm.gated_checks import answer_rule, answers_and_samples, check_answer, gate_decision
+from guard.answer_check import AnswerDecision
 from guard.errors import ConfigError
-from guard.gating import GateDecision, GateRule
+from guard.gating import GateDecision
 from guard.options import GuardOptions
 from guard.policy import StreamGuard
 from guard.steering import SteeringVector
@@ -158,73 +157,6 @@ def steered_request(point: SteerPoint, completion: GuardedCompletion, max_tokens
     return prompt, len(prompt) - 1, max(1, max_tokens - len(kept))
 
 
-def _prompt_row(completion: GuardedCompletion) -> int | None:
-    """Index of the prompt's last token among the completion's scored rows (``None``: no scores, or no row for it,
-    e.g. with prefix caching)."""
-    if completion.gate_scores is None or completion.scores is None:
-        return None
-    where = np.flatnonzero(completion.scores.positions == len(completion.prompt_token_ids) - 1)
-    return int(where[0]) if len(where) else None
-
-
-def _answer_rule(llm: GuardedLLM, options: GuardOptions) -> AnswerRule | None:
-    if not options.answer_check or options.mode == "pass":
-        return None
-    if llm.gate is None or llm.gate.manifest.answer_combiner is None:
-        raise ConfigError("options.answer_check needs an engine started with an on-policy gate that carries an answer "
-                          "combiner (GuardConfig(gate=PATH), PATH made by `guard calibrate-answers --ship PATH`); "
-                          "or set GuardOptions(answer_check=False)")
-    return AnswerRule(llm.gate, offset=0)
-
-
-def _answers_and_samples(llm: GuardedLLM, rule: AnswerRule | None, options: GuardOptions,
-                         prompts: Sequence[str | list[int]], params: Any
-                         ) -> tuple[list[GuardedCompletion], list[list[str]] | None]:
-    """The guarded answers and, for ``options.answer_samples``, each prompt answered again (unguarded, as the gate's
-    sampling says) in the same engine batch."""
-    if rule is None or not options.answer_samples:
-        return llm.generate(list(prompts), params), None
-    if rule.sampling is None:
-        raise ConfigError("options.answer_samples needs a gate calibrated with samples (an answer sampling in its "
-                          "manifest: `guard calibrate-answers --ship PATH`); or set GuardOptions(answer_samples=False)")
-    from vllm import SamplingParams
-
-    how, n = rule.sampling, len(prompts)
-    extra = [p for p in prompts for _ in range(how.samples)]
-    seeds = [how.seed_for(p if isinstance(p, str) else json.dumps(p)) for p in prompts]  # same prompt, same samples
-    again = [SamplingParams(temperature=how.temperature, max_tokens=how.max_tokens, seed=seed + i)
-             for seed in seeds for i in range(how.samples)]
-    done = llm.generate([*prompts, *extra], [params] * n + again, guard=[True] * n + [False] * len(extra))
-    drawn = [c.text for c in done[n:]]
-    return done[:n], [drawn[i : i + how.samples] for i in range(0, len(drawn), how.samples)]
-
-
-def _check_answer(rule: AnswerRule | None, options: GuardOptions, completion: GuardedCompletion,
-                  samples: list[str] | None = None, question: str = "") -> AnswerDecision | None:
-    """The answer check's decision from the completion's gate columns (``None``: no check, or no prompt row);
-    with ``samples``, their agreement with the answer joins it."""
-    row = _prompt_row(completion)
-    if rule is None or row is None or completion.gate_scores is None or completion.scores is None:
-        return None
-    n = len(completion.prompt_token_ids)
-    positions, tally = completion.scores.positions, AnswerTally()
-    rule.add_prompt_row(tally, completion.gate_scores[row])
-    tokens = len(completion.token_ids)
-    rule.add_answer_rows(tally, completion.gate_scores[(positions >= n) & (positions < n + tokens - 1)])
-    tally.add_logprobs(completion.token_logprobs, tokens)
-    if samples is not None:
-        tally.agreement, tally.samples = agreement(completion.text, samples, question), len(samples)
-    return rule.decide(tally, options.answer_alpha, tokens=tokens)
-
-
-def _gate(llm: GuardedLLM, options: GuardOptions, completion: GuardedCompletion,
-          question: str) -> GateDecision | None:
-    row = _prompt_row(completion)
-    if llm.gate is None or not options.gate or options.mode == "pass" or row is None or completion.gate_scores is None:
-        return None  # without the prompt's last row (prefix caching) the gate stays undecided
-    return GateRule(llm.gate, offset=0).decide(completion.gate_scores[row], options.gate_alpha, question)
-
-
 class _Choice:
     """One prompt's guard and what it has let through so far."""
 
@@ -269,20 +201,20 @@ def generate_guarded(llm: GuardedLLM, prompts: Sequence[str | list[int]], params
         raise ConfigError("guarded generation needs an engine started with a probe: GuardConfig(probe=PATH)")
     rule = rule or VerdictRule.from_probe(llm.probe)
     strength = steer_strength(options, llm.steering)
-    answers = _answer_rule(llm, options)
+    answers = answer_rule(llm, options)
     params = params or SamplingParams(max_tokens=32, temperature=0.0)
     if answers is not None and params.logprobs is None:  # the answer check reads the tokens' log-probabilities
         params = params.clone()
         params.logprobs = 0
     choices = []
-    completions, drawn = _answers_and_samples(llm, answers, options, prompts, params)
+    completions, drawn = answers_and_samples(llm, answers, options, prompts, params)
     for i, completion in enumerate(completions):
         guard = StreamGuard(rule, options, steer_strength=strength, whole_answer=answers is not None)
         prompt = prompts[i]
         # the question's words are read by the gate's scope and the samples' agreement: without a gate, by nothing
         question = prompt if isinstance(prompt, str) else llm.tokenizer.decode(prompt) if llm.gate is not None else ""
-        choice = _Choice(guard, completion, _gate(llm, options, completion, question),
-                         _check_answer(answers, options, completion, None if drawn is None else drawn[i], question))
+        choice = _Choice(guard, completion, gate_decision(llm, options, completion, question),
+                         check_answer(answers, options, completion, None if drawn is None else drawn[i], question))
         if choice.gate is not None and not choice.gate.answer:
             d = choice.gate
             choice.take([choice.guard.gate_abstain(f"the pre-generation gate gives p(correct)={d.p_correct:.3f} < "
