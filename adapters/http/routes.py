@@ -308,7 +308,7 @@ async def _relay(events: AsyncGenerator[bytes, None], send: Any) -> None:
             event = await following()
         except StopAsyncIteration:
             return
-        except Exception as exc:  # noqa: BLE001 - a bug, not a request's fault: logged (no content), the client told
+        except Exception as exc:  # a bug, not a request's fault: logged (no content), the client told
             _log.error("internal error in a stream: %s\n%s", type(exc).__name__,
                        "".join(traceback.format_tb(exc.__traceback__)))
             body = b"data: " + json.dumps(_INTERNAL).encode() + b"\n\ndata: [DONE]\n\n"
