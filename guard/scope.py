@@ -37,16 +37,31 @@ class Frame(BaseModel):
     head: tuple[str, ...]
     tail: tuple[str, ...]
 
-    def found_in(self, text: Sequence[str]) -> bool:
-        """Whether the words ``text`` hold ``head``, then at least one word, then ``tail``."""
+    def found_in(self, text: Sequence[str], at: Mapping[str, Sequence[int]] | None = None) -> bool:
+        """Whether the words ``text`` hold ``head``, then at least one word, then ``tail``.
+
+        ``at``: where each word of ``text`` stands, in order (:func:`_positions`; computed when not given), so a
+        long text is searched only where the head and the tail can begin.
+        """
         h, t, n = len(self.head), len(self.tail), len(text)
-        # the earliest end of the head leaves the most room for the rest
-        first = next((i + h for i in range(n - h + 1) if tuple(text[i : i + h]) == self.head), None) if h else 0
-        if first is None:
-            return False
+        where = _positions(text) if at is None else at
+        first = 0
+        if h:  # the earliest end of the head leaves the most room for the rest
+            first = next((i + h for i in where.get(self.head[0], ()) if tuple(text[i : i + h]) == self.head), -1)
+            if first < 0:
+                return False
         if not t:
             return first < n
-        return any(tuple(text[j : j + t]) == self.tail for j in range(first + 1, n - t + 1))
+        return any(first + 1 <= j <= n - t and tuple(text[j : j + t]) == self.tail
+                   for j in where.get(self.tail[0], ()))
+
+
+def _positions(text: Sequence[str]) -> dict[str, list[int]]:
+    """Where each word of ``text`` stands, in ascending order."""
+    at: dict[str, list[int]] = {}
+    for i, word in enumerate(text):
+        at.setdefault(word, []).append(i)
+    return at
 
 
 def _frame(template: str, questions: Sequence[str]) -> Frame | None:
@@ -88,7 +103,8 @@ class QuestionScope(BaseModel):
     def match(self, text: str) -> Frame | None:
         """The first frame ``text`` is worded in, or ``None`` (out of scope)."""
         said = words(text)
-        return next((f for f in self.frames if f.found_in(said)), None)
+        at = _positions(said)  # once for every frame
+        return next((f for f in self.frames if f.found_in(said, at)), None)
 
     def covers(self, text: str) -> bool:
         """Whether ``text`` holds a question worded as a calibrated one."""

@@ -84,3 +84,28 @@ def test_the_scope_report_says_where_the_gate_decides_on_left_out_relations_and_
     assert report["trusted_everywhere"]
     wrong_way = scope_report(["landmark/q0"] * 3 + ["seat/q0"] * 3, alike, domains, -right_way, right_way, correct)
     assert not wrong_way["trusted_everywhere"]
+
+
+def test_a_frame_is_found_exactly_where_a_plain_scan_of_every_position_finds_it() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from guard.scope import Frame
+
+    def plain(frame: Frame, text: list[str]) -> bool:
+        h, t, n = len(frame.head), len(frame.tail), len(text)
+        starts = [i + h for i in range(n - h + 1) if tuple(text[i : i + h]) == frame.head]
+        if not starts:
+            return False
+        first = starts[0]
+        return first < n if not t else any(tuple(text[j : j + t]) == frame.tail for j in range(first + 1, n - t + 1))
+
+    vocab = st.sampled_from(["what", "is", "the", "capital", "of", "x", "y"])
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(vocab, max_size=3), st.lists(vocab, max_size=3), st.lists(vocab, max_size=14))
+    def check(head: list[str], tail: list[str], text: list[str]) -> None:
+        frame = Frame(template="t", head=tuple(head), tail=tuple(tail))
+        assert frame.found_in(text) == plain(frame, text)
+
+    check()

@@ -151,8 +151,7 @@ class GuardSession:
                 self.answers.add_prompt_row(self.tally, segments[0].scores[0])
             if self.gate is None:
                 return
-            self.gate_decision = d = self.gate.decide(segments[0].scores[0], self.options.gate_alpha,
-                                                              self.question)
+            self.gate_decision = d = self.gate.decide(segments[0].scores[0], self.options.gate_alpha, self.question)
             if not d.answer:
                 self._merge(self.guard.gate_abstain(
                     f"the pre-generation gate gives p(correct)={d.p_correct:.3f} < certified threshold {d.threshold} "
