@@ -39,7 +39,7 @@ from adapters.http.serve.streaming import _guard_chunk, _Stream
 from adapters.http.sse import encode, parse_chunk
 from benchmarks.latency import distribution
 from benchmarks.machine import machine
-from benchmarks.record import save_record
+from benchmarks.record import save_record, timed_record
 from guard.gating import GateRule
 from guard.metrics import GuardMetrics
 from guard.probe import Probe
@@ -70,8 +70,9 @@ class _Setup:
 
 
 def _chunk(i: int, last: bool) -> str:
-    choice: dict[str, Any] = {"index": 0, "delta": {"content": TOKENS[i]} if i else {"role": "assistant",
-                                                                                    "content": TOKENS[i]},
+    """vLLM's ``i``-th chat chunk (token ids on, the prompt's ids on the first; the tokens repeat past 16)."""
+    text = TOKENS[i % len(TOKENS)]
+    choice: dict[str, Any] = {"index": 0, "delta": {"content": text} if i else {"role": "assistant", "content": text},
                               "logprobs": None, "finish_reason": "length" if last else None, "token_ids": [1000 + i]}
     chunk: dict[str, Any] = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "m",
                              "choices": [choice]}
@@ -166,11 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    started = time.time()
-    record = {"command": "python -m benchmarks.chunk_cost " + " ".join(sys.argv[1:] if argv is None else argv),
-              "machine": machine("numpy", "pydantic"), **run(args.requests, args.rounds),
-              "wall_s": None}
-    record["wall_s"] = round(time.time() - started, 1)
+    record = timed_record("python -m benchmarks.chunk_cost " + " ".join(sys.argv[1:] if argv is None else argv),
+                          machine("numpy", "pydantic"), lambda: run(args.requests, args.rounds))
     save_record(args.out, record, summary_text(record))
     return 0
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["save_record", "finite"]
+__all__ = ["save_record", "finite", "timed_record"]
 
 
 def finite(value: Any) -> Any:
@@ -35,3 +37,17 @@ def save_record(out: str | None, record: dict[str, Any], summary: str, indent: i
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(finite(record), indent=indent, allow_nan=False) + "\n")
+
+
+def timed_record(command: str, machine: dict[str, Any], measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A record of ``measure()``'s results: the command that ran it, the machine, then the results, then
+    ``wall_s``, the seconds it took.
+
+    Example:
+        >>> timed_record("python -m x", {"cpu": "?"}, lambda: {"n": 1})["n"]
+        1
+    """
+    started = time.time()
+    record = {"command": command, "machine": machine, **measure()}
+    record["wall_s"] = round(time.time() - started, 1)
+    return record

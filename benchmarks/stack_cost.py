@@ -37,8 +37,10 @@ from adapters.http.in_process import ENGINE_URL, InProcessTransport
 from adapters.http.score_feed import ScoreFeed
 from adapters.http.serve.router import create_app
 from adapters.http.settings import ServeSettings
+from benchmarks.chunk_cost import _EVICT_BYTES, PROBE, PROMPT_TOKENS, TOKENS
+from benchmarks.chunk_cost import _chunk as chat_chunk
 from benchmarks.machine import machine
-from benchmarks.record import save_record
+from benchmarks.record import save_record, timed_record
 from guard.gating import GateRule
 from guard.heads import check_gate
 from guard.probe import Probe
@@ -49,11 +51,6 @@ __all__ = ["ARMS", "LENGTHS", "main", "run"]
 
 ARMS = ("warm", "evicted")
 LENGTHS = (16, 48)
-PROBE = "smollm2-135m-instruct"
-TOKENS = ["The", " capital", " of", " France", " is", " Paris", ".", " It", " lies", " on", " the", " Seine",
-          " river", " and", " is", " large"]  # a sentence closes every 8 tokens
-PROMPT_TOKENS = 30
-_EVICT_BYTES = 64 << 20
 
 
 class _Pieces:
@@ -64,22 +61,14 @@ class _Pieces:
 
 
 def _chunk(i: int, n: int, chat: bool) -> bytes:
-    last = i == n - 1
-    text = TOKENS[i % len(TOKENS)]
+    """vLLM's ``i``-th event of ``n``, chat (:func:`benchmarks.chunk_cost._chunk`'s chunk) or completions."""
     if chat:
-        delta = {"role": "assistant", "content": text} if i == 0 else {"content": text}
-        choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None,
-                                  "finish_reason": "length" if last else None, "token_ids": [1000 + i]}
-        chunk: dict[str, Any] = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1,
-                                 "model": "m", "choices": [choice]}
-        if i == 0:
-            chunk["prompt_token_ids"] = list(range(PROMPT_TOKENS))
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length" if last else None,
-                  "token_ids": [1000 + i]}
-        if i == 0:
-            choice["prompt_token_ids"] = list(range(PROMPT_TOKENS))
-        chunk = {"id": "cmpl-bench", "object": "text_completion", "created": 1, "model": "m", "choices": [choice]}
+        return ("data: " + chat_chunk(i, i == n - 1) + "\n\n").encode()
+    choice: dict[str, Any] = {"index": 0, "text": TOKENS[i % len(TOKENS)], "logprobs": None,
+                              "finish_reason": "length" if i == n - 1 else None, "token_ids": [1000 + i]}
+    if i == 0:
+        choice["prompt_token_ids"] = list(range(PROMPT_TOKENS))
+    chunk = {"id": "cmpl-bench", "object": "text_completion", "created": 1, "model": "m", "choices": [choice]}
     return ("data: " + json.dumps(chunk) + "\n\n").encode()
 
 
@@ -211,11 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    started = time.time()
-    record = {"command": "python -m benchmarks.stack_cost " + " ".join(sys.argv[1:] if argv is None else argv),
-              "machine": machine("numpy", "httpx", "fastapi", "orjson"), **run(args.requests, args.rounds),
-              "wall_s": None}
-    record["wall_s"] = round(time.time() - started, 1)
+    record = timed_record("python -m benchmarks.stack_cost " + " ".join(sys.argv[1:] if argv is None else argv),
+                          machine("numpy", "httpx", "fastapi", "orjson"), lambda: run(args.requests, args.rounds))
     save_record(args.out, record, summary_text(record))
     return 0
 
