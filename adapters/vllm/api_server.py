@@ -6,8 +6,8 @@ second loopback hop cost more than twice the guard's CPU per request and per str
 front end now builds vLLM's serving app itself, from the same ``vllm serve`` argument vector (vLLM's parser,
 vLLM's engine client, vLLM's routes and state) and calls it without a socket
 (:class:`adapters.http.in_process.InProcessTransport`). vLLM's engine core still runs in processes of its own,
-started by its engine client; :func:`tether` makes each one end with the front end, even when the front end is
-SIGKILLed.
+started by its engine client; :func:`adapters.vllm.tether.tether` makes each one end with the front end, even
+when the front end is SIGKILLed.
 
 Every vLLM name this needs is imported here, behind :func:`adapters.vllm.internals.check_version`, and
 ``tests/unit/test_vllm_api_server.py`` fails loudly when an upgrade moves one.
@@ -15,22 +15,17 @@ Every vLLM name this needs is imported here, behind :func:`adapters.vllm.interna
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from adapters.vllm import internals
-from guard.errors import AdapterError
+from adapters.vllm.tether import TETHER_ENV
 
-__all__ = ["VllmApp", "vllm_app", "engine_dead", "engine_processes", "tether", "TETHER_ENV"]
+__all__ = ["VllmApp", "vllm_app", "engine_dead", "engine_processes"]
 
-#: environment variable naming the front end's PID; an engine core started by it ends when it ends
-TETHER_ENV = "GUARD_TETHER_PID"
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,8 @@ async def vllm_app(argv: Sequence[str]) -> AsyncIterator[VllmApp]:
 
     What ``vllm serve`` does before listening, in this process: its parser, its start-up log (version, model,
     non-default arguments), its tool/reasoning parser checks, its engine client, its app and app state, its
-    lifespan (periodic stats logging). The engine core processes are tethered to this process (:func:`tether`).
+    lifespan (periodic stats logging). The engine core processes are tethered to this process
+    (:func:`adapters.vllm.tether.tether`).
 
     Args:
         argv: ``vllm serve`` arguments (no program name), e.g. from
@@ -92,20 +88,3 @@ def engine_processes(client: Any) -> dict[int, int | None]:
     signal that ended it). Empty where this vLLM does not say."""
     manager = getattr(getattr(getattr(client, "engine_core", None), "resources", None), "engine_manager", None)
     return {int(p.pid): p.exitcode for p in getattr(manager, "processes", ()) if p.pid is not None}
-
-
-def tether() -> None:
-    """In an engine core process started by a guard front end: end (SIGTERM) when that front end ends.
-
-    Called from the plugin's :func:`adapters.vllm.plugin.register`, which vLLM runs in every process it starts.
-    Acts only in a direct child of the process named by :data:`TETHER_ENV` (vLLM's workers already follow
-    their engine core); a front end that died before this ran ends the process at once.
-    """
-    front = os.environ.get(TETHER_ENV)
-    if not front or not front.isdigit() or os.getppid() != int(front):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        raise AdapterError(f"cannot tether the engine to guard serve (prctl errno {ctypes.get_errno()})")
-    if os.getppid() != int(front):  # the front end died between the check and prctl
-        os.kill(os.getpid(), signal.SIGTERM)

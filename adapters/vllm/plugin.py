@@ -2,7 +2,7 @@
 
 vLLM calls :func:`register` in every process it starts (front end, engine core, workers), possibly
 more than once. In an engine core started by ``guard serve`` it first ties the process's life to the front end
-(:func:`adapters.vllm.api_server.tether`). Otherwise it only wraps the runner's ``load_model``; the wrapper
+(:func:`adapters.vllm.tether.tether`). Otherwise it only wraps the runner's ``load_model``; the wrapper
 reads the engine's ``additional_config["guard"]`` once, right after the model is loaded, and installs the capture only
 when that entry exists. An engine started without it runs untouched.
 """
@@ -30,7 +30,7 @@ def register() -> None:
     if _registered:
         return
     from adapters.vllm import internals
-    from adapters.vllm.api_server import tether
+    from adapters.vllm.tether import tether
 
     tether()
     internals.patch_runner_load_model(_on_model_loaded)

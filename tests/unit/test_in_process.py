@@ -1,16 +1,10 @@
-"""guard serve's engine in its own process: the in-process transport, the route split, one metrics page, the
-tether that ends the engine with the front end, and the vLLM names it builds on (the engine itself: e2e tier)."""
+"""guard serve's engine in its own process: the in-process transport, the route split, one metrics page and the
+vLLM names it builds on (the tether: test_tether.py; the engine itself: e2e tier)."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -127,46 +121,6 @@ def test_engine_port_is_a_guard_serve_setting_and_guard_proxy_refuses_it():
     assert ServeSettings.build(engine_port=9123).engine_port == 9123
     with pytest.raises(ConfigError, match="engine_port"):
         ProxySettings.build(upstream="http://127.0.0.1:9000", engine_port=9123)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-@pytest.mark.parametrize("tethered", [True, False])
-def test_a_tethered_engine_process_ends_when_its_front_end_is_sigkilled_and_only_then(tethered):
-    # front end (SIGKILLed by the test) -> engine process (calls tether(), as the plugin does in vLLM's engine core)
-    engine = textwrap.dedent("""
-        import sys, time
-        from adapters.vllm.api_server import tether
-        tether()
-        print("ready", flush=True)
-        time.sleep(60)
-    """)
-    front = textwrap.dedent(f"""
-        import os, subprocess, sys
-        env = dict(os.environ, GUARD_TETHER_PID=str(os.getpid() if {tethered} else 1))
-        child = subprocess.Popen([sys.executable, "-c", {engine!r}], env=env, stdout=subprocess.PIPE, text=True)
-        assert child.stdout.readline() == "ready\\n"
-        print(child.pid, flush=True)
-        child.wait()
-    """)
-    with subprocess.Popen([sys.executable, "-c", front], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT))) as process:
-        child = int(process.stdout.readline())  # type: ignore[union-attr]
-        process.kill()
-    try:
-        deadline = time.monotonic() + 5
-        while _alive(child) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _alive(child) is not tethered
-    finally:
-        if _alive(child):
-            os.kill(child, signal.SIGKILL)
 
 
 def test_the_vllm_server_names_guard_serve_builds_on_exist_in_this_vllm():
