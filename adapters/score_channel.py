@@ -14,6 +14,7 @@ import uuid
 
 import zmq
 
+from adapters.run_folder import socket_folder
 from guard.errors import ChannelError
 from guard.scores import ScoreSegment, ScoreSink, ScoreStore, decode_batch, encode_batch
 
@@ -25,8 +26,10 @@ _HWM = 100_000
 
 
 def new_ipc_endpoint() -> str:
-    """A fresh Unix-socket endpoint for a collector on this host."""
-    return f"ipc:///tmp/guard-scores-{uuid.uuid4().hex[:12]}.sock"
+    """A fresh Unix-socket endpoint for a collector on this host, in this process's run folder
+    (:func:`adapters.run_folder.socket_folder`)."""
+    name = f"guard-scores-{uuid.uuid4().hex[:12]}.sock"
+    return f"ipc://{socket_folder(len(name))}/{name}"
 
 
 class _ZmqSink:

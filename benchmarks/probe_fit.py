@@ -196,11 +196,12 @@ def run(rows: int = 4000, hidden: int = 4096, layers: int = 8, baseline_layers: 
     if min(rows, hidden, layers, baseline_layers, classes, threads) < 1 or baseline_layers > layers:
         raise ValueError(f"rows={rows} hidden={hidden} layers={layers} baseline_layers={baseline_layers} "
                          f"classes={classes} threads={threads}: expected positive counts, baseline_layers <= layers")
-    folder = Path(tempfile.mkdtemp(prefix="guard-bench-fit-"))
     base = {"rows": rows, "hidden": hidden, "classes": classes, "seed": seed}
-    arms = {arm: _run_child({**base, "arm": arm, "layers": baseline_layers if arm == "newton" else layers,
-                             "probs": str(folder / f"{arm}.npy")}, threads) for arm in ARMS}
-    p_new, p_old = np.load(folder / "lbfgs.npy"), np.load(folder / "newton.npy")
+    with tempfile.TemporaryDirectory(prefix="guard-bench-fit-") as tmp:
+        folder = Path(tmp)
+        arms = {arm: _run_child({**base, "arm": arm, "layers": baseline_layers if arm == "newton" else layers,
+                                 "probs": str(folder / f"{arm}.npy")}, threads) for arm in ARMS}
+        p_new, p_old = np.load(folder / "lbfgs.npy"), np.load(folder / "newton.npy")
     per_layer = {arm: float(np.median(arms[arm]["seconds_per_layer"])) for arm in ARMS}
     arms["newton"]["all_layers_s_extrapolated"] = round(per_layer["newton"] * layers, 1)
     arms["lbfgs"]["all_layers_s"] = round(sum(arms["lbfgs"]["seconds_per_layer"]), 1)

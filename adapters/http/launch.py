@@ -44,6 +44,7 @@ from adapters.http.settings import ProxySettings, ServeSettings
 from adapters.http.starting import StartingPort, bind_port
 from adapters.http.tokens import HFTokenTexts
 from adapters.http.upstream import ReaderMetrics, UpstreamServer
+from adapters.run_folder import use_for_vllm
 from guard.errors import AdapterError, ConfigError
 from guard.gating import GateRule
 from guard.heads import check_gate
@@ -90,6 +91,7 @@ def run(settings: ServeSettings) -> None:
         AdapterError: the upstream did not start.
     """
     configure_logging(settings.log_level, settings.log_format)
+    use_for_vllm()  # vLLM's socket files in this process's run folder, removed at exit
     probe_path, probe = _calibrated_probe(settings.probe, "guard serve needs a probe: pass --probe PATH (or "
                                                           "GUARD_PROBE), or serve a model that ships one")
     gate = None
@@ -129,6 +131,7 @@ def run_proxy(settings: ProxySettings) -> None:
         AdapterError: the reader did not start.
     """
     configure_logging(settings.log_level, settings.log_format)
+    use_for_vllm()  # the reader's socket files in this process's run folder, removed at exit
     if settings.mode == "steer" and not settings.upstream_guarded:
         raise ConfigError(f"mode='steer' is not available in guard proxy: {NO_STEERING}; set mode to flag, abstain "
                           "or pass (guard serve steers its own engine; upstream_guarded passes it on to one)")

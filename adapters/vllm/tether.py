@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from adapters.run_folder import remove_for
 from guard.errors import AdapterError
 
 __all__ = ["tether", "TETHER_ENV", "GRACE_S"]
@@ -63,14 +64,16 @@ def tether() -> None:
         watched = -1
     if os.getppid() != int(front):  # the front end died before the signal was armed, or while the pidfd opened
         os.kill(os.getpid(), signal.SIGTERM)
-    threading.Thread(target=_backstop, args=(watched,), name="guard-tether", daemon=True).start()
+    threading.Thread(target=_backstop, args=(int(front), watched), name="guard-tether", daemon=True).start()
 
 
-def _backstop(watched: int) -> None:
-    """Wait for the front end (``watched``: its pidfd, -1 when it has gone already), then give the grace."""
+def _backstop(front: int, watched: int) -> None:
+    """Wait for the front end (``watched``: its pidfd, -1 when it has gone already), remove its run folder (no
+    other process needs its socket files now), then give the grace."""
     if watched >= 0:
         select.select([watched], [], [])  # readable once the process has exited
         os.close(watched)
+    remove_for(front)
     time.sleep(GRACE_S)
     me = os.getpid()
     for pid in _descendants(me):

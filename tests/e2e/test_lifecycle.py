@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -233,6 +234,9 @@ def test_sigterm_with_a_long_stream_running_exits_0_within_the_drain_deadline(se
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
     assert _within(60, lambda: len(events) >= 3), guard.tail()  # it is generating
+    # vLLM's socket files and the score channel's are in guard serve's own run folder
+    (run,) = Path(tempfile.gettempdir()).glob(f"guard-run-{guard.process.pid}-*")
+    assert len([path for path in run.iterdir() if path.is_socket()]) >= 3, sorted(run.iterdir())
     started = time.monotonic()
     guard.process.send_signal(signal.SIGTERM)
     code = guard.process.wait(timeout=60)
@@ -247,6 +251,7 @@ def test_sigterm_with_a_long_stream_running_exits_0_within_the_drain_deadline(se
     assert done == "data: [DONE]"  # in OpenAI's shape, not cut
     assert json.loads(stopped.removeprefix("data: "))["error"]["code"] == "server_shutting_down"
     assert '"finish_reason":"length"' not in "".join(line for _, line in events).replace(" ", "")
+    assert not run.exists()  # and no socket file is left in the temp folder
     # the engine's workers follow their engine core out (vLLM's death pipe), a moment after guard serve exits
     assert _within(5, lambda: not [pid for pid in engine if _alive(pid)]), [_cmdline(p) for p in engine if _alive(p)]
 

@@ -31,7 +31,9 @@ _ENGINE = textwrap.dedent("""
 #: the front end: names itself (or PID 1) as the tether, starts the engine, prints the engine's and worker's PIDs
 _FRONT = textwrap.dedent("""
     import os, subprocess, sys
-    env = dict(os.environ, GUARD_TETHER_PID=str(os.getpid() if {tethered} else 1))
+    run = os.path.join({temp!r}, f"guard-run-{{os.getpid()}}-test")  # the front end's run folder
+    os.mkdir(run)
+    env = dict(os.environ, GUARD_TETHER_PID=str(os.getpid() if {tethered} else 1), GUARD_RUN_FOLDER=run)
     child = subprocess.Popen([sys.executable, "-c", {engine!r}], env=env, stdout=subprocess.PIPE, text=True)
     ready, worker = child.stdout.readline().split()
     assert ready == "ready"
@@ -48,9 +50,10 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _kill_front(tethered: bool, hangs: bool) -> tuple[int, int, float]:
-    """Start front end -> engine -> worker, SIGKILL the front end: (engine PID, worker PID, monotonic kill time)."""
-    front = _FRONT.format(tethered=tethered, engine=_ENGINE.format(hangs=hangs))
+def _kill_front(tethered: bool, hangs: bool, temp: Path) -> tuple[int, int, float]:
+    """Start front end -> engine -> worker, SIGKILL the front end: (engine PID, worker PID, monotonic kill time).
+    The front end makes its run folder in ``temp``."""
+    front = _FRONT.format(tethered=tethered, engine=_ENGINE.format(hangs=hangs), temp=str(temp))
     with subprocess.Popen([sys.executable, "-c", front], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                           env=dict(os.environ, PYTHONPATH=str(ROOT))) as process:
         engine, worker = map(int, process.stdout.readline().split())  # type: ignore[union-attr]
@@ -75,8 +78,8 @@ def _reap(*pids: int) -> None:
 
 
 @pytest.mark.parametrize("tethered", [True, False])
-def test_a_tethered_engine_process_ends_when_its_front_end_is_sigkilled_and_only_then(tethered):
-    engine, worker, _ = _kill_front(tethered, hangs=False)
+def test_a_tethered_engine_process_ends_when_its_front_end_is_sigkilled_and_only_then(tethered, tmp_path):
+    engine, worker, _ = _kill_front(tethered, hangs=False, temp=tmp_path)
     try:
         took = _gone_within((engine,), 5)
         assert (took is not None) is tethered
@@ -84,10 +87,11 @@ def test_a_tethered_engine_process_ends_when_its_front_end_is_sigkilled_and_only
         _reap(engine, worker)
 
 
-def test_an_engine_whose_shutdown_hangs_is_sigkilled_with_its_workers_after_the_grace():
-    engine, worker, killed = _kill_front(True, hangs=True)  # the engine ignores the SIGTERM the kernel sends
+def test_an_engine_whose_shutdown_hangs_is_sigkilled_with_its_workers_after_the_grace(tmp_path):
+    engine, worker, killed = _kill_front(True, hangs=True, temp=tmp_path)  # it ignores the kernel's SIGTERM
     try:
         assert _gone_within((engine, worker), GRACE_S - 1) is None  # vLLM's own shutdown gets the grace
+        assert list(tmp_path.iterdir()) == []  # the front end's run folder went at once
         assert _gone_within((engine, worker), 4) is not None
         assert time.monotonic() - killed < GRACE_S + 4
     finally:
