@@ -38,7 +38,7 @@ def run_folder() -> Path:
     exit."""
     global _folder
     with _lock:
-        if _folder is None or _folder.parent != Path(tempfile.gettempdir()):
+        if _folder is None:
             _sweep(Path(tempfile.gettempdir()))
             _folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
             atexit.register(_remove, _folder, os.getpid())

@@ -27,7 +27,6 @@ from adapters.vllm.tether import TETHER_ENV
 __all__ = ["VllmApp", "vllm_app", "engine_dead", "engine_processes"]
 
 
-
 @dataclass(frozen=True)
 class VllmApp:
     """vLLM's serving app over a started engine, built in this process."""
